@@ -1,0 +1,576 @@
+//! The client a host opens: safe Rust, used by the C ABI in `ffi.rs` and
+//! directly by Rust hosts.
+//!
+//! Locking order, always: `inner` mutex, then the lock file. Neither is held
+//! while bytes travel over the network.
+
+use crate::config::Config;
+use crate::consent::{self, ConsentState, Receipt};
+use crate::error::{parse_json, Code, Error, Result};
+use crate::report::{self, Builtins};
+use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
+use crate::schema::{self, FieldValue, Kind, BUILTIN_FIELDS};
+use crate::store::{Attempt, Guard, HistoryEntry, State, Store};
+use crate::transport::{Delivery, Transport};
+use crate::{now_unix, random_hex, OsRng};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const MAX_VALUES_JSON_BYTES: usize = 1 << 20;
+/// How often a tick re-reads the state although nothing is due, so that a
+/// consent given in another process (a GUI beside a service) is noticed.
+pub const RECHECK: i64 = 600;
+/// How long `close` waits for a send in flight before abandoning it.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
+pub const DISABLE_ENV: &str = "OPTIN_TELEMETRY_DISABLE";
+
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    store: Store,
+    transport: Transport,
+    builtins: Builtins,
+    inner: Mutex<Inner>,
+    /// A tick at a time in [`last_look`, `next_look`) has nothing to do: the
+    /// whole cost of a not-due tick is these two atomic loads.
+    next_look: AtomicI64,
+    last_look: AtomicI64,
+    sending: Mutex<bool>,
+    send_done: Condvar,
+    /// Bumped by every consent answer: a send prepared under an older
+    /// generation is abandoned before it transmits.
+    generation: AtomicU64,
+    closed: AtomicBool,
+}
+
+struct Inner {
+    values: Vec<Option<FieldValue>>,
+    /// Id of the next report; fresh after each report is finished, never stored.
+    report_id: String,
+    warnings: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock is caught at the C boundary; the data it
+    // guards is still consistent (every mutation is a single assignment).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn new_report_id() -> String {
+    random_hex(16)
+}
+
+fn env_disabled() -> bool {
+    std::env::var(DISABLE_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+}
+
+impl Client {
+    pub fn open(config_json: &str) -> Result<Client> {
+        if config_json.len() > crate::config::MAX_CONFIG_BYTES {
+            return Err(Error::new(Code::TooLarge, format!("the configuration is larger than {} bytes", crate::config::MAX_CONFIG_BYTES)));
+        }
+        let config = Config::parse(config_json)?;
+        let transport = Transport::new(&config.endpoint, config.proxy.as_deref(), config.ca_cert_pem.as_deref())
+            .map_err(|m| Error::config(format!("config.endpoint: {m}")))?;
+        let store = Store::open(&config.state_dir)?;
+        let mut warnings = vec![];
+        {
+            let guard = store.lock()?;
+            let (_, w) = store.load(&guard);
+            warnings.extend(w);
+            let (_, w) = store.load_history(&guard);
+            warnings.extend(w);
+        }
+        let builtins = Builtins::detect(&config.product, &config.product_version);
+        let values = vec![None; config.schema.fields.len()];
+        Ok(Client {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                transport,
+                builtins,
+                inner: Mutex::new(Inner { values, report_id: new_report_id(), warnings }),
+                next_look: AtomicI64::new(i64::MIN),
+                last_look: AtomicI64::new(i64::MIN),
+                sending: Mutex::new(false),
+                send_done: Condvar::new(),
+                generation: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    // ----- consent -----
+
+    pub fn set_consent(&self, granted: bool) -> Result<()> {
+        let s = &*self.shared;
+        let _inner = lock(&s.inner);
+        let guard = s.store.lock()?;
+        let (mut state, warning) = s.store.load(&guard);
+        let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.schema, &s.config.product_version);
+        if state.consent.as_ref() != Some(&answer) {
+            // Any change of answer cancels the schedule; a "yes" draws a new
+            // phase on the next tick.
+            state.consent = Some(answer);
+            state.schedule = None;
+            s.store.save(&guard, &state)?;
+            s.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        drop(guard);
+        drop(_inner);
+        self.note(warning);
+        s.next_look.store(i64::MIN, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn consent(&self) -> Result<ConsentState> {
+        let (state, _) = self.read_state()?;
+        Ok(consent::effective(state.consent.as_ref(), &self.shared.config.schema.digest))
+    }
+
+    fn read_state(&self) -> Result<(State, Option<String>)> {
+        self.shared.read_state()
+    }
+
+    fn note(&self, warning: Option<String>) {
+        self.shared.note(warning)
+    }
+
+    /// Why nothing will be sent whatever the consent, if a policy says so.
+    pub fn blocked_by(&self) -> Option<String> {
+        self.shared.blocked_by()
+    }
+
+    // ----- values -----
+
+    pub fn set_bool(&self, field: &str, value: bool) -> Result<()> {
+        let i = self.shared.config.schema.check_bool(field)?;
+        lock(&self.shared.inner).values[i] = Some(FieldValue::Bool(value));
+        Ok(())
+    }
+
+    pub fn set_count(&self, field: &str, value: u64) -> Result<()> {
+        let i = self.shared.config.schema.check_count(field)?;
+        lock(&self.shared.inner).values[i] = Some(FieldValue::Count(value));
+        Ok(())
+    }
+
+    pub fn set_choice(&self, field: &str, value: &str) -> Result<()> {
+        let (i, v) = self.shared.config.schema.check_choice(field, value)?;
+        lock(&self.shared.inner).values[i] = Some(v);
+        Ok(())
+    }
+
+    /// All or nothing: every value is checked before any is applied.
+    pub fn set_values_json(&self, text: &str) -> Result<()> {
+        if text.len() > MAX_VALUES_JSON_BYTES {
+            return Err(Error::new(Code::TooLarge, format!("values_json is larger than {MAX_VALUES_JSON_BYTES} bytes")));
+        }
+        let v = parse_json(text, "values_json")?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::new(Code::WrongType, format!("values_json must be an object of field -> value, got {}", schema::json_type(&v))))?;
+        let checked = obj
+            .iter()
+            .map(|(k, v)| self.shared.config.schema.check_json(k, v))
+            .collect::<Result<Vec<_>>>()?;
+        let mut inner = lock(&self.shared.inner);
+        for (i, value) in checked {
+            inner.values[i] = value;
+        }
+        Ok(())
+    }
+
+    // ----- what the user sees -----
+
+    pub fn preview(&self) -> String {
+        let inner = lock(&self.shared.inner);
+        self.build_report(&inner)
+    }
+
+    fn build_report(&self, inner: &Inner) -> String {
+        self.shared.build_report(inner)
+    }
+
+    pub fn describe(&self, language: &str) -> Result<String> {
+        if !language.is_empty() && !schema::is_language_tag(language) {
+            return Err(Error::invalid(format!("language: \"{}\" is not a language tag such as \"en\" or \"de-AT\"", schema::truncate(language, 40))));
+        }
+        let s = &*self.shared;
+        let sch = &s.config.schema;
+        let (state, _) = self.read_state()?;
+        let consent = consent::effective(state.consent.as_ref(), &sch.digest);
+        let pick = |texts: &std::collections::BTreeMap<String, String>| -> String {
+            let base = language.split('-').next().unwrap_or("");
+            texts.get(language).or_else(|| texts.get(base)).or_else(|| texts.get("en")).cloned().unwrap_or_default()
+        };
+        let mut fields = vec![];
+        for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
+            let text = if language.split('-').next() == Some("de") { de } else { en };
+            fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
+        }
+        let inner = lock(&s.inner);
+        for (i, f) in sch.fields.iter().enumerate() {
+            let mut d = Map::new();
+            d.insert("name".into(), json!(f.name));
+            d.insert("builtin".into(), json!(false));
+            d.insert("kind".into(), json!(f.kind.name()));
+            d.insert("description".into(), json!(pick(&f.description)));
+            match &f.kind {
+                Kind::Count { buckets: Some(b) } => {
+                    d.insert("buckets".into(), json!(b));
+                }
+                Kind::Choice { values } | Kind::Choices { values } => {
+                    d.insert("values".into(), json!(values));
+                }
+                _ => {}
+            }
+            d.insert("value".into(), inner.values[i].as_ref().map_or(Value::Null, |v| sch.encode(i, v)));
+            fields.push(Value::Object(d));
+        }
+        let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
+            json!({
+                "decision": if r.granted { "granted" } else { "denied" },
+                "at": r.at,
+                "schema_version": r.schema_version,
+                "schema_digest": r.schema_digest,
+                "product_version": r.product_version,
+            })
+        });
+        let changes = match (&state.consent, consent) {
+            (Some(r), ConsentState::Outdated) => {
+                let c = schema::diff(&r.schema, &sch.canonical);
+                json!({
+                    "from_schema_version": r.schema_version,
+                    "to_schema_version": sch.version,
+                    "added": c.added, "removed": c.removed, "changed": c.changed,
+                    "builtins_changed": c.builtins_changed,
+                })
+            }
+            _ => Value::Null,
+        };
+        let out = json!({
+            "language": if language.is_empty() { "en" } else { language },
+            "product": s.config.product,
+            "product_version": s.config.product_version,
+            "schema_version": sch.version,
+            "schema_digest": sch.digest,
+            "consent": {"state": consent.as_str(), "receipt": receipt, "changes": changes},
+            "blocked_by": self.blocked_by(),
+            "endpoint": s.config.endpoint,
+            "fields": fields,
+            "next_report": self.build_report(&inner),
+            "warnings": inner.warnings,
+        });
+        Ok(out.to_string())
+    }
+
+    pub fn status(&self) -> Result<String> {
+        let s = &*self.shared;
+        let (state, _) = self.read_state()?;
+        let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
+        let blocked = self.blocked_by();
+        let sending_here = *lock(&s.sending);
+        let schedule = state.schedule.as_ref();
+        let sending_elsewhere = schedule.and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.lease_until > now_unix());
+        let next_due = match (consent, &blocked, schedule) {
+            (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
+            _ => Value::Null,
+        };
+        let warnings = lock(&s.inner).warnings.clone();
+        Ok(json!({
+            "consent": consent.as_str(),
+            "next_due": next_due,
+            "last_sent": state.last_sent,
+            "sending": sending_here || sending_elsewhere,
+            "blocked_by": blocked,
+            "last_error": state.last_error,
+            "attempts": schedule.map_or(0, |sc| sc.attempts),
+            "schema_version": s.config.schema.version,
+            "schema_digest": s.config.schema.digest,
+            "warnings": warnings,
+        })
+        .to_string())
+    }
+
+    pub fn history(&self) -> Result<String> {
+        let guard = self.shared.store.lock()?;
+        let (history, warning) = self.shared.store.load_history(&guard);
+        drop(guard);
+        self.note(warning);
+        let reports: Vec<Value> = history
+            .iter()
+            .rev()
+            .map(|e| {
+                let last = e.attempts.last();
+                json!({
+                    "report_id": e.report_id,
+                    "at": last.map(|a| a.at),
+                    "outcome": last.map(|a| a.outcome.as_str()),
+                    "status": last.and_then(|a| a.status),
+                    "body": e.body,
+                    "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "outcome": a.outcome, "status": a.status, "error": a.error})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(json!({"reports": reports}).to_string())
+    }
+
+    pub fn clear_history(&self) -> Result<()> {
+        let guard = self.shared.store.lock()?;
+        self.shared.store.save_history(&guard, &[])
+    }
+
+    // ----- sending -----
+
+    pub fn tick(&self) -> Result<()> {
+        self.tick_at(now_unix())
+    }
+
+    pub fn tick_at(&self, now: i64) -> Result<()> {
+        let s = &*self.shared;
+        if now < s.next_look.load(Ordering::Relaxed) && now >= s.last_look.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.look(now)
+    }
+
+    fn set_next_look(&self, now: i64, next: i64) {
+        self.shared.set_next_look(now, next)
+    }
+
+    fn look(&self, now: i64) -> Result<()> {
+        let s = &*self.shared;
+        if s.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let inner = lock(&s.inner);
+        let guard = s.store.lock()?;
+        let (mut state, warning) = s.store.load(&guard);
+        let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
+        if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
+            drop((guard, inner));
+            self.note(warning);
+            self.set_next_look(now, i64::MAX);
+            return Ok(());
+        }
+        let mut rng = OsRng;
+        let Some(schedule) = state.schedule.as_mut() else {
+            let drawn = Schedule::draw(now, state.last_sent, &mut rng);
+            let due = drawn.due;
+            state.schedule = Some(drawn);
+            s.store.save(&guard, &state)?;
+            drop((guard, inner));
+            self.note(warning);
+            self.set_next_look(now, due);
+            return Ok(());
+        };
+        let before = schedule.clone();
+        let (decision, interrupted) = schedule.tick(now, &mut rng);
+        let mut start = None;
+        if let TickDecision::Send { slot } = decision {
+            let token = random_hex(8);
+            schedule.start(token.clone(), now, slot);
+            start = Some((token, slot));
+        }
+        let next = schedule.in_flight.as_ref().map_or(schedule.due, |f| f.lease_until);
+        if let Some(i) = &interrupted {
+            state.last_error = Some(format!("the send started at {} did not finish (the process ended or hung); counted as a failed attempt", i.since));
+            s.mark_interrupted(&guard, i);
+        }
+        if state.schedule.as_ref() != Some(&before) || interrupted.is_some() {
+            s.store.save(&guard, &state)?;
+        }
+        drop((guard, inner));
+        self.note(warning);
+        match start {
+            None => self.set_next_look(now, next),
+            Some((token, slot)) => {
+                *lock(&s.sending) = true;
+                self.set_next_look(now, i64::MAX);
+                let shared = Arc::clone(&self.shared);
+                let generation = s.generation.load(Ordering::SeqCst);
+                let spawned = std::thread::Builder::new()
+                    .name("optin-telemetry-send".into())
+                    .spawn(move || shared.send_in_background(token, now, slot, generation));
+                if let Err(e) = spawned {
+                    *lock(&s.sending) = false;
+                    self.set_next_look(now, i64::MIN);
+                    return Err(Error::internal(format!("cannot start the send thread: {e}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until no send of this client is in flight.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let s = &*self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut sending = lock(&s.sending);
+        while *sending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(Code::Timeout, format!("a send was still in flight after {} ms", timeout.as_millis())));
+            }
+            sending = s.send_done.wait_timeout(sending, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn read_state(&self) -> Result<(State, Option<String>)> {
+        let guard = self.store.lock()?;
+        let (state, warning) = self.store.load(&guard);
+        drop(guard);
+        self.note(warning.clone());
+        Ok((state, warning))
+    }
+
+    fn note(&self, warning: Option<String>) {
+        if let Some(w) = warning {
+            lock(&self.inner).warnings.push(w);
+        }
+    }
+
+    fn blocked_by(&self) -> Option<String> {
+        if self.config.disabled {
+            Some("policy: \"disabled\": true in the configuration".into())
+        } else if env_disabled() {
+            Some(format!("policy: {DISABLE_ENV} is set in the environment"))
+        } else {
+            None
+        }
+    }
+
+    fn build_report(&self, inner: &Inner) -> String {
+        report::build(&self.config.schema, &inner.values, &self.builtins, &inner.report_id)
+    }
+
+    fn set_next_look(&self, now: i64, next: i64) {
+        self.last_look.store(now, Ordering::SeqCst);
+        self.next_look.store(next.min(now.saturating_add(RECHECK)), Ordering::SeqCst);
+    }
+
+    fn mark_interrupted(&self, guard: &Guard, i: &Interrupted) {
+        let (mut history, _) = self.store.load_history(guard);
+        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == i.token) {
+            a.outcome = "interrupted".into();
+            a.error = Some("the sending process ended before the outcome was known".into());
+            let _ = self.store.save_history(guard, &history);
+        }
+    }
+
+    /// Runs on its own thread. Never panics out (the sending flag is reset by
+    /// a drop guard whatever happens).
+    fn send_in_background(self: Arc<Self>, token: String, since: i64, slot: i64, generation: u64) {
+        struct Done<'a>(&'a Shared);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.sending) = false;
+                self.0.next_look.store(i64::MIN, Ordering::SeqCst);
+                self.0.send_done.notify_all();
+            }
+        }
+        let _done = Done(&self);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, slot, generation)));
+        let error = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.message,
+            Err(_) => "internal error while sending".to_string(),
+        };
+        if let Ok(guard) = self.store.lock() {
+            let (mut state, _) = self.store.load(&guard);
+            state.last_error = Some(error);
+            if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
+                sc.in_flight = None;
+            }
+            let _ = self.store.save(&guard, &state);
+        }
+    }
+
+    fn send_once(&self, token: &str, since: i64, slot: i64, generation: u64) -> Result<()> {
+        let s = self;
+        // 1. Right before the bytes go out: consent, policy and ownership of
+        //    the send are checked again, under the lock.
+        let body = {
+            let inner = lock(&s.inner);
+            let guard = s.store.lock()?;
+            let (mut state, _) = s.store.load(&guard);
+            let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
+            let allowed = generation == s.generation.load(Ordering::SeqCst)
+                && !s.closed.load(Ordering::SeqCst)
+                && consent::effective(state.consent.as_ref(), &s.config.schema.digest) == ConsentState::Granted
+                && self.blocked_by().is_none();
+            if !allowed || !ours {
+                if ours {
+                    state.schedule.as_mut().expect("ours implies a schedule").in_flight = None;
+                    s.store.save(&guard, &state)?;
+                }
+                return Ok(()); // abandoned before anything was transmitted
+            }
+            let body = self.build_report(&inner);
+            let (mut history, _) = s.store.load_history(&guard);
+            let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
+            match history.last_mut() {
+                Some(e) if e.report_id == inner.report_id && e.body == body => e.attempts.push(attempt),
+                _ => history.push(HistoryEntry { report_id: inner.report_id.clone(), body: body.clone(), attempts: vec![attempt] }),
+            }
+            s.store.save_history(&guard, &history)?;
+            body
+        };
+        // 2. The network, with no lock held.
+        let delivery = s.transport.send(&body);
+        // 3. Record what happened.
+        let mut inner = lock(&s.inner);
+        let guard = s.store.lock()?;
+        let (mut state, _) = s.store.load(&guard);
+        let (outcome_name, status, error, outcome) = match &delivery {
+            Delivery::Delivered { status } => ("delivered", Some(*status), None, Outcome::Delivered),
+            Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
+            Delivery::Failed { status, retry_after, error } => ("failed", *status, Some(error.clone()), Outcome::Failed { retry_after: *retry_after }),
+        };
+        let (mut history, _) = s.store.load_history(&guard);
+        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == token) {
+            a.outcome = outcome_name.into();
+            a.status = status;
+            a.error = error.clone();
+        }
+        s.store.save_history(&guard, &history)?;
+        if outcome == Outcome::Delivered {
+            state.last_sent = Some(since);
+        }
+        state.last_error = error;
+        let mut report_finished = !matches!(outcome, Outcome::Failed { .. });
+        if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
+            sc.in_flight = None;
+            sc.record(since, slot, outcome, &mut OsRng);
+            report_finished = sc.attempts == 0;
+        }
+        s.store.save(&guard, &state)?;
+        if report_finished {
+            inner.report_id = new_report_id();
+        }
+        Ok(())
+    }
+
+}
+
+impl Drop for Client {
+    /// Closing: nothing new starts, a prepared send that has not transmitted
+    /// is abandoned, one in flight gets `CLOSE_WAIT` to finish.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let _ = self.flush(CLOSE_WAIT);
+    }
+}

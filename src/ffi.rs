@@ -1,0 +1,439 @@
+//! The C ABI. The only module with `unsafe` (besides two Windows system calls
+//! in `platform`): it turns C arguments into Rust values, calls the safe core,
+//! and turns results back. Every exported function runs inside `boundary`,
+//! so no panic crosses into the host.
+#![allow(non_camel_case_types)]
+
+use crate::client::Client;
+use crate::error::{Code, Error, Result};
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use std::time::Duration;
+
+/// Result of every fallible function: TEL_OK or a TEL_ERR_* code.
+pub type tel_result = i32;
+
+/// Success.
+pub const TEL_OK: tel_result = 0;
+/// A required pointer argument was NULL.
+pub const TEL_ERR_NULL_ARGUMENT: tel_result = 1;
+/// A string argument was not valid UTF-8.
+pub const TEL_ERR_INVALID_UTF8: tel_result = 2;
+/// An argument was outside its documented range (e.g. consent not 0 or 1).
+pub const TEL_ERR_INVALID_ARGUMENT: tel_result = 3;
+/// The configuration given to tel_open was rejected (unknown key, bad schema, bad endpoint...).
+pub const TEL_ERR_CONFIG: tel_result = 4;
+/// The state directory could not be created, read, locked or written.
+pub const TEL_ERR_IO: tel_result = 5;
+/// A bug in the library (a caught panic); the message says where.
+pub const TEL_ERR_INTERNAL: tel_result = 6;
+/// A JSON argument was not syntactically valid JSON.
+pub const TEL_ERR_MALFORMED_JSON: tel_result = 7;
+/// A field name is not in the schema.
+pub const TEL_ERR_UNKNOWN_FIELD: tel_result = 8;
+/// A value has the wrong type for its field (e.g. a string for a count, 1.5 for a count).
+pub const TEL_ERR_WRONG_TYPE: tel_result = 9;
+/// A value has the right type but is not allowed (not in the choice list, a negative count, a duplicate).
+pub const TEL_ERR_VALUE_NOT_ALLOWED: tel_result = 10;
+/// An input string is longer than the library accepts (1 MiB for JSON, 256 bytes for names and values).
+pub const TEL_ERR_TOO_LARGE: tel_result = 11;
+/// tel_flush: a send was still in flight when the timeout ran out.
+pub const TEL_ERR_TIMEOUT: tel_result = 12;
+
+/// No answer yet: nothing is sent.
+pub const TEL_CONSENT_UNDECIDED: u32 = 0;
+/// The user agreed to the schema in use: reports may be sent.
+pub const TEL_CONSENT_GRANTED: u32 = 1;
+/// The user declined: nothing is sent, and a schema change does not ask again.
+pub const TEL_CONSENT_DENIED: u32 = 2;
+/// The user agreed to an earlier schema: nothing is sent until they answer again.
+pub const TEL_CONSENT_OUTDATED: u32 = 3;
+
+const MAX_JSON: usize = 1 << 20;
+const MAX_NAME: usize = 256;
+
+/// An open telemetry client. Opaque; created by tel_open, destroyed by tel_close.
+pub struct tel_client {
+    client: Client,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::from(c"no error"));
+}
+
+fn set_last_error(message: &str) {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+/// The single panic boundary: runs `f`, records its error for
+/// tel_last_error_message, and turns a panic into TEL_ERR_INTERNAL.
+fn boundary(f: impl FnOnce() -> Result<()>) -> tel_result {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => TEL_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.message);
+            e.code as tel_result
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("internal error: {what}"));
+            TEL_ERR_INTERNAL
+        }
+    }
+}
+
+fn null(what: &str) -> Error {
+    Error::new(Code::NullArgument, format!("{what} is NULL"))
+}
+
+/// Borrows a NUL-terminated UTF-8 string, reading at most `limit + 1` bytes so
+/// that a huge input is rejected without scanning all of it.
+///
+/// SAFETY: `p` is NULL or points to memory readable up to its NUL terminator
+/// or `limit + 1` bytes, whichever comes first, for the duration of the call.
+unsafe fn read_str<'a>(p: *const c_char, what: &str, limit: usize) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    let mut len = 0;
+    while *p.add(len) != 0 {
+        if len == limit {
+            return Err(Error::new(Code::TooLarge, format!("{what} is longer than {limit} bytes")));
+        }
+        len += 1;
+    }
+    let bytes = std::slice::from_raw_parts(p as *const u8, len);
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(Code::InvalidUtf8, format!("{what} is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()))
+    })
+}
+
+/// SAFETY: `p` is NULL or a pointer returned by tel_open and not yet closed.
+unsafe fn client<'a>(p: *mut tel_client) -> Result<&'a Client> {
+    p.as_ref().map(|c| &c.client).ok_or_else(|| null("client"))
+}
+
+/// SAFETY: `out` is NULL or valid for one pointer write.
+unsafe fn out_string(out: *mut *mut c_char, f: impl FnOnce() -> Result<String>) -> Result<()> {
+    if out.is_null() {
+        return Err(null("out_json"));
+    }
+    let text = f()?;
+    let c = CString::new(text).map_err(|_| Error::internal("output contained a NUL byte"))?;
+    *out = c.into_raw();
+    Ok(())
+}
+
+fn flag(v: i32, what: &str) -> Result<bool> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(Error::invalid(format!("{what} must be 0 or 1, got {other}"))),
+    }
+}
+
+/// Opens a client: validates the configuration, creates `state_dir` if needed,
+/// and reads the saved consent.
+///
+/// `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
+/// `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
+/// `disabled`, `proxy`, `ca_cert_pem`; unknown keys are rejected. See README.
+/// `out_client`: receives the new client on success; untouched on failure.
+/// The client is owned by the caller and must be released with tel_close().
+///
+/// A corrupted or unreadable state file does not fail the call: it is moved
+/// aside, the client starts undecided, and tel_status_json() lists a warning.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
+/// TEL_ERR_IO (state_dir cannot be created or its lock file written).
+#[no_mangle]
+pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *mut tel_client) -> tel_result {
+    boundary(|| {
+        if out_client.is_null() {
+            return Err(null("out_client"));
+        }
+        let text = read_str(config_json, "config_json", MAX_JSON)?;
+        let client = Client::open(text)?;
+        *out_client = Box::into_raw(Box::new(tel_client { client }));
+        Ok(())
+    })
+}
+
+/// Closes a client and frees it. NULL is a no-op.
+///
+/// A send that has not started transmitting is abandoned; one in flight is
+/// given up to 3 seconds to finish, then left to end on its own without
+/// touching the freed handle. Must not race any other call on the same
+/// client; the pointer is invalid afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
+    let _ = boundary(|| {
+        if !client.is_null() {
+            drop(Box::from_raw(client));
+        }
+        Ok(())
+    });
+}
+
+/// Records the user's answer: `granted` = 1 (yes) or 0 (no); anything else is
+/// TEL_ERR_INVALID_ARGUMENT. The answer is on disk before the call returns.
+///
+/// A "yes" covers exactly the schema in use (its version and digest) and
+/// schedules the first report at a random moment within 7 days. A "no" takes
+/// effect at once: no request starts afterwards and a prepared send is
+/// abandoned; it stays a "no" across schema changes.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state
+/// could not be written; the previous answer stays in force).
+#[no_mangle]
+pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        c.set_consent(flag(granted, "granted")?)
+    })
+}
+
+/// Writes the consent in force for the schema in use to `*out_consent`: one of
+/// TEL_CONSENT_UNDECIDED, TEL_CONSENT_GRANTED, TEL_CONSENT_DENIED,
+/// TEL_CONSENT_OUTDATED (granted for another schema: ask again).
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the lock file cannot be taken).
+#[no_mangle]
+pub unsafe extern "C" fn tel_get_consent(client: *mut tel_client, out_consent: *mut u32) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        if out_consent.is_null() {
+            return Err(null("out_consent"));
+        }
+        *out_consent = c.consent()? as u32;
+        Ok(())
+    })
+}
+
+/// Sets a `bool` field: `value` = 1 (true) or 0 (false).
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE (the field is not a bool),
+/// TEL_ERR_INVALID_ARGUMENT (value not 0 or 1). On error nothing changes.
+#[no_mangle]
+pub unsafe extern "C" fn tel_set_bool(client: *mut tel_client, field: *const c_char, value: i32) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        let field = read_str(field, "field", MAX_NAME)?;
+        c.set_bool(field, flag(value, "value")?)
+    })
+}
+
+/// Sets a `count` field. A field with buckets is reported as the bucket the
+/// value falls in, never as the exact number.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE. On error nothing changes.
+#[no_mangle]
+pub unsafe extern "C" fn tel_set_count(client: *mut tel_client, field: *const c_char, value: u64) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        c.set_count(read_str(field, "field", MAX_NAME)?, value)
+    })
+}
+
+/// Sets a `choice` field to one of its declared values.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE, TEL_ERR_VALUE_NOT_ALLOWED (not
+/// a declared value; the message lists them). On error nothing changes.
+#[no_mangle]
+pub unsafe extern "C" fn tel_set_choice(client: *mut tel_client, field: *const c_char, value: *const c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        let field = read_str(field, "field", MAX_NAME)?;
+        c.set_choice(field, read_str(value, "value", MAX_NAME)?)
+    })
+}
+
+/// Sets several fields at once from a JSON object `{"field": value, ...}`
+/// (at most 1 MiB): true/false for bool, a non-negative integer for count, a
+/// string for choice, an array of strings for choices, null to unset a field.
+/// All or nothing: if any entry is rejected, no field changes.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_MALFORMED_JSON, TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE,
+/// TEL_ERR_VALUE_NOT_ALLOWED. The message names the field at fault.
+#[no_mangle]
+pub unsafe extern "C" fn tel_set_values_json(client: *mut tel_client, values_json: *const c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        c.set_values_json(read_str(values_json, "values_json", MAX_JSON)?)
+    })
+}
+
+/// Writes the exact bytes of the next report to `*out_json` (NUL-terminated
+/// UTF-8). The next send transmits these bytes unless a value is changed in
+/// between. Works whatever the consent; sends nothing.
+/// The caller owns `*out_json` and frees it with tel_string_free().
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        out_string(out_json, || Ok(c.preview()))
+    })
+}
+
+/// Writes what a consent or "view data" dialog needs to `*out_json`: every
+/// field (built-in ones too) with its name, description in `language` (falling
+/// back to the base language, then English), kind and current value as it
+/// would be sent; the consent state with its receipt; when the consent is
+/// outdated, the fields added, removed or changed since the consented schema;
+/// and the next report's exact bytes. `language`: a tag such as "de" or
+/// "de-AT"; NULL or "" means English.
+/// The caller owns `*out_json` and frees it with tel_string_free().
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// TEL_ERR_INVALID_ARGUMENT (not a language tag), TEL_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *const c_char, out_json: *mut *mut c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        let language = if language.is_null() { "" } else { read_str(language, "language", 64)? };
+        out_string(out_json, || c.describe(language))
+    })
+}
+
+/// Lets the library act on its schedule; call it often (e.g. every minute)
+/// from any thread. When nothing is due it costs two atomic loads: no I/O, no
+/// allocation, no thread. When a report is due it starts the send on a
+/// background thread and returns at once. Nothing is sent without consent for
+/// the schema in use, or under a policy block.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the state could not be read or
+/// written when something was due), TEL_ERR_INTERNAL.
+#[no_mangle]
+pub unsafe extern "C" fn tel_tick(client: *mut tel_client) -> tel_result {
+    boundary(|| self::client(client)?.tick())
+}
+
+/// tel_tick with an explicit "now" in unix seconds, for tests and simulations.
+/// Schedule, retries and history all use this clock.
+#[no_mangle]
+pub unsafe extern "C" fn tel_tick_at(client: *mut tel_client, unix_seconds: i64) -> tel_result {
+    boundary(|| self::client(client)?.tick_at(unix_seconds))
+}
+
+/// Waits up to `timeout_ms` until no send of this client is in flight. Returns
+/// at once when none is. Does not wait for retries that are merely due later.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_TIMEOUT.
+#[no_mangle]
+pub unsafe extern "C" fn tel_flush(client: *mut tel_client, timeout_ms: u32) -> tel_result {
+    boundary(|| self::client(client)?.flush(Duration::from_millis(timeout_ms as u64)))
+}
+
+/// Writes the sending status to `*out_json`: `consent` ("undecided",
+/// "granted", "denied", "outdated"), `next_due` and `last_sent` (unix seconds
+/// or null), `sending` (bool), `blocked_by` (null or why a policy blocks
+/// sending), `last_error` (null or the latest attempt's failure), `attempts`,
+/// `schema_version`, `schema_digest`, `warnings` (e.g. a corrupted state file
+/// that was set aside).
+/// The caller owns `*out_json` and frees it with tel_string_free().
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        out_string(out_json, || c.status())
+    })
+}
+
+/// Writes the last 52 reports that left the machine to `*out_json`, newest
+/// first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
+/// "attempts": [{"at", "outcome", "status", "error"}]}]}`. `body` is the exact
+/// text sent. Outcomes: "in_flight", "delivered", "refused", "failed",
+/// "interrupted".
+/// The caller owns `*out_json` and frees it with tel_string_free().
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn tel_history_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
+    boundary(|| {
+        let c = self::client(client)?;
+        out_string(out_json, || c.history())
+    })
+}
+
+/// Deletes the history of sent reports.
+///
+/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn tel_clear_history(client: *mut tel_client) -> tel_result {
+    boundary(|| self::client(client)?.clear_history())
+}
+
+/// Frees a string returned by this library. NULL is a no-op. Passing anything
+/// else (a string from elsewhere, or one already freed) is undefined behaviour.
+#[no_mangle]
+pub unsafe extern "C" fn tel_string_free(s: *mut c_char) {
+    let _ = boundary(|| {
+        if !s.is_null() {
+            drop(CString::from_raw(s));
+        }
+        Ok(())
+    });
+}
+
+/// A human-readable message for the last failed call on the calling thread
+/// (read it on the thread that made the call). Never NULL. Owned by the
+/// library: do not free; valid until the next call into the library on the
+/// same thread.
+#[no_mangle]
+pub extern "C" fn tel_last_error_message() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// The library version, e.g. "0.1.0". Never NULL; a static string: do not free.
+#[no_mangle]
+pub extern "C" fn tel_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_match_the_core_codes() {
+        let pairs = [
+            (TEL_ERR_NULL_ARGUMENT, Code::NullArgument), (TEL_ERR_INVALID_UTF8, Code::InvalidUtf8),
+            (TEL_ERR_INVALID_ARGUMENT, Code::InvalidArgument), (TEL_ERR_CONFIG, Code::Config),
+            (TEL_ERR_IO, Code::Io), (TEL_ERR_INTERNAL, Code::Internal),
+            (TEL_ERR_MALFORMED_JSON, Code::MalformedJson), (TEL_ERR_UNKNOWN_FIELD, Code::UnknownField),
+            (TEL_ERR_WRONG_TYPE, Code::WrongType), (TEL_ERR_VALUE_NOT_ALLOWED, Code::ValueNotAllowed),
+            (TEL_ERR_TOO_LARGE, Code::TooLarge), (TEL_ERR_TIMEOUT, Code::Timeout),
+        ];
+        for (c, code) in pairs {
+            assert_eq!(c, code as i32, "{code:?}");
+        }
+        use crate::ConsentState::*;
+        assert_eq!([Undecided as u32, Granted as u32, Denied as u32, Outdated as u32],
+                   [TEL_CONSENT_UNDECIDED, TEL_CONSENT_GRANTED, TEL_CONSENT_DENIED, TEL_CONSENT_OUTDATED]);
+    }
+
+    #[test]
+    fn a_panic_becomes_internal_with_a_message() {
+        let r = boundary(|| panic!("boom"));
+        assert_eq!(r, TEL_ERR_INTERNAL);
+        let msg = unsafe { std::ffi::CStr::from_ptr(tel_last_error_message()) };
+        assert_eq!(msg.to_str().unwrap(), "internal error: boom");
+    }
+}

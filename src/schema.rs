@@ -1,0 +1,594 @@
+//! The data schema: which fields a report may carry and what values each may
+//! take. There is deliberately no free-text type: every value is a boolean, a
+//! number, or one of a list of short tokens the vendor declared up front, so a
+//! user name, password, host name, path or e-mail address has no way in.
+
+use crate::error::{Code, Error, Result};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const MAX_FIELDS: usize = 200;
+pub const MAX_BUCKETS: usize = 64;
+pub const MAX_VALUES: usize = 64;
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 1000;
+/// Version of the report's JSON layout; part of the digest.
+pub const REPORT_FORMAT: u32 = 1;
+
+/// Fields the library fills itself; part of every report and of the digest.
+pub const BUILTIN_FIELDS: &[(&str, &str, &str)] = &[
+    ("os_family", "Operating system family (windows, linux, macos).", "Betriebssystemfamilie (windows, linux, macos)."),
+    ("os_version", "Coarse operating system version (major.minor, plus the build number on Windows).", "Grobe Betriebssystemversion (Haupt- und Nebenversion, unter Windows mit Build-Nummer)."),
+    ("arch", "Processor architecture (for example x86_64).", "Prozessorarchitektur (zum Beispiel x86_64)."),
+    ("product", "Name of the product that sends the report.", "Name des Produkts, das den Bericht sendet."),
+    ("product_version", "Version of that product.", "Version dieses Produkts."),
+    ("library_version", "Version of the telemetry library.", "Version der Telemetrie-Bibliothek."),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    /// `buckets`: ascending lower bounds; the report carries the bucket's label.
+    Count { buckets: Option<Vec<u64>> },
+    Choice { values: Vec<String> },
+    Choices { values: Vec<String> },
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Bool => "bool",
+            Kind::Count { .. } => "count",
+            Kind::Choice { .. } => "choice",
+            Kind::Choices { .. } => "choices",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: String,
+    pub kind: Kind,
+    /// Language tag -> text; always has "en".
+    pub description: BTreeMap<String, String>,
+}
+
+/// A value as the host set it, already checked against its field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    Bool(bool),
+    Count(u64),
+    Choice(usize),
+    /// Indices into the declared values, kept sorted so output is declared order.
+    Choices(BTreeSet<usize>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Schema {
+    pub version: u32,
+    pub fields: Vec<Field>,
+    index: HashMap<String, usize>,
+    /// What decides what is sent, without descriptions; stored in the consent
+    /// receipt so a later schema can be compared field by field.
+    pub canonical: Value,
+    /// "sha256:" + hex of the canonical form.
+    pub digest: String,
+}
+
+fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// A choice value is a short token: letters, digits and `_ . + -`. No spaces,
+/// no `@`, no `/` or `\`, so it cannot spell an address, a path or a sentence.
+pub fn is_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'+' | b'-'))
+}
+
+/// BCP-47-like tag: "en", "de", "pt-BR", "zh-Hant".
+pub fn is_language_tag(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let first = parts.next().unwrap_or("");
+    (2..=3).contains(&first.len())
+        && first.bytes().all(|c| c.is_ascii_lowercase())
+        && parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_alphanumeric()))
+        && s.len() <= 35
+}
+
+fn only_keys(obj: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<()> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Error::config(format!(
+            "{at}: unknown key \"{}\" (allowed: {})",
+            truncate(k, 64),
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+fn token_list(v: &Value, at: &str) -> Result<Vec<String>> {
+    let arr = v.as_array().ok_or_else(|| Error::config(format!("{at}: must be an array of strings")))?;
+    if arr.is_empty() || arr.len() > MAX_VALUES {
+        return Err(Error::config(format!("{at}: must list 1 to {MAX_VALUES} values")));
+    }
+    let mut seen = BTreeSet::new();
+    arr.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let s = item.as_str().ok_or_else(|| Error::config(format!("{at}[{i}]: must be a string")))?;
+            if !is_token(s) {
+                return Err(Error::config(format!(
+                    "{at}[{i}]: \"{}\" is not a token (1-{MAX_NAME_LEN} of A-Z a-z 0-9 _ . + -, starting with a letter or digit)",
+                    truncate(s, 64)
+                )));
+            }
+            if !seen.insert(s) {
+                return Err(Error::config(format!("{at}[{i}]: \"{s}\" is listed twice")));
+            }
+            Ok(s.to_string())
+        })
+        .collect()
+}
+
+fn buckets(v: &Value, at: &str) -> Result<Vec<u64>> {
+    let arr = v.as_array().ok_or_else(|| Error::config(format!("{at}: must be an array of non-negative integers")))?;
+    if arr.is_empty() || arr.len() > MAX_BUCKETS {
+        return Err(Error::config(format!("{at}: must list 1 to {MAX_BUCKETS} bounds")));
+    }
+    let mut out: Vec<u64> = Vec::with_capacity(arr.len());
+    for (i, item) in arr.iter().enumerate() {
+        let n = item
+            .as_u64()
+            .ok_or_else(|| Error::config(format!("{at}[{i}]: must be a non-negative integer")))?;
+        if out.last().is_some_and(|&prev| n <= prev) {
+            return Err(Error::config(format!("{at}: bounds must be strictly increasing")));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+fn description(v: &Value, at: &str) -> Result<BTreeMap<String, String>> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::config(format!("{at}: must be an object of language -> text")))?;
+    let mut out = BTreeMap::new();
+    for (lang, text) in obj {
+        if !is_language_tag(lang) {
+            return Err(Error::config(format!("{at}: \"{}\" is not a language tag such as \"en\" or \"pt-BR\"", truncate(lang, 40))));
+        }
+        let text = text.as_str().ok_or_else(|| Error::config(format!("{at}.{lang}: must be a string")))?;
+        if text.chars().count() > MAX_DESCRIPTION_LEN {
+            return Err(Error::config(format!("{at}.{lang}: longer than {MAX_DESCRIPTION_LEN} characters")));
+        }
+        out.insert(lang.clone(), text.to_string());
+    }
+    if !out.contains_key("en") {
+        return Err(Error::config(format!("{at}: must have an \"en\" text (the fallback)")));
+    }
+    Ok(out)
+}
+
+impl Schema {
+    /// Validates a schema object from the configuration.
+    pub fn from_json(v: &Value) -> Result<Schema> {
+        let obj = v.as_object().ok_or_else(|| Error::config("schema: must be an object"))?;
+        only_keys(obj, &["version", "fields"], "schema")?;
+        let version = obj
+            .get("version")
+            .ok_or_else(|| Error::config("schema.version: missing"))?
+            .as_u64()
+            .filter(|n| (1..=u32::MAX as u64).contains(n))
+            .ok_or_else(|| Error::config("schema.version: must be an integer from 1 to 4294967295"))?
+            as u32;
+        let list = obj
+            .get("fields")
+            .ok_or_else(|| Error::config("schema.fields: missing"))?
+            .as_array()
+            .ok_or_else(|| Error::config("schema.fields: must be an array"))?;
+        if list.len() > MAX_FIELDS {
+            return Err(Error::config(format!("schema.fields: more than {MAX_FIELDS} fields")));
+        }
+        let mut fields = Vec::with_capacity(list.len());
+        let mut index = HashMap::new();
+        for (i, f) in list.iter().enumerate() {
+            let at = format!("schema.fields[{i}]");
+            let fo = f.as_object().ok_or_else(|| Error::config(format!("{at}: must be an object")))?;
+            only_keys(fo, &["name", "type", "buckets", "values", "description"], &at)?;
+            let name = fo
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::config(format!("{at}.name: missing or not a string")))?;
+            if !is_name(name) {
+                return Err(Error::config(format!(
+                    "{at}.name: \"{}\" must be 1-{MAX_NAME_LEN} of a-z 0-9 _, starting with a letter",
+                    truncate(name, 64)
+                )));
+            }
+            let at = format!("schema.fields[{i}] (\"{name}\")");
+            let ty = fo
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::config(format!("{at}.type: missing or not a string")))?;
+            let allowed_extra: &[&str] = match ty {
+                "count" => &["buckets"],
+                "choice" | "choices" => &["values"],
+                "bool" => &[],
+                other => {
+                    return Err(Error::config(format!(
+                        "{at}.type: \"{}\" is not one of bool, count, choice, choices (there is no free-text type)",
+                        truncate(other, 40)
+                    )))
+                }
+            };
+            for key in ["buckets", "values"] {
+                if fo.contains_key(key) && !allowed_extra.contains(&key) {
+                    return Err(Error::config(format!("{at}.{key}: not allowed for type {ty}")));
+                }
+            }
+            let kind = match ty {
+                "bool" => Kind::Bool,
+                "count" => Kind::Count {
+                    buckets: fo.get("buckets").map(|b| buckets(b, &format!("{at}.buckets"))).transpose()?,
+                },
+                _ => {
+                    let values = token_list(
+                        fo.get("values").ok_or_else(|| Error::config(format!("{at}.values: missing")))?,
+                        &format!("{at}.values"),
+                    )?;
+                    if ty == "choice" { Kind::Choice { values } } else { Kind::Choices { values } }
+                }
+            };
+            let description = description(
+                fo.get("description").ok_or_else(|| Error::config(format!("{at}.description: missing")))?,
+                &format!("{at}.description"),
+            )?;
+            if index.insert(name.to_string(), fields.len()).is_some() {
+                return Err(Error::config(format!("{at}: the name \"{name}\" is used twice")));
+            }
+            fields.push(Field { name: name.to_string(), kind, description });
+        }
+        let canonical = canonical_form(version, &fields);
+        let digest = digest_of(&canonical);
+        Ok(Schema { version, fields, index, canonical, digest })
+    }
+
+    pub fn field(&self, name: &str) -> Option<(usize, &Field)> {
+        self.index.get(name).map(|&i| (i, &self.fields[i]))
+    }
+
+    /// Checks one JSON value against a field. `null` means "unset".
+    pub fn check_json(&self, name: &str, v: &Value) -> Result<(usize, Option<FieldValue>)> {
+        let (i, field) = self.lookup(name)?;
+        if v.is_null() {
+            return Ok((i, None));
+        }
+        let wrong = |expected: &str| {
+            Error::new(Code::WrongType, format!("field \"{name}\": expected {expected}, got {}", json_type(v)))
+        };
+        let value = match &field.kind {
+            Kind::Bool => FieldValue::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?),
+            Kind::Count { .. } => {
+                if let Some(n) = v.as_u64() {
+                    FieldValue::Count(n)
+                } else if v.as_i64().is_some() {
+                    return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": a count cannot be negative")));
+                } else {
+                    return Err(wrong("a non-negative integer"));
+                }
+            }
+            Kind::Choice { .. } => self.check_choice(name, v.as_str().ok_or_else(|| wrong("a string"))?)?.1,
+            Kind::Choices { values } => {
+                let arr = v.as_array().ok_or_else(|| wrong("an array of strings"))?;
+                let mut set = BTreeSet::new();
+                for item in arr {
+                    let s = item.as_str().ok_or_else(|| wrong("an array of strings"))?;
+                    let pos = position(values, s).ok_or_else(|| not_allowed(name, s, values))?;
+                    if !set.insert(pos) {
+                        return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": \"{s}\" is listed twice")));
+                    }
+                }
+                FieldValue::Choices(set)
+            }
+        };
+        Ok((i, Some(value)))
+    }
+
+    pub fn check_bool(&self, name: &str) -> Result<usize> {
+        self.expect_kind(name, "bool")
+    }
+
+    pub fn check_count(&self, name: &str) -> Result<usize> {
+        self.expect_kind(name, "count")
+    }
+
+    pub fn check_choice(&self, name: &str, value: &str) -> Result<(usize, FieldValue)> {
+        let i = self.expect_kind(name, "choice")?;
+        let Kind::Choice { values } = &self.fields[i].kind else { unreachable!() };
+        let pos = position(values, value).ok_or_else(|| not_allowed(name, value, values))?;
+        Ok((i, FieldValue::Choice(pos)))
+    }
+
+    fn lookup(&self, name: &str) -> Result<(usize, &Field)> {
+        self.field(name).ok_or_else(|| {
+            Error::new(Code::UnknownField, format!("\"{}\" is not a field of schema version {}", truncate(name, 64), self.version))
+        })
+    }
+
+    fn expect_kind(&self, name: &str, kind: &str) -> Result<usize> {
+        let (i, f) = self.lookup(name)?;
+        if f.kind.name() != kind {
+            return Err(Error::new(
+                Code::WrongType,
+                format!("field \"{name}\" is of type {}, not {kind}", f.kind.name()),
+            ));
+        }
+        Ok(i)
+    }
+
+    /// The value exactly as it appears in a report.
+    pub fn encode(&self, i: usize, v: &FieldValue) -> Value {
+        match (&self.fields[i].kind, v) {
+            (_, FieldValue::Bool(b)) => Value::Bool(*b),
+            (Kind::Count { buckets: Some(b) }, FieldValue::Count(n)) => Value::String(bucket_label(b, *n)),
+            (_, FieldValue::Count(n)) => json!(n),
+            (Kind::Choice { values }, FieldValue::Choice(p)) => Value::String(values[*p].clone()),
+            (Kind::Choices { values }, FieldValue::Choices(set)) => {
+                Value::Array(set.iter().map(|&p| Value::String(values[p].clone())).collect())
+            }
+            _ => Value::Null, // unreachable: values are checked against their field
+        }
+    }
+}
+
+fn position(values: &[String], s: &str) -> Option<usize> {
+    values.iter().position(|v| v == s)
+}
+
+fn not_allowed(name: &str, value: &str, values: &[String]) -> Error {
+    Error::new(
+        Code::ValueNotAllowed,
+        format!("field \"{name}\": \"{}\" is not one of: {}", truncate(value, 64), values.join(", ")),
+    )
+}
+
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Label of the bucket `n` falls in. Bounds are ascending lower bounds; values
+/// below the first bound form their own bucket. E.g. bounds [1,5,10]: 0 -> "0",
+/// 3 -> "1-4", 7 -> "5-9", 12 -> "10+".
+pub fn bucket_label(bounds: &[u64], n: u64) -> String {
+    let range = |lo: u64, hi: u64| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+    match bounds.iter().rposition(|&b| b <= n) {
+        None => range(0, bounds[0] - 1),
+        Some(i) if i + 1 == bounds.len() => format!("{}+", bounds[i]),
+        Some(i) => range(bounds[i], bounds[i + 1] - 1),
+    }
+}
+
+/// Canonical form: everything that decides what is sent, in a fixed order,
+/// and nothing that does not (descriptions, the order fields are declared in).
+fn canonical_form(version: u32, fields: &[Field]) -> Value {
+    let mut sorted: Vec<&Field> = fields.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let fields: Vec<Value> = sorted.iter().map(|f| canonical_field(f)).collect();
+    json!({
+        "report_format": REPORT_FORMAT,
+        "version": version,
+        "builtins": BUILTIN_FIELDS.iter().map(|b| b.0).collect::<Vec<_>>(),
+        "fields": fields,
+    })
+}
+
+fn canonical_field(f: &Field) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(f.name));
+    m.insert("type".into(), json!(f.kind.name()));
+    match &f.kind {
+        Kind::Count { buckets: Some(b) } => {
+            m.insert("buckets".into(), json!(b));
+        }
+        // Values keep their declared order: it is the order `choices` are sent in.
+        Kind::Choice { values } | Kind::Choices { values } => {
+            m.insert("values".into(), json!(values));
+        }
+        _ => {}
+    }
+    Value::Object(m)
+}
+
+fn digest_of(canonical: &Value) -> String {
+    // serde_json's Map is ordered by key, so this text is stable.
+    let text = serde_json::to_string(canonical).expect("a Value always serializes");
+    let hash = Sha256::digest(text.as_bytes());
+    format!("sha256:{}", hex(&hash))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What changed between a consented canonical schema and the current one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub version_changed: bool,
+    pub builtins_changed: bool,
+}
+
+pub fn diff(old: &Value, new: &Value) -> Changes {
+    let fields_of = |v: &Value| -> BTreeMap<String, Value> {
+        v.get("fields")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| Some((f.get("name")?.as_str()?.to_string(), f.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (o, n) = (fields_of(old), fields_of(new));
+    Changes {
+        added: n.keys().filter(|k| !o.contains_key(*k)).cloned().collect(),
+        removed: o.keys().filter(|k| !n.contains_key(*k)).cloned().collect(),
+        changed: n.iter().filter(|(k, v)| o.get(*k).is_some_and(|ov| ov != *v)).map(|(k, _)| k.clone()).collect(),
+        version_changed: old.get("version") != new.get("version"),
+        builtins_changed: old.get("builtins") != new.get("builtins")
+            || old.get("report_format") != new.get("report_format"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(v: Value) -> Result<Schema> {
+        Schema::from_json(&v)
+    }
+
+    fn sample() -> Value {
+        json!({"version": 1, "fields": [
+            {"name": "users", "type": "count", "buckets": [1,5,10,25,50,100], "description": {"en": "Users", "de": "Benutzer"}},
+            {"name": "trial", "type": "bool", "description": {"en": "Trial"}},
+            {"name": "edition", "type": "choice", "values": ["standard", "enterprise"], "description": {"en": "Edition"}},
+            {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Profiles"}}
+        ]})
+    }
+
+    #[test]
+    fn accepts_the_sample_schema() {
+        let s = schema(sample()).unwrap();
+        assert_eq!(s.fields.len(), 4);
+        assert!(s.digest.starts_with("sha256:") && s.digest.len() == 7 + 64);
+    }
+
+    #[test]
+    fn digest_ignores_descriptions_and_field_order() {
+        let a = schema(sample()).unwrap();
+        let mut v = sample();
+        v["fields"][0]["description"] = json!({"en": "Something else entirely"});
+        v["fields"].as_array_mut().unwrap().reverse();
+        assert_eq!(a.digest, schema(v).unwrap().digest);
+    }
+
+    #[test]
+    fn digest_changes_with_anything_that_decides_what_is_sent() {
+        let base = schema(sample()).unwrap().digest;
+        let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
+            Box::new(|v| v["version"] = json!(2)),
+            Box::new(|v| v["fields"][0]["name"] = json!("seats")),
+            Box::new(|v| v["fields"][0]["buckets"] = json!([1, 5, 10])),
+            Box::new(|v| v["fields"][1]["type"] = json!("count")),
+            Box::new(|v| v["fields"][2]["values"] = json!(["standard", "enterprise", "oem"])),
+            Box::new(|v| v["fields"].as_array_mut().unwrap().pop().map(|_| ()).unwrap()),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut v = sample();
+            edit(&mut v);
+            assert_ne!(schema(v).unwrap().digest, base, "edit {i} kept the digest");
+        }
+    }
+
+    #[test]
+    fn digest_is_stable_across_releases() {
+        // If this fails, every installed consent becomes outdated: only change it
+        // together with a deliberate change to what a report contains.
+        let s = schema(json!({"version": 1, "fields": [{"name": "trial", "type": "bool", "description": {"en": "x"}}]})).unwrap();
+        assert_eq!(
+            serde_json::to_string(&s.canonical).unwrap(),
+            r#"{"builtins":["os_family","os_version","arch","product","product_version","library_version"],"fields":[{"name":"trial","type":"bool"}],"report_format":1,"version":1}"#
+        );
+        assert_eq!(s.digest, digest_of(&s.canonical));
+        assert_eq!(s.digest, "sha256:ad27b14760968843e9efd07f9ea633dfe1bd279f7340c397d66e9de38cbb5ccb");
+    }
+
+    #[test]
+    fn rejects_free_text_and_unknown_keys() {
+        let cases = [
+            (json!({"version": 1, "fields": [{"name": "host", "type": "string", "description": {"en": "x"}}]}), "no free-text type"),
+            (json!({"version": 1, "fields": [{"name": "a", "type": "bool", "description": {"en": "x"}, "extra": 1}]}), "unknown key \"extra\""),
+            (json!({"version": 1, "fields": [], "oops": 1}), "unknown key \"oops\""),
+            (json!({"version": 0, "fields": []}), "schema.version"),
+            (json!({"version": 1, "fields": [{"name": "Bad Name", "type": "bool", "description": {"en": "x"}}]}), "name"),
+            (json!({"version": 1, "fields": [{"name": "e", "type": "choice", "values": ["a@b.c"], "description": {"en": "x"}}]}), "not a token"),
+            (json!({"version": 1, "fields": [{"name": "e", "type": "choice", "values": ["a", "a"], "description": {"en": "x"}}]}), "listed twice"),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "count", "buckets": [5, 5], "description": {"en": "x"}}]}), "strictly increasing"),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "buckets": [1], "description": {"en": "x"}}]}), "not allowed for type bool"),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "description": {"de": "x"}}]}), "\"en\""),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "description": {"en": "x"}}, {"name": "n", "type": "bool", "description": {"en": "x"}}]}), "used twice"),
+        ];
+        for (v, needle) in cases {
+            let e = schema(v.clone()).unwrap_err();
+            assert_eq!(e.code, Code::Config);
+            assert!(e.message.contains(needle), "{v}: {} lacks {needle}", e.message);
+        }
+    }
+
+    #[test]
+    fn bucket_labels() {
+        let b = [1, 5, 10, 25, 50, 100];
+        let got: Vec<_> = [0, 1, 4, 5, 9, 10, 99, 100, u64::MAX].iter().map(|&n| bucket_label(&b, n)).collect();
+        assert_eq!(got, ["0", "1-4", "1-4", "5-9", "5-9", "10-24", "50-99", "100+", "100+"]);
+        assert_eq!(bucket_label(&[0, 1, 2], 1), "1");
+        assert_eq!(bucket_label(&[3], 0), "0-2");
+    }
+
+    #[test]
+    fn value_checks_name_the_field() {
+        let s = schema(sample()).unwrap();
+        let e = s.check_json("users", &json!(-3)).unwrap_err();
+        assert_eq!((e.code, e.message.contains("users")), (Code::ValueNotAllowed, true));
+        assert_eq!(s.check_json("users", &json!(1.5)).unwrap_err().code, Code::WrongType);
+        assert_eq!(s.check_json("users", &json!("5")).unwrap_err().code, Code::WrongType);
+        assert_eq!(s.check_json("nope", &json!(1)).unwrap_err().code, Code::UnknownField);
+        assert_eq!(s.check_json("edition", &json!("free")).unwrap_err().code, Code::ValueNotAllowed);
+        assert_eq!(s.check_json("profiles", &json!(["pst", "pst"])).unwrap_err().code, Code::ValueNotAllowed);
+        assert_eq!(s.check_json("trial", &Value::Null).unwrap(), (1, None));
+        let (i, v) = s.check_json("profiles", &json!(["pst", "imap"])).unwrap();
+        assert_eq!(s.encode(i, &v.unwrap()), json!(["imap", "pst"]));
+    }
+
+    #[test]
+    fn diff_names_added_removed_changed() {
+        let a = schema(sample()).unwrap();
+        let mut v = sample();
+        v["fields"][0]["buckets"] = json!([1, 10, 100]);
+        v["fields"].as_array_mut().unwrap().remove(1);
+        v["fields"].as_array_mut().unwrap().push(json!({"name": "pst_files", "type": "count", "description": {"en": "x"}}));
+        let b = schema(v).unwrap();
+        let d = diff(&a.canonical, &b.canonical);
+        assert_eq!(d.added, ["pst_files"]);
+        assert_eq!(d.removed, ["trial"]);
+        assert_eq!(d.changed, ["users"]);
+        assert!(!d.version_changed);
+    }
+}

@@ -1,0 +1,186 @@
+//! One HTTPS POST per attempt, with every limit set explicitly (ureq's
+//! defaults have no timeouts, follow redirects and read 10 MB bodies).
+
+use std::net::IpAddr;
+use std::time::Duration;
+use ureq::http::Uri;
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const OVERALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The collector's answer is not used; read a little for the error message.
+pub const MAX_RESPONSE_BODY: u64 = 8 * 1024;
+
+/// Result of one attempt, as the schedule needs it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered { status: u16 },
+    /// A 4xx other than 408/429, or a redirect: this report is dropped.
+    Refused { status: u16, error: String },
+    /// Network error, 408, 429 or 5xx: retried later.
+    Failed { status: Option<u16>, retry_after: Option<i64>, error: String },
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// https anywhere; plain http only to a loopback address. Returns whether the
+/// endpoint is on loopback (then no proxy is used).
+pub fn check_endpoint(url: &str) -> Result<bool, String> {
+    if url.len() > 2048 {
+        return Err("longer than 2048 bytes".into());
+    }
+    let uri: Uri = url.parse().map_err(|e| format!("\"{}\" is not a URL: {e}", crate::schema::truncate(url, 80)))?;
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or("has no host")?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("must not carry credentials".into());
+    }
+    let loopback = is_loopback_host(host);
+    match uri.scheme_str() {
+        Some("https") => Ok(loopback),
+        Some("http") if loopback => Ok(true),
+        Some("http") => Err("plain http is allowed only to a loopback address; use https".into()),
+        _ => Err("must be an https:// URL".into()),
+    }
+}
+
+pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = vec![];
+    for item in parse_pem(pem.as_bytes()) {
+        match item.map_err(|e| format!("not valid PEM: {e}"))? {
+            PemItem::Certificate(c) => certs.push(c),
+            _ => return Err("must contain certificates only".into()),
+        }
+    }
+    if certs.is_empty() {
+        return Err("contains no certificate".into());
+    }
+    Ok(certs)
+}
+
+pub struct Transport {
+    agent: ureq::Agent,
+    endpoint: String,
+}
+
+impl Transport {
+    pub fn new(endpoint: &str, proxy: Option<&str>, ca_cert_pem: Option<&str>) -> Result<Transport, String> {
+        let loopback = check_endpoint(endpoint)?;
+        let proxy = match proxy {
+            _ if loopback => None,
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|e| e.to_string())?),
+            None => ureq::Proxy::try_from_env(),
+        };
+        let roots = match ca_cert_pem {
+            Some(pem) => RootCerts::new_with_certs(&parse_ca(pem)?),
+            None => RootCerts::PlatformVerifier,
+        };
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(OVERALL_TIMEOUT))
+            .proxy(proxy)
+            .user_agent(concat!("optin-telemetry/", env!("CARGO_PKG_VERSION")))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build();
+        Ok(Transport { agent: config.into(), endpoint: endpoint.to_string() })
+    }
+
+    pub fn send(&self, body: &str) -> Delivery {
+        let response = self
+            .agent
+            .post(&self.endpoint)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes());
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => return Delivery::Failed { status: None, retry_after: None, error: format!("network error: {e}") },
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, crate::now_unix()));
+        // Read a bounded amount so a hostile server cannot make us buffer much.
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BODY)
+            .read_to_vec()
+            .map(|b| String::from_utf8_lossy(&b).chars().take(200).collect::<String>())
+            .unwrap_or_default();
+        let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
+        match status {
+            200..=299 => Delivery::Delivered { status },
+            408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
+            300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
+            _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
+        }
+    }
+}
+
+/// Retry-After as delay-seconds or an HTTP date (IMF-fixdate), in seconds
+/// from `now`. Returns None for anything else.
+pub fn parse_retry_after(v: &str, now: i64) -> Option<i64> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(secs.min(i64::MAX as u64) as i64);
+    }
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: i64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as i64
+        + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<i64> = parts[4].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 || !(1..=31).contains(&day) {
+        return None;
+    }
+    let at = days_from_civil(year, month, day) * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    Some((at - now).max(0))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(check_endpoint("https://telemetry.example.com/v1/report"), Ok(false));
+        assert_eq!(check_endpoint("http://127.0.0.1:8080/r"), Ok(true));
+        assert_eq!(check_endpoint("http://127.8.9.10/r"), Ok(true));
+        assert_eq!(check_endpoint("http://[::1]:9/r"), Ok(true));
+        assert_eq!(check_endpoint("http://localhost/r"), Ok(true));
+        for bad in ["http://example.com/r", "ftp://x/", "https://user:pw@example.com/", "not a url", "/relative", "http://10.0.0.1/"] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("120", 0), Some(120));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 60), Some(60));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 60), Some(0));
+        assert_eq!(parse_retry_after("soon", 0), None);
+        assert_eq!(parse_retry_after("-5", 0), None);
+    }
+}

@@ -1,0 +1,57 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bindings" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import optin_telemetry as ot  # noqa: E402
+from collector import Collector  # noqa: E402
+
+SCHEMA = {
+    "version": 1,
+    "fields": [
+        {"name": "trial", "type": "bool", "description": {"en": "Whether this is a trial installation.", "de": "Ob es eine Testinstallation ist."}},
+        {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"], "description": {"en": "Edition."}},
+        {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "Number of users.", "de": "Anzahl der Benutzer."}},
+        {"name": "archived_items", "type": "count", "description": {"en": "Number of archived e-mails."}},
+        {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Kinds of archiving profiles."}},
+    ],
+}
+
+
+def make_config(state_dir, endpoint="http://127.0.0.1:9/v1/report", schema=None, **extra):
+    cfg = {
+        "product": "Mock Archiver",
+        "product_version": "1.0.0",
+        "endpoint": endpoint,
+        "state_dir": str(state_dir),
+        "schema": schema or SCHEMA,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def lib():
+    return ot.load()
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def collector():
+    with Collector() as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_policy_env(monkeypatch):
+    monkeypatch.delenv("OPTIN_TELEMETRY_DISABLE", raising=False)

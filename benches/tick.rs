@@ -1,0 +1,60 @@
+//! Cost of the calls a host makes often, as medians over repeated batches.
+//!
+//!     cargo bench --bench tick
+//!
+//! Timings on shared machines are noisy: read the medians and the ratio to a
+//! bare `SystemTime::now()`, not single numbers.
+
+use optin_telemetry::Client;
+use std::hint::black_box;
+use std::time::{Instant, SystemTime};
+
+fn median_ns_per_call(batches: usize, per_batch: u32, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..batches)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..per_batch {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / per_batch as f64
+        })
+        .collect();
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("optin-bench-{}", std::process::id()));
+    let config = serde_json::json!({
+        "product": "Bench", "product_version": "1.0", "endpoint": "http://127.0.0.1:9/r",
+        "state_dir": dir,
+        "schema": {"version": 1, "fields": [
+            {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "u"}},
+            {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "p"}}
+        ]}
+    });
+    let client = Client::open(&config.to_string()).unwrap();
+    client.set_values_json(r#"{"users": 37, "profiles": ["imap", "pst"]}"#).unwrap();
+    client.set_consent(true).unwrap();
+    client.tick().unwrap(); // draws the phase: later ticks are not due
+
+    let clock = median_ns_per_call(51, 100_000, || {
+        black_box(SystemTime::now());
+    });
+    let tick = median_ns_per_call(51, 100_000, || client.tick().unwrap());
+    let tick_at = median_ns_per_call(51, 100_000, || client.tick_at(black_box(1)).unwrap_or(()));
+    let preview = median_ns_per_call(21, 2_000, || {
+        black_box(client.preview());
+    });
+    let consent_write = median_ns_per_call(11, 20, || {
+        client.set_consent(false).unwrap();
+        client.set_consent(true).unwrap();
+    }) / 2.0;
+    println!("SystemTime::now()            median {clock:>10.1} ns");
+    println!("tel_tick (not due)           median {tick:>10.1} ns   ({:.2}x SystemTime::now)", tick / clock);
+    println!("tel_tick_at (state re-read)  median {tick_at:>10.1} ns");
+    println!("tel_preview_json             median {preview:>10.1} ns");
+    println!("tel_set_consent (durable)    median {:>10.1} µs", consent_write / 1000.0);
+    drop(client);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,176 @@
+//! Demo host: a mock e-mail archiver that embeds optin-telemetry, asks for
+//! consent in the terminal, shows the "view data" screen, and sends its report
+//! to a small collector it starts on 127.0.0.1.
+//!
+//!     cargo run --example archiver              # asks y/N/v on the terminal
+//!     cargo run --example archiver -- --yes     # non-interactive
+//!     cargo run --example archiver -- --no
+//!
+//! The report is due at a random moment within 7 days; the demo drives the
+//! library's clock with `tick_at` to that moment instead of waiting a week.
+
+use optin_telemetry::{Client, ConsentState};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn schema() -> Value {
+    json!({"version": 1, "fields": [
+        {"name": "trial", "type": "bool",
+         "description": {"en": "Whether this installation runs a trial licence.", "de": "Ob diese Installation mit einer Testlizenz läuft."}},
+        {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"],
+         "description": {"en": "Licensed edition.", "de": "Lizenzierte Edition."}},
+        {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100],
+         "description": {"en": "Number of archive users, as a range.", "de": "Anzahl der Archivbenutzer, als Bereich."}},
+        {"name": "archived_items", "type": "count", "buckets": [1000, 10000, 100000, 1000000, 10000000],
+         "description": {"en": "Number of archived e-mails, as a range.", "de": "Anzahl archivierter E-Mails, als Bereich."}},
+        {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"],
+         "description": {"en": "Kinds of archiving profiles that exist (not their settings).", "de": "Arten vorhandener Archivierungsprofile (nicht deren Einstellungen)."}}
+    ]})
+}
+
+/// A collector that answers 204 and hands each request body to the channel.
+fn start_collector() -> (String, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let url = format!("http://{}/v1/report", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length.min(1 << 20)];
+            if reader.read_exact(&mut body).is_ok() {
+                // Queue the body before answering, so it is there when the
+                // client's flush returns.
+                let _ = tx.send(body);
+                let _ = reader.get_mut().write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        }
+    });
+    (url, rx)
+}
+
+fn date(unix: i64) -> String {
+    // Civil date from days since the epoch (proleptic Gregorian, UTC).
+    let (days, secs) = (unix.div_euclid(86400), unix.rem_euclid(86400));
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+}
+
+fn view_data(client: &Client, language: &str) {
+    let d: Value = serde_json::from_str(&client.describe(language).expect("describe")).expect("describe is JSON");
+    println!("\n  What would be sent to {} (schema {} {}):", d["endpoint"].as_str().unwrap_or(""), d["schema_version"], d["schema_digest"].as_str().unwrap_or(""));
+    for f in d["fields"].as_array().into_iter().flatten() {
+        println!("    {:<16} {:<22} {}", f["name"].as_str().unwrap_or(""), f["value"].to_string(), f["description"].as_str().unwrap_or(""));
+    }
+    println!("\n  The exact bytes of the next report:\n    {}\n", client.preview());
+}
+
+fn ask(question: &str) -> Option<String> {
+    print!("{question}");
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    match std::io::stdin().read_line(&mut answer) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(answer.trim().to_lowercase()),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let language = std::env::var("LANG").ok().filter(|l| l.starts_with("de")).map_or("en", |_| "de");
+    let (endpoint, received) = start_collector();
+    let state_dir = std::env::temp_dir().join(format!("optin-telemetry-demo-{}", std::process::id()));
+    let config = json!({
+        "product": "Mock Mail Archiver", "product_version": "5.2.1",
+        "endpoint": endpoint, "state_dir": state_dir, "schema": schema(),
+    });
+    println!("Mock Mail Archiver 5.2.1 — collector listening at {endpoint}");
+    let client = match Client::open(&config.to_string()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot open telemetry: {e} (code {:?})", e.code);
+            std::process::exit(1);
+        }
+    };
+    // The archiver's static state: counts and kinds only, never names or addresses.
+    client
+        .set_values_json(r#"{"trial": false, "edition": "enterprise", "users": 37, "archived_items": 1234567, "profiles": ["imap", "m365", "pst"]}"#)
+        .expect("values match the schema");
+
+    let answer = if args.iter().any(|a| a == "--yes") {
+        Some(true)
+    } else if args.iter().any(|a| a == "--no") {
+        Some(false)
+    } else {
+        loop {
+            match ask("Help improve the archiver by sending anonymous usage statistics once a week? [y/N/v = view data] ").as_deref() {
+                Some("v") => view_data(&client, language),
+                Some("y") | Some("yes") => break Some(true),
+                Some(_) => break Some(false),
+                None => break None,
+            }
+        }
+    };
+    match answer {
+        Some(granted) => client.set_consent(granted).expect("consent is saved"),
+        None => println!("\nNo answer (end of input): the consent stays undecided."),
+    }
+    view_data(&client, language);
+    let consent = client.consent().expect("consent readable");
+    println!("Consent: {}", consent.as_str());
+
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    client.tick_at(now).expect("tick");
+    let status: Value = serde_json::from_str(&client.status().unwrap()).unwrap();
+    let Some(due) = status["next_due"].as_i64() else {
+        println!("Nothing is scheduled (consent {}, blocked_by {}): nothing will leave this machine.", status["consent"], status["blocked_by"]);
+        std::thread::sleep(Duration::from_millis(200));
+        let n = received.try_iter().count();
+        println!("Collector received {n} request(s).");
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::process::exit(if n == 0 { 0 } else { 2 });
+    };
+    println!("First report due {} (a random moment within 7 days); fast-forwarding the clock to it.", date(due));
+    let preview = client.preview();
+    client.tick_at(due).expect("tick");
+    client.flush(Duration::from_secs(15)).expect("send finishes");
+    let bodies: Vec<Vec<u8>> = received.try_iter().collect();
+    println!("Collector received {} report(s):", bodies.len());
+    for b in &bodies {
+        println!("  {}", String::from_utf8_lossy(b));
+    }
+    let identical = bodies.len() == 1 && bodies[0] == preview.as_bytes();
+    println!("Received body is byte-identical to the preview: {}", if identical { "yes" } else { "NO" });
+
+    if consent == ConsentState::Granted {
+        client.set_consent(false).expect("revoke");
+        client.tick_at(due + 7 * 86400).expect("tick");
+        client.flush(Duration::from_secs(15)).expect("flush");
+        std::thread::sleep(Duration::from_millis(200));
+        let after = received.try_iter().count();
+        println!("Consent withdrawn; a week later {after} more report(s) were sent.");
+        let history: Value = serde_json::from_str(&client.history().unwrap()).unwrap();
+        println!("History keeps {} report(s) that left the machine.", history["reports"].as_array().map_or(0, Vec::len));
+        drop(client);
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::process::exit(if identical && after == 0 { 0 } else { 2 });
+    }
+}

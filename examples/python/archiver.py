@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Mock e-mail archiver in Python: embeds optin-telemetry through the ctypes
+binding, asks for consent, shows the "view data" screen, ticks, and sends to a
+collector it starts on 127.0.0.1.
+
+    python3 examples/python/archiver.py [--yes|--no] [--state-dir DIR]
+
+Needs the cdylib (`cargo build`), or OPTIN_TELEMETRY_LIB=/path/to/library.
+"""
+
+import argparse
+import http.server
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bindings" / "python"))
+import optin_telemetry as ot  # noqa: E402
+
+SCHEMA = {
+    "version": 1,
+    "fields": [
+        {"name": "trial", "type": "bool", "description": {"en": "Whether this installation runs a trial licence."}},
+        {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"], "description": {"en": "Licensed edition."}},
+        {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "Number of archive users, as a range."}},
+        {"name": "archived_items", "type": "count", "buckets": [1000, 10000, 100000, 1000000], "description": {"en": "Number of archived e-mails, as a range."}},
+        {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Kinds of archiving profiles that exist."}},
+    ],
+}
+
+
+def start_collector():
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1/report", received
+
+
+def view_data(client):
+    d = client.describe("en")
+    print(f"\n  What would be sent to {d['endpoint']}:")
+    for f in d["fields"]:
+        print(f"    {f['name']:<16} {json.dumps(f['value']):<22} {f['description']}")
+    print(f"\n  Exact bytes of the next report:\n    {client.preview()}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--yes", action="store_true")
+    ap.add_argument("--no", action="store_true")
+    ap.add_argument("--state-dir")
+    args = ap.parse_args()
+    server, url, received = start_collector()
+    state_dir = args.state_dir or tempfile.mkdtemp(prefix="optin-py-demo-")
+    config = {"product": "Mock Mail Archiver", "product_version": "5.2.1", "endpoint": url, "state_dir": state_dir, "schema": SCHEMA}
+    with ot.Client(config) as client:
+        client.set_values({"trial": False, "edition": "enterprise", "users": 37, "archived_items": 1234567, "profiles": ["imap", "m365", "pst"]})
+        if args.yes or args.no:
+            client.set_consent(args.yes)
+        else:
+            while True:
+                try:
+                    answer = input("Send anonymous usage statistics once a week? [y/N/v = view data] ").strip().lower()
+                except EOFError:
+                    print("\nNo answer: consent stays undecided.")
+                    break
+                if answer == "v":
+                    view_data(client)
+                    continue
+                client.set_consent(answer in ("y", "yes"))
+                break
+        view_data(client)
+        print("Consent:", client.consent.name.lower())
+        client.tick(int(time.time()))
+        status = client.status()
+        if status["next_due"] is None:
+            print("Nothing scheduled: nothing will leave this machine.")
+        else:
+            preview = client.preview()
+            print("Report due at", status["next_due"], "- fast-forwarding the clock to it.")
+            client.tick(status["next_due"])
+            client.flush(15000)
+            print(f"Collector received {len(received)} report(s); byte-identical to preview: {received == [preview.encode()]}")
+        print("Status:", json.dumps(client.status()))
+    server.shutdown()
+    ok = (len(received) == 1) if args.yes else (len(received) == 0)
+    return 0 if ok else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

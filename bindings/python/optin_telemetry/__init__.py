@@ -192,6 +192,12 @@ class Client:
         self._check("tel_set_bool", self._lib.tel_set_bool(self._h(), _encode(field), 1 if value else 0))
 
     def set_count(self, field: str, value: int) -> None:
+        # c_uint64 would silently wrap -5 to 2**64-5: refuse it here, with the
+        # library's code for the same mistake made through set_values().
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TelemetryError(9, f'field "{field}": expected a non-negative integer, got {type(value).__name__}', "tel_set_count")
+        if not 0 <= value < 2**64:
+            raise TelemetryError(10, f'field "{field}": a count must be between 0 and 2**64-1, got {value}', "tel_set_count")
         self._check("tel_set_count", self._lib.tel_set_count(self._h(), _encode(field), value))
 
     def set_choice(self, field: str, value: str) -> None:

@@ -84,13 +84,15 @@ impl Store {
 
     /// Blocks until this process holds the lock file.
     pub fn lock(&self) -> Result<Guard> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io(format!("cannot open lock file {}", self.lock_path.display()), e))?;
+        let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.lock_path) {
+            Ok(f) => f,
+            // On a read-only state_dir an existing lock file can still be
+            // locked through a read-only handle: the consent stays readable,
+            // and any write fails later with its own clear error.
+            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem) => File::open(&self.lock_path)
+                .map_err(|_| Error::io(format!("cannot open lock file {}", self.lock_path.display()), e))?,
+            Err(e) => return Err(Error::io(format!("cannot open lock file {}", self.lock_path.display()), e)),
+        };
         file.lock().map_err(|e| Error::io(format!("cannot lock {}", self.lock_path.display()), e))?;
         Ok(Guard(file))
     }
@@ -337,6 +339,7 @@ mod tests {
         }
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
         assert!(leftovers.is_empty());
+        drop(g); // Windows: a lock file still open is only marked for deletion, so the directory would not be empty
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -364,6 +367,7 @@ mod tests {
             assert_eq!(aside.len(), 1, "case {i}: the bad file is kept for diagnosis");
             assert_eq!(fs::read(aside[0].path()).unwrap(), *bytes);
             assert_eq!(store.load(&g), (State::default(), None), "case {i}: afterwards it is simply missing");
+            drop(g);
             fs::remove_dir_all(dir).unwrap();
         }
     }
@@ -381,6 +385,7 @@ mod tests {
         assert_eq!((h.len(), w), (HISTORY_LEN, None));
         assert_eq!(h[0].report_id, "8");
         assert_eq!(h.last(), entries.last());
+        drop(g);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1200,15 +1200,13 @@ def test_read_only_tmpfs_mount(lib, tmp_path):
     # The write of state.json (or already the lock file next to it) fails: either way the
     # message says which file in the state_dir and why.
     assert "Read-only" in msg and str(mnt / "state") in msg, msg
-    # Reading may fail too (the lock file cannot be opened for writing on a read-only
-    # file system), but it must never report another answer than the one saved.
-    assert res["consent_after"] in ([OK, GRANTED], [E_IO, SENTINEL_U32]), res["consent_after"]
+    # Reading still works (the existing lock file is locked through a read-only
+    # handle) and reports the answer that was saved, not the one that failed.
+    assert res["consent_after"] == [OK, GRANTED], res["consent_after"]
     assert res["unchanged"], "state.json changed although the write failed"
     rc, msg, h = res["reopen_ro"]
-    if rc == OK:
-        assert res["reopen_consent"] in ([OK, GRANTED], [E_IO, SENTINEL_U32])
-    else:
-        assert rc == E_IO and "Read-only" in msg and h == SENTINEL_PTR, msg
+    assert rc == OK, msg
+    assert res["reopen_consent"] == [OK, GRANTED]
     # Nothing was lost: once writable again, the "yes" is in force in both clients.
     assert res["consent_rw"] == [OK, GRANTED]
     assert res["reopen_rw_consent"] == [OK, GRANTED]

@@ -42,7 +42,7 @@ pub fn check_endpoint(url: &str) -> Result<bool, String> {
         Some("https") => Ok(loopback),
         Some("http") if loopback => Ok(true),
         Some("http") => Err("plain http is allowed only to a loopback address; use https".into()),
-        _ => Err("must be an https:// URL".into()),
+        _ => Err("must be an https:// URL (plain http:// only to a loopback address)".into()),
     }
 }
 

@@ -1,0 +1,141 @@
+# CMake package configuration for optin-telemetry (C ABI + header-only C++ wrapper).
+#
+#   find_package(OptInTelemetry REQUIRED)
+#   target_link_libraries(app PRIVATE OptInTelemetry::optin_telemetry)
+#
+# The imported target OptInTelemetry::optin_telemetry carries the cdylib, the
+# include directories of both optin_telemetry.h and optin_telemetry.hpp, and
+# cxx_std_17 for C++ consumers (C consumers may use it too).
+#
+# This one file works in two layouts:
+#  * the source tree: point CMake at bindings/cpp/cmake of a checkout, e.g.
+#      cmake -DOptInTelemetry_DIR=/path/to/optin-telemetry/bindings/cpp/cmake ...
+#    or -DCMAKE_PREFIX_PATH=/path/to/optin-telemetry/bindings/cpp/cmake .
+#    The library is taken from the cargo target directory: $CARGO_TARGET_DIR or
+#    <checkout>/target, profile OPTIN_TELEMETRY_CARGO_PROFILE ("debug" or "release";
+#    unset: release when built there, else debug). Build it first: cargo build [--release].
+#  * an installed prefix (cmake --install of bindings/cpp): <prefix>/lib/cmake/OptInTelemetry.
+# In both, -DOPTIN_TELEMETRY_LIBRARY=/full/path/to/liboptin_telemetry.so overrides the library.
+#
+# Result variables: OptInTelemetry_FOUND, OptInTelemetry_VERSION,
+# OptInTelemetry_LIBRARY, OptInTelemetry_INCLUDE_DIRS.
+
+cmake_minimum_required(VERSION 3.14)
+
+get_filename_component(_ot_dir "${CMAKE_CURRENT_LIST_DIR}" REALPATH)
+get_filename_component(_ot_checkout "${_ot_dir}/../../.." ABSOLUTE)
+
+if(EXISTS "${_ot_checkout}/Cargo.toml" AND EXISTS "${_ot_checkout}/include/optin_telemetry.h")
+  # ---- source tree ----
+  set(_ot_include_dirs "${_ot_checkout}/include" "${_ot_checkout}/bindings/cpp/include")
+  if(DEFINED ENV{CARGO_TARGET_DIR} AND NOT "$ENV{CARGO_TARGET_DIR}" STREQUAL "")
+    set(_ot_target_dir "$ENV{CARGO_TARGET_DIR}")
+  else()
+    set(_ot_target_dir "${_ot_checkout}/target")
+  endif()
+  if(OPTIN_TELEMETRY_CARGO_PROFILE)
+    set(_ot_lib_dirs "${_ot_target_dir}/${OPTIN_TELEMETRY_CARGO_PROFILE}")
+  else()
+    # release when it has been built, else debug
+    set(_ot_lib_dirs "${_ot_target_dir}/release" "${_ot_target_dir}/debug")
+  endif()
+else()
+  # ---- installed: <prefix>/lib/cmake/OptInTelemetry ----
+  get_filename_component(_ot_prefix "${_ot_dir}/../../.." ABSOLUTE)
+  set(_ot_include_dirs "${_ot_prefix}/include")
+  set(_ot_lib_dirs "${_ot_prefix}/lib" "${_ot_prefix}/lib64" "${_ot_prefix}/bin")
+endif()
+
+# The library file(s) for this platform.
+set(_ot_implib "")
+if(WIN32)
+  set(_ot_names optin_telemetry.dll)
+  set(_ot_implib_names optin_telemetry.dll.lib liboptin_telemetry.dll.a optin_telemetry.lib)
+elseif(APPLE)
+  set(_ot_names liboptin_telemetry.dylib)
+else()
+  set(_ot_names liboptin_telemetry.so)
+endif()
+
+if(OPTIN_TELEMETRY_LIBRARY)
+  set(_ot_library "${OPTIN_TELEMETRY_LIBRARY}")
+else()
+  set(_ot_library "")
+  foreach(_d IN LISTS _ot_lib_dirs)
+    foreach(_n IN LISTS _ot_names)
+      if(NOT _ot_library AND EXISTS "${_d}/${_n}")
+        set(_ot_library "${_d}/${_n}")
+      endif()
+    endforeach()
+  endforeach()
+endif()
+if(WIN32 AND _ot_library)
+  get_filename_component(_d "${_ot_library}" DIRECTORY)
+  foreach(_n IN LISTS _ot_implib_names)
+    foreach(_dd "${_d}" "${_d}/../lib")
+      if(NOT _ot_implib AND EXISTS "${_dd}/${_n}")
+        set(_ot_implib "${_dd}/${_n}")
+      endif()
+    endforeach()
+  endforeach()
+endif()
+
+set(_ot_missing "")
+if(NOT _ot_library OR NOT EXISTS "${_ot_library}")
+  string(REPLACE ";" ", " _ot_where "${_ot_lib_dirs}")
+  set(_ot_missing "the optin-telemetry library (${_ot_names}) was not found in ${_ot_where}; build it with `cargo build` / `cargo build --release`, or set OPTIN_TELEMETRY_LIBRARY or OPTIN_TELEMETRY_CARGO_PROFILE")
+endif()
+foreach(_h optin_telemetry.h optin_telemetry.hpp)
+  set(_ot_found_h FALSE)
+  foreach(_d IN LISTS _ot_include_dirs)
+    if(EXISTS "${_d}/${_h}")
+      set(_ot_found_h TRUE)
+    endif()
+  endforeach()
+  if(NOT _ot_found_h)
+    set(_ot_missing "${_ot_missing} ${_h} not found in ${_ot_include_dirs}")
+  endif()
+endforeach()
+
+if(_ot_missing)
+  set(OptInTelemetry_FOUND FALSE)
+  set(OptInTelemetry_NOT_FOUND_MESSAGE "${_ot_missing}")
+  return()
+endif()
+
+if(NOT TARGET OptInTelemetry::optin_telemetry)
+  add_library(OptInTelemetry::optin_telemetry SHARED IMPORTED)
+  set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES
+    IMPORTED_LOCATION "${_ot_library}"
+    INTERFACE_INCLUDE_DIRECTORIES "${_ot_include_dirs}"
+    INTERFACE_COMPILE_FEATURES cxx_std_17)
+  if(WIN32)
+    if(_ot_implib)
+      set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_IMPLIB "${_ot_implib}")
+    endif()
+  else()
+    # A cargo cdylib has no SONAME: link as -loptin_telemetry so the executable
+    # records "liboptin_telemetry.so" (found through its RPATH), not a build path.
+    set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_NO_SONAME TRUE)
+  endif()
+endif()
+
+set(OptInTelemetry_LIBRARY "${_ot_library}")
+set(OptInTelemetry_INCLUDE_DIRS "${_ot_include_dirs}")
+set(OptInTelemetry_FOUND TRUE)
+if(NOT OptInTelemetry_FIND_QUIETLY)
+  message(STATUS "Found OptInTelemetry ${OptInTelemetry_VERSION}: ${_ot_library}")
+endif()
+
+unset(_ot_dir)
+unset(_ot_checkout)
+unset(_ot_prefix)
+unset(_ot_target_dir)
+unset(_ot_lib_dirs)
+unset(_ot_names)
+unset(_ot_implib_names)
+unset(_ot_implib)
+unset(_ot_library)
+unset(_ot_missing)
+unset(_ot_where)
+unset(_ot_found_h)

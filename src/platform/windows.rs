@@ -69,15 +69,33 @@ fn wide(p: &Path) -> Vec<u16> {
     OsStr::new(p).encode_wide().chain(std::iter::once(0)).collect()
 }
 
+const ERROR_ACCESS_DENIED: i32 = 5;
+const ERROR_SHARING_VIOLATION: i32 = 32;
+/// Pauses between attempts of a replace that another handle blocks: about
+/// 0.6 s in all, while the caller holds the lock file.
+const REPLACE_RETRY_MS: [u64; 6] = [10, 30, 60, 100, 150, 250];
+
 /// Atomic replace that does not return before the rename is on disk.
+///
+/// MoveFileExW fails with ERROR_ACCESS_DENIED while any handle is open on the
+/// target (even one that allows sharing delete) and with a sharing violation
+/// on the source. The library itself only opens these files while holding
+/// the lock file, but a virus scanner, the search indexer or a backup agent
+/// may open them briefly at any time: retry a few times before giving up.
 pub fn replace_file(from: &Path, to: &Path) -> io::Result<()> {
     let (f, t) = (wide(from), wide(to));
-    // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
-    let ok = unsafe { MoveFileExW(f.as_ptr(), t.as_ptr(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH) };
-    if ok == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+    let mut pauses = REPLACE_RETRY_MS.iter();
+    loop {
+        // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
+        let ok = unsafe { MoveFileExW(f.as_ptr(), t.as_ptr(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH) };
+        if ok != 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match (err.raw_os_error(), pauses.next()) {
+            (Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION), Some(ms)) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+            _ => return Err(err),
+        }
     }
 }
 
@@ -85,4 +103,349 @@ pub fn replace_file(from: &Path, to: &Path) -> io::Result<()> {
 /// already makes the rename durable.
 pub fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    //! Run under Wine by scripts/test-windows (and natively on Windows): these
+    //! exercise the Windows system calls themselves, not a Unix stand-in.
+    use super::*;
+    use crate::store::{State, Store};
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::PathBuf;
+    use std::process::{Child, ChildStdin, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("optin-win-{name}-{}", crate::random_hex(6)));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[repr(C)]
+    struct VersionInfo {
+        size: u32,
+        major: u32,
+        minor: u32,
+        build: u32,
+        platform_id: u32,
+        csd_version: [u16; 128],
+    }
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn GetVersionExW(info: *mut VersionInfo) -> i32;
+    }
+
+    /// The version the kernel publishes in KUSER_SHARED_DATA (mapped at
+    /// 0x7FFE0000 in every process, layout fixed since NT 4; NtBuildNumber
+    /// since Windows 10): an independent source, never shimmed.
+    fn kernel_shared_version() -> (u32, u32, u32) {
+        let base = 0x7FFE_0000usize as *const u8;
+        // SAFETY: KUSER_SHARED_DATA is always mapped read-only at this address.
+        unsafe {
+            (
+                std::ptr::read_volatile(base.add(0x26C) as *const u32),
+                std::ptr::read_volatile(base.add(0x270) as *const u32),
+                std::ptr::read_volatile(base.add(0x260) as *const u32),
+            )
+        }
+    }
+
+    fn parse_version(v: &str) -> (u32, u32, u32) {
+        let parts: Vec<u32> = v.split('.').map(|p| {
+            assert!(!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()), "os_version {v:?} is not major.minor.build");
+            p.parse().unwrap()
+        }).collect();
+        assert_eq!(parts.len(), 3, "os_version {v:?} is not major.minor.build");
+        (parts[0], parts[1], parts[2])
+    }
+
+    #[test]
+    fn os_version_is_major_minor_build_from_the_real_version_api() {
+        let v = os_version();
+        let (major, minor, build) = parse_version(&v);
+        assert!(major >= 10 && build > 0, "os_version {v}: supported Windows reports 10.0.<build> (under Wine: set the prefix to win10)");
+        assert_eq!((major, minor, build), kernel_shared_version(), "os_version {v} disagrees with KUSER_SHARED_DATA");
+        assert_eq!(os_family(), "windows");
+        // GetVersionExW answers 6.2 to a program without a Windows 10 manifest
+        // (this test binary has none): the report must not carry that.
+        let mut shimmed = VersionInfo { size: std::mem::size_of::<VersionInfo>() as u32, major: 0, minor: 0, build: 0, platform_id: 0, csd_version: [0; 128] };
+        // SAFETY: a properly sized, writable OSVERSIONINFOW.
+        assert_ne!(unsafe { GetVersionExW(&mut shimmed) }, 0);
+        assert!((shimmed.major, shimmed.minor) <= (major, minor));
+        if (shimmed.major, shimmed.minor) != (major, minor) {
+            eprintln!("GetVersionExW says {}.{}.{}, RtlGetVersion {v}: the compatibility shim is bypassed", shimmed.major, shimmed.minor, shimmed.build);
+        }
+    }
+
+    #[test]
+    fn replace_file_replaces_an_existing_file_and_leaves_no_source() {
+        let d = tempdir("replace");
+        let (from, to) = (d.join("new.tmp"), d.join("state.json"));
+        fs::write(&to, b"old").unwrap();
+        fs::write(&from, b"new contents").unwrap();
+        replace_file(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"new contents");
+        assert!(!from.exists());
+        // Also when there is nothing to replace yet.
+        fs::write(&from, b"third").unwrap();
+        fs::remove_file(&to).unwrap();
+        replace_file(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"third");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn replace_file_reports_errors_and_leaves_the_target_alone() {
+        let d = tempdir("replace-err");
+        let to = d.join("state.json");
+        fs::write(&to, b"kept").unwrap();
+        let e = replace_file(&d.join("missing"), &to).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert_eq!(fs::read(&to).unwrap(), b"kept");
+        fs::write(d.join("src"), b"x").unwrap();
+        assert!(replace_file(&d.join("src"), &d.join("no-such-dir").join("state.json")).is_err());
+        assert!(d.join("src").exists());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn replace_file_waits_out_a_reader_that_holds_the_target_briefly() {
+        let d = tempdir("replace-busy");
+        let (from, to) = (d.join("new.tmp"), d.join("state.json"));
+        fs::write(&to, b"old").unwrap();
+        fs::write(&from, b"new").unwrap();
+        // Like a virus scanner: a handle open on the target for 150 ms.
+        let reader = File::open(&to).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            drop(reader);
+        });
+        replace_file(&from, &to).unwrap();
+        t.join().unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"new");
+        // A handle that stays open: an error after the retries, nothing lost.
+        fs::write(&from, b"newer").unwrap();
+        let reader = File::open(&to).unwrap();
+        let started = Instant::now();
+        let e = replace_file(&from, &to).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(ERROR_ACCESS_DENIED), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(reader);
+        assert_eq!(fs::read(&to).unwrap(), b"new");
+        assert_eq!(fs::read(&from).unwrap(), b"newer");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn directories_cannot_be_opened_so_sync_dir_does_not_try() {
+        let d = tempdir("dir");
+        assert!(File::open(&d).is_err(), "std opened a directory: sync_dir could fsync it");
+        sync_dir(&d).unwrap();
+        create_private_dir(&d.join("a").join("b")).unwrap();
+        create_private_file(&d.join("f")).unwrap();
+        assert_eq!(create_private_file(&d.join("f")).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn store_replaces_state_and_history_on_windows() {
+        let d = tempdir("store");
+        let store = Store::open(&d).unwrap();
+        let g = store.lock().unwrap();
+        let mut st = State { last_sent: Some(1), ..State::default() };
+        for i in 0..5 {
+            st.last_sent = Some(i);
+            st.last_error = Some(format!("attempt {i}"));
+            store.save(&g, &st).unwrap();
+            assert_eq!(store.load(&g), (st.clone(), None));
+        }
+        // A reader outside the lock is not blocked: the lock is on another file.
+        let text = fs::read_to_string(d.join("state.json")).unwrap();
+        assert!(text.contains("attempt 4"), "{text}");
+        let names: Vec<String> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.starts_with(".tmp")), "{names:?}");
+        // A corrupted file is set aside with std::fs::rename on Windows too.
+        fs::write(d.join("state.json"), b"{\"format\":1,").unwrap();
+        let (loaded, warning) = store.load(&g);
+        assert_eq!(loaded, State::default());
+        assert!(warning.unwrap().contains("kept aside"));
+        assert!(fs::read_dir(&d).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("state.json.bad-")));
+        drop(g);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    fn try_lock_file(dir: &Path) -> Result<(), fs::TryLockError> {
+        let f = OpenOptions::new().read(true).write(true).open(dir.join("lock")).unwrap();
+        f.try_lock()
+        // Dropping `f` closes the handle, which releases a lock it took.
+    }
+
+    #[test]
+    fn lock_is_exclusive_per_handle_and_released_by_dropping_the_guard() {
+        let d = tempdir("lock");
+        let store = Store::open(&d).unwrap();
+        let g = store.lock().unwrap();
+        assert!(matches!(try_lock_file(&d), Err(fs::TryLockError::WouldBlock)), "a second handle took the held lock");
+        // Another thread blocks in Store::lock until the guard is dropped.
+        let (tx, rx) = mpsc::channel();
+        let d2 = d.clone();
+        let t = std::thread::spawn(move || {
+            let store = Store::open(&d2).unwrap(); // takes and drops the lock too: blocks as well
+            let g = store.lock().unwrap();
+            tx.send(Instant::now()).unwrap();
+            drop(g);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "Store::lock did not wait for the holder");
+        let released = Instant::now();
+        drop(g);
+        let acquired = rx.recv_timeout(Duration::from_secs(10)).expect("the lock was not released by dropping the guard");
+        assert!(acquired >= released);
+        t.join().unwrap();
+        try_lock_file(&d).expect("lock still held after every guard was dropped");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    // ---- two processes: a service and a desktop program sharing state_dir ----
+
+    const CHILD_ENV: &str = "OPTIN_TEST_LOCK_CHILD_DIR";
+
+    /// Not a test by itself: the other process of the tests below (the test
+    /// binary runs itself with `--ignored --exact` this name). It takes the
+    /// lock, writes a state, says HELD, then follows commands on stdin.
+    #[test]
+    #[ignore = "helper process for the two-process lock tests"]
+    fn lock_holder_child() {
+        let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
+        let store = Store::open(Path::new(&dir)).unwrap();
+        let g = store.lock().unwrap();
+        store.save(&g, &State { last_error: Some("written by the child".into()), ..State::default() }).unwrap();
+        let mut out = io::stdout();
+        writeln!(out, "HELD").unwrap();
+        out.flush().unwrap();
+        let mut guard = Some(g);
+        for line in io::stdin().lock().lines() {
+            match line.unwrap().trim() {
+                "release" => {
+                    drop(guard.take());
+                    writeln!(out, "RELEASED").unwrap();
+                    out.flush().unwrap();
+                }
+                "exit" => break,
+                _ => {}
+            }
+        }
+    }
+
+    struct ChildHolder {
+        child: Child,
+        stdin: ChildStdin,
+        lines: mpsc::Receiver<String>,
+    }
+
+    impl ChildHolder {
+        fn spawn(dir: &Path) -> ChildHolder {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "platform::windows::tests::lock_holder_child", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("cannot start the child process");
+            let stdin = child.stdin.take().unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut holder = ChildHolder { child, stdin, lines };
+            holder.expect("HELD");
+            holder
+        }
+
+        fn expect(&mut self, what: &str) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    // libtest prints "test <name> ... " without a newline before it.
+                    Ok(l) if l.trim_end().ends_with(what) => return,
+                    Ok(_) => continue, // libtest's own output
+                    Err(_) => panic!("the child process never said {what}"),
+                }
+            }
+        }
+
+        fn say(&mut self, what: &str) {
+            writeln!(self.stdin, "{what}").unwrap();
+            self.stdin.flush().unwrap();
+        }
+    }
+
+    impl Drop for ChildHolder {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn two_processes_contend_on_the_lock_file() {
+        let d = tempdir("two-proc");
+        let mut child = ChildHolder::spawn(&d);
+        assert!(matches!(try_lock_file(&d), Err(fs::TryLockError::WouldBlock)), "this process took the lock the child holds");
+        // The state file itself stays readable while the other process holds the lock.
+        assert!(fs::read_to_string(d.join("state.json")).unwrap().contains("written by the child"));
+        // Store::lock waits for the other process.
+        let (tx, rx) = mpsc::channel();
+        let d2 = d.clone();
+        let t = std::thread::spawn(move || {
+            let store = Store::open(&d2).unwrap(); // takes and drops the lock too: blocks as well
+            let g = store.lock().unwrap();
+            let (st, _) = store.load(&g);
+            tx.send(st).unwrap();
+            // Hold it until the main thread has checked the child cannot take it.
+            std::thread::sleep(Duration::from_millis(200));
+            drop(g);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "Store::lock returned while another process held the lock");
+        child.say("release");
+        child.expect("RELEASED");
+        let st = rx.recv_timeout(Duration::from_secs(10)).expect("the lock was not handed over after the other process dropped its guard");
+        assert_eq!(st.last_error.as_deref(), Some("written by the child"));
+        t.join().unwrap();
+        child.say("exit");
+        let status = child.child.wait().unwrap();
+        assert!(status.success(), "child process: {status}");
+        try_lock_file(&d).expect("the lock is free once both are done");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_killed_holder_releases_the_lock() {
+        let d = tempdir("killed");
+        let mut child = ChildHolder::spawn(&d);
+        assert!(matches!(try_lock_file(&d), Err(fs::TryLockError::WouldBlock)));
+        child.child.kill().unwrap(); // TerminateProcess: no destructor runs
+        child.child.wait().unwrap();
+        // Windows releases a dead process's locks soon, not necessarily at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while try_lock_file(&d).is_err() {
+            assert!(Instant::now() < deadline, "a killed process kept the lock");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let store = Store::open(&d).unwrap();
+        drop(store.lock().unwrap());
+        drop(child);
+        fs::remove_dir_all(d).unwrap();
+    }
 }

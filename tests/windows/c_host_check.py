@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Runs the C example host (examples/c/archiver.c built with mingw) under Wine
+against a loopback collector on the Linux side and checks what arrives.
+
+usage: c_host_check.py <runner> <archiver.exe> <work-dir>
+
+<runner> runs a Windows .exe (tests/windows/runner: wine64 + the test shim).
+Checks, for --yes on a fresh state dir: exit 0; exactly one POST; its body is
+byte-identical to the PREVIEW line; os_family "windows", os_version N.N.N;
+STATUS says granted and sent. For --no on a fresh state dir: exit 0 and no
+request at all. Prints PASS/FAIL lines; exit status 1 on any failure.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from collector import Collector  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print(("  ok   " if cond else "  FAIL ") + what)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def windows_path(p: Path) -> str:
+    # Wine maps the Linux root to drive Z:.
+    return "Z:" + str(p.resolve()).replace("/", "\\")
+
+
+def run(runner, exe, url, state_dir, answer):
+    env = dict(os.environ)
+    env.pop("OPTIN_TELEMETRY_DISABLE", None)  # the policy switch would block the send
+    cmd = [runner, str(exe), url, windows_path(state_dir), answer, "--now", str(int(time.time()))]
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def lines_with(prefix: bytes, out: bytes):
+    # msvcrt writes text-mode stdout: "\n" becomes "\r\n".
+    return [l[len(prefix):].rstrip(b"\r") for l in out.split(b"\n") if l.startswith(prefix)]
+
+
+def main():
+    runner, exe, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    print("C host under Wine, --yes:")
+    with Collector() as c:
+        rc, out, err = run(runner, exe, c.url, work / "state-yes", "--yes")
+        time.sleep(0.5)  # anything sent late would still be counted
+        reqs = list(c.requests)
+    ok = check(rc == 0, f"archiver --yes exits 0 (got {rc})")
+    if not ok:
+        sys.stdout.write(out.decode("utf-8", "replace")[-2000:])
+        sys.stdout.write(err.decode("utf-8", "replace")[-2000:])
+    previews = lines_with(b"PREVIEW: ", out)
+    statuses = lines_with(b"STATUS: ", out)
+    check(len(previews) == 1, f"exactly one PREVIEW line (got {len(previews)})")
+    check(len(reqs) == 1, f"exactly one request received (got {len(reqs)})")
+    if reqs and previews:
+        r = reqs[0]
+        check(r.method == "POST" and r.path == "/v1/report", f"it is POST /v1/report (got {r.method} {r.path})")
+        check(r.headers.get("content-type") == "application/json", "Content-Type: application/json")
+        check(r.body == previews[0], f"body is byte-identical to PREVIEW ({len(r.body)} bytes)")
+        try:
+            report = json.loads(r.body)
+        except ValueError:
+            report = {}
+            check(False, "body is JSON")
+        fam, ver = report.get("os_family"), report.get("os_version")
+        check(fam == "windows", f'os_family is "windows" (got {fam!r})')
+        check(isinstance(ver, str) and re.fullmatch(r"\d+\.\d+\.\d+", ver) is not None, f"os_version is N.N.N (got {ver!r})")
+        check(report.get("arch") == "x86_64", f'arch is "x86_64" (got {report.get("arch")!r})')
+    if check(len(statuses) == 1, "one STATUS line"):
+        try:
+            st = json.loads(statuses[0])
+        except ValueError:
+            st = {}
+        check(st.get("consent") == "granted", f'STATUS consent "granted" (got {st.get("consent")!r})')
+        check(isinstance(st.get("last_sent"), int), f"STATUS last_sent is set (got {st.get('last_sent')!r})")
+        check(st.get("last_error") is None and st.get("sending") is False, f"STATUS: no error, nothing in flight (got {st.get('last_error')!r}, {st.get('sending')!r})")
+    check((work / "state-yes" / "state.json").is_file(), "the state file was written through the Windows code paths")
+
+    print("C host under Wine, --no:")
+    with Collector() as c:
+        rc, out, err = run(runner, exe, c.url, work / "state-no", "--no")
+        time.sleep(0.5)
+        reqs = list(c.requests)
+    check(rc == 0, f"archiver --no exits 0 (got {rc})")
+    check(len(reqs) == 0, f"no request after --no (got {len(reqs)})")
+    check(lines_with(b"CONSENT: ", out) == [b"denied"], "CONSENT: denied")
+
+    if failures:
+        print(f"FAIL: C host under Wine: {len(failures)} check(s) failed")
+        return 1
+    print("PASS: C host under Wine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

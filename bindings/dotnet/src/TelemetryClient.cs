@@ -1,0 +1,373 @@
+using System;
+using System.Collections.Generic;
+using System.Text;
+using System.Threading;
+
+namespace OptInTelemetry
+{
+    /// <summary>
+    /// An open optin-telemetry client: consent, field values, preview, schedule.
+    /// </summary>
+    /// <remarks>
+    /// <para>Every member may be called from any thread at the same time, Dispose
+    /// included: the native handle is a SafeHandle, so tel_close runs only after
+    /// the calls in progress have returned. A member called after Dispose throws
+    /// ObjectDisposedException.</para>
+    /// <para>Failures of the native library become <see cref="TelemetryException"/>
+    /// (ResultCode + the library's message naming the argument or field at fault).
+    /// Arguments the binding can reject itself (null, NUL characters, lone
+    /// surrogates, negative counts) throw ArgumentException and its subclasses
+    /// before any native call.</para>
+    /// <para>A client never disposed is closed by the SafeHandle's finalizer.</para>
+    /// </remarks>
+    public sealed class TelemetryClient : IDisposable
+    {
+        private readonly TelemetryHandle handle;
+
+        // Set by Dispose. The SafeHandle alone is not enough: SafeHandle.Dispose only
+        // drops the owner's reference, and while other threads' calls overlap the
+        // reference count never reaches zero, so IsClosed stays false and new calls
+        // would keep succeeding. With this flag every call that starts after
+        // Dispose returns throws ObjectDisposedException, and the handle closes as
+        // soon as the calls already in progress have returned.
+        private int disposed;
+
+        /// <summary>
+        /// Opens a client (tel_open): validates <paramref name="configJson"/>, creates
+        /// its state_dir, reads the saved consent. The first call also loads the native
+        /// library and checks its version (<see cref="TelemetryLibrary.EnsureLoaded"/>).
+        /// </summary>
+        /// <param name="configJson">A JSON object with product, product_version, endpoint,
+        /// state_dir, schema (optionally disabled, proxy, ca_cert_pem); see the README.</param>
+        /// <exception cref="TelemetryException">Config, MalformedJson, Io, TooLarge...</exception>
+        /// <exception cref="TelemetryVersionMismatchException">The native library has another version.</exception>
+        public TelemetryClient(string configJson)
+        {
+            handle = OpenHandle(configJson);
+        }
+
+        /// <summary>Same as the constructor.</summary>
+        public static TelemetryClient Open(string configJson)
+        {
+            return new TelemetryClient(configJson);
+        }
+
+        private static TelemetryHandle OpenHandle(string configJson)
+        {
+            byte[] config = Utf8.Encode(configJson, "configJson");
+            TelemetryLibrary.EnsureLoaded();
+            TelemetryHandle h;
+            int rc = NativeMethods.tel_open(config, out h);
+            if (rc != 0)
+            {
+                TelemetryException error = TelemetryException.FromLastError("tel_open", rc);
+                if (h != null)
+                {
+                    h.Dispose(); // invalid (zero) handle: no tel_close
+                }
+                throw error;
+            }
+            if (h == null || h.IsInvalid)
+            {
+                throw new TelemetryException(ResultCode.Internal, "tel_open returned TEL_OK without a client", "tel_open");
+            }
+            return h;
+        }
+
+        /// <summary>The SafeHandle itself (for the binding's tests).</summary>
+        internal TelemetryHandle Handle
+        {
+            get { return handle; }
+        }
+
+        /// <summary>True once Dispose was called.</summary>
+        public bool IsDisposed
+        {
+            get { return Volatile.Read(ref disposed) != 0 || handle.IsClosed; }
+        }
+
+        /// <summary>The consent in force for the schema in use (tel_get_consent).</summary>
+        public Consent Consent
+        {
+            get
+            {
+                ThrowIfDisposed();
+                uint value;
+                Check(NativeMethods.tel_get_consent(handle, out value), "tel_get_consent");
+                switch (value)
+                {
+                    case NativeMethods.TEL_CONSENT_UNDECIDED: return Consent.Undecided;
+                    case NativeMethods.TEL_CONSENT_GRANTED: return Consent.Granted;
+                    case NativeMethods.TEL_CONSENT_DENIED: return Consent.Denied;
+                    case NativeMethods.TEL_CONSENT_OUTDATED: return Consent.Outdated;
+                    default:
+                        throw new TelemetryException(ResultCode.Internal, "unknown consent value " + value, "tel_get_consent");
+                }
+            }
+        }
+
+        /// <summary>Records the user's answer (on disk before this returns). A "no" is final across schema changes.</summary>
+        public void SetConsent(bool granted)
+        {
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_set_consent(handle, granted ? 1 : 0), "tel_set_consent");
+        }
+
+        /// <summary>Sets a bool field.</summary>
+        public void Set(string field, bool value)
+        {
+            byte[] name = Utf8.Encode(field, "field");
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_set_bool(handle, name, value ? 1 : 0), "tel_set_bool");
+        }
+
+        /// <summary>Sets a count field (reported as its bucket when the field has buckets).</summary>
+        public void Set(string field, ulong count)
+        {
+            byte[] name = Utf8.Encode(field, "field");
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_set_count(handle, name, count), "tel_set_count");
+        }
+
+        /// <summary>Sets a count field. <paramref name="count"/> must not be negative.</summary>
+        public void Set(string field, long count)
+        {
+            if (count < 0)
+            {
+                throw new ArgumentOutOfRangeException("count", count, "A count cannot be negative.");
+            }
+            Set(field, (ulong)count);
+        }
+
+        /// <summary>Sets a count field. <paramref name="count"/> must not be negative.</summary>
+        public void Set(string field, int count)
+        {
+            Set(field, (long)count);
+        }
+
+        /// <summary>Sets a choice field to one of its declared values.</summary>
+        public void Set(string field, string choice)
+        {
+            byte[] name = Utf8.Encode(field, "field");
+            byte[] value = Utf8.Encode(choice, "choice");
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_set_choice(handle, name, value), "tel_set_choice");
+        }
+
+        /// <summary>Sets a choices field (several declared values) via tel_set_values_json.</summary>
+        public void Set(string field, IEnumerable<string> choices)
+        {
+            if (field == null)
+            {
+                throw new ArgumentNullException("field");
+            }
+            if (choices == null)
+            {
+                throw new ArgumentNullException("choices");
+            }
+            var json = new StringBuilder();
+            json.Append('{').Append(Utf8.JsonString(field)).Append(":[");
+            bool first = true;
+            foreach (string c in choices)
+            {
+                if (c == null)
+                {
+                    throw new ArgumentException("A choice is null.", "choices");
+                }
+                if (!first)
+                {
+                    json.Append(',');
+                }
+                json.Append(Utf8.JsonString(c));
+                first = false;
+            }
+            json.Append("]}");
+            SetValuesJson(json.ToString());
+        }
+
+        /// <summary>Unsets a field (it is left out of the report).</summary>
+        public void Unset(string field)
+        {
+            if (field == null)
+            {
+                throw new ArgumentNullException("field");
+            }
+            SetValuesJson("{" + Utf8.JsonString(field) + ":null}");
+        }
+
+        /// <summary>
+        /// Sets several fields at once from <c>{"field": value, ...}</c>: true/false, a
+        /// non-negative integer, a string, an array of strings, or null to unset.
+        /// All or nothing.
+        /// </summary>
+        public void SetValuesJson(string valuesJson)
+        {
+            byte[] json = Utf8.Encode(valuesJson, "valuesJson");
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_set_values_json(handle, json), "tel_set_values_json");
+        }
+
+        /// <summary>The exact text of the next report (whatever the consent; sends nothing).</summary>
+        public string PreviewJson()
+        {
+            ThrowIfDisposed();
+            IntPtr p;
+            int rc = NativeMethods.tel_preview_json(handle, out p);
+            return TakeString(rc, p, "tel_preview_json");
+        }
+
+        /// <summary>Describe(null): the "view data" document in English.</summary>
+        public string Describe()
+        {
+            return Describe(null);
+        }
+
+        /// <summary>
+        /// What a consent or "view data" dialog needs, as JSON: every field with its
+        /// description in <paramref name="language"/> (e.g. "de", "de-AT"; null or ""
+        /// means English), kind and value; the consent state; the changes when outdated;
+        /// and the next report's exact text.
+        /// </summary>
+        public string Describe(string language)
+        {
+            byte[] tag = Utf8.Encode(language, "language", true);
+            ThrowIfDisposed();
+            IntPtr p;
+            int rc = NativeMethods.tel_describe_json(handle, tag, out p);
+            return TakeString(rc, p, "tel_describe_json");
+        }
+
+        /// <summary>Lets the library act on its schedule; call often (e.g. every minute) from any thread. Cheap when nothing is due.</summary>
+        public void Tick()
+        {
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_tick(handle), "tel_tick");
+        }
+
+        /// <summary>Tick with an explicit "now" (unix seconds), for tests and simulations.</summary>
+        public void TickAt(long unixSeconds)
+        {
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_tick_at(handle, unixSeconds), "tel_tick_at");
+        }
+
+        /// <summary>Tick with an explicit "now", for tests and simulations.</summary>
+        public void TickAt(DateTimeOffset now)
+        {
+            TickAt(now.ToUnixTimeSeconds());
+        }
+
+        /// <summary>
+        /// Waits until no send of this client is in flight. Returns true when none is
+        /// (at once if none was), false when <paramref name="timeout"/> ran out
+        /// (TEL_ERR_TIMEOUT). Does not wait for retries due later.
+        /// <see cref="Timeout.InfiniteTimeSpan"/> waits about 49 days.
+        /// </summary>
+        public bool Flush(TimeSpan timeout)
+        {
+            uint ms;
+            if (timeout == Timeout.InfiniteTimeSpan)
+            {
+                ms = uint.MaxValue;
+            }
+            else if (timeout < TimeSpan.Zero)
+            {
+                throw new ArgumentOutOfRangeException("timeout", timeout, "The timeout cannot be negative.");
+            }
+            else
+            {
+                double total = Math.Ceiling(timeout.TotalMilliseconds);
+                ms = total >= uint.MaxValue ? uint.MaxValue : (uint)total;
+            }
+            ThrowIfDisposed();
+            int rc = NativeMethods.tel_flush(handle, ms);
+            if (rc == (int)ResultCode.Timeout)
+            {
+                return false;
+            }
+            Check(rc, "tel_flush");
+            return true;
+        }
+
+        /// <summary>
+        /// The sending status as JSON: consent, next_due, last_sent, sending, blocked_by,
+        /// last_error, attempts, schema_version, schema_digest, warnings.
+        /// </summary>
+        public string Status
+        {
+            get
+            {
+                ThrowIfDisposed();
+                IntPtr p;
+                int rc = NativeMethods.tel_status_json(handle, out p);
+                return TakeString(rc, p, "tel_status_json");
+            }
+        }
+
+        /// <summary>The last 52 reports that left the machine, newest first, as JSON: {"reports": [...]}, each with its exact body.</summary>
+        public string History
+        {
+            get
+            {
+                ThrowIfDisposed();
+                IntPtr p;
+                int rc = NativeMethods.tel_history_json(handle, out p);
+                return TakeString(rc, p, "tel_history_json");
+            }
+        }
+
+        /// <summary>Deletes the history of sent reports.</summary>
+        public void ClearHistory()
+        {
+            ThrowIfDisposed();
+            Check(NativeMethods.tel_clear_history(handle), "tel_clear_history");
+        }
+
+        /// <summary>
+        /// Closes the client: calls starting afterwards throw ObjectDisposedException;
+        /// tel_close runs once the calls already in progress on other threads have
+        /// returned (at once if there are none). Idempotent.
+        /// </summary>
+        public void Dispose()
+        {
+            Interlocked.Exchange(ref disposed, 1);
+            handle.Dispose();
+        }
+
+        private void ThrowIfDisposed()
+        {
+            if (Volatile.Read(ref disposed) != 0 || handle.IsClosed)
+            {
+                throw new ObjectDisposedException(typeof(TelemetryClient).FullName);
+            }
+        }
+
+        // Reads tel_last_error_message right away, on this thread, before any other
+        // call into the library.
+        private static void Check(int rc, string function)
+        {
+            if (rc != 0)
+            {
+                throw TelemetryException.FromLastError(function, rc);
+            }
+        }
+
+        // Copies and frees a string the library returned through an out parameter.
+        // On failure the out parameter is not written (p stays zero) and nothing is freed.
+        private static string TakeString(int rc, IntPtr p, string function)
+        {
+            if (rc != 0)
+            {
+                throw TelemetryException.FromLastError(function, rc);
+            }
+            try
+            {
+                return Utf8.Decode(p);
+            }
+            finally
+            {
+                NativeMethods.tel_string_free(p);
+            }
+        }
+    }
+}

@@ -337,6 +337,13 @@ impl Client {
     }
 
     pub fn tick_at(&self, now: i64) -> Result<()> {
+        if !crate::schedule::valid_time(now) {
+            return Err(Error::invalid(format!(
+                "unix_seconds must be between {} and {} (1970 to 9999), got {now}",
+                crate::schedule::MIN_TIME,
+                crate::schedule::MAX_TIME
+            )));
+        }
         let s = &*self.shared;
         if now < s.next_look.load(Ordering::Relaxed) && now >= s.last_look.load(Ordering::Relaxed) {
             return Ok(());

@@ -13,7 +13,9 @@
 //!   skipped: they never pile up into a burst.
 //! - Clock jumps: forward behaves like missed slots (one catch-up at most).
 //!   Backward by less than a slot just waits. Backward by more than a slot (a
-//!   due time further ahead than any rule could set) re-bases: the slot holding
+//!   due time further ahead than any rule could set: two weeks, since a
+//!   re-grant soon after a report may put the next one up to two weeks out)
+//!   re-bases: the slot holding
 //!   "now" counts as closed and the next report is due at the next slot start,
 //!   so a clock set back never causes a send before a full slot boundary.
 //! - Failures retry with capped exponential backoff and full jitter, honouring
@@ -29,6 +31,21 @@ pub const BACKOFF_BASE: i64 = 60;
 pub const BACKOFF_CAP: i64 = 6 * 3600;
 /// Longer than the transport's overall timeout plus the record step.
 pub const LEASE: i64 = 180;
+
+/// Times this library accepts, in unix seconds: 1970-01-01 to 9999-12-31.
+/// Anything outside is a broken clock or a bad argument; rejecting it keeps
+/// every sum below far from overflow.
+pub const MIN_TIME: i64 = 0;
+pub const MAX_TIME: i64 = 253_402_300_799;
+
+pub fn valid_time(t: i64) -> bool {
+    (MIN_TIME..=MAX_TIME).contains(&t)
+}
+
+/// Slot indices reachable from valid times (with margin for `k + 1`).
+pub fn valid_slot(k: i64) -> bool {
+    k.abs() <= MAX_TIME / WEEK + 2
+}
 
 /// Source of uniform random numbers in `[0, n)`.
 pub trait Rng {
@@ -121,7 +138,7 @@ impl Schedule {
             interrupted = Some(Interrupted { token: f.token, since: f.since });
             self.record(f.since, f.slot, Outcome::Failed { retry_after: None }, rng);
         }
-        if self.due - now > WEEK + CATCHUP_MAX_DELAY {
+        if self.due - now >= 2 * WEEK {
             // The clock went back further than any due time we could have set.
             let k = self.slot_of(now);
             self.done_slot = Some(k);
@@ -212,6 +229,18 @@ mod tests {
             t += step;
         }
         sent
+    }
+
+    #[test]
+    fn time_range() {
+        assert!(valid_time(0) && valid_time(MAX_TIME) && valid_time(1_800_000_000));
+        assert!(!valid_time(-1) && !valid_time(MAX_TIME + 1) && !valid_time(i64::MIN) && !valid_time(i64::MAX));
+        // The largest sums the schedule forms stay representable.
+        let mut rng = Seq(0);
+        let mut s = Schedule::draw(MAX_TIME, Some(MAX_TIME), &mut rng);
+        let (_, _) = s.tick(MAX_TIME, &mut rng);
+        s.record(MAX_TIME, s.slot_of(MAX_TIME), Outcome::Failed { retry_after: Some(i64::MAX) }, &mut rng);
+        assert!(valid_slot(s.slot_of(MAX_TIME)) && valid_slot(s.done_slot.unwrap()));
     }
 
     #[test]
@@ -327,6 +356,24 @@ mod tests {
         assert_eq!(s.attempts, 1);
         assert!(s.in_flight.is_none());
         assert!(matches!(d, TickDecision::Wait | TickDecision::Send { slot: 0 }));
+    }
+
+    #[test]
+    fn a_short_step_back_or_a_regrant_never_resends_within_a_week() {
+        let mut rng = Seq(11);
+        let mut s = Schedule::draw(T0, None, &mut rng);
+        let a = s.anchor;
+        let sent = deliver_all(&mut s, a, a + 60, 60, &mut rng);
+        assert_eq!(sent, vec![a]);
+        // Three days back: wait for the next slot, do not send slot 0 again.
+        let back = deliver_all(&mut s, a - 3 * 86400, a + WEEK, 60, &mut rng);
+        assert!(back.is_empty(), "{back:?}");
+        // Consent withdrawn and given again a day after a report.
+        for _ in 0..50 {
+            let mut r = Schedule::draw(T0 + 86400, Some(T0), &mut rng);
+            let sent = deliver_all(&mut r, T0 + 86400, T0 + 3 * WEEK, 600, &mut rng);
+            assert!(sent[0] >= T0 + WEEK, "{} s after the last report", sent[0] - T0);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use crate::consent::Receipt;
 use crate::error::{Error, Result};
 use crate::platform;
-use crate::schedule::{InFlight, Schedule};
+use crate::schedule::{self, InFlight, Schedule};
 use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -237,14 +237,23 @@ fn parse_state(text: &str) -> Option<State> {
                     slot: f.get("slot")?.as_i64()?,
                 }),
             };
-            Some(Schedule {
+            let schedule = Schedule {
                 anchor: s["anchor"].as_i64()?,
                 due: s["due"].as_i64()?,
                 done_slot: nullable_i64(s.get("done_slot"))?,
                 attempts: u32::try_from(s["attempts"].as_u64()?).ok()?,
                 catchup_slot: nullable_i64(s.get("catchup_slot"))?,
                 in_flight,
-            })
+            };
+            // Out-of-range times or slots (a tampered or foreign file) would
+            // make the schedule's arithmetic overflow: not our state.
+            let times_ok = [schedule.anchor, schedule.due].into_iter().all(schedule::valid_time)
+                && schedule.in_flight.as_ref().is_none_or(|f| schedule::valid_time(f.since) && schedule::valid_time(f.lease_until) && schedule::valid_slot(f.slot));
+            let slots_ok = [schedule.done_slot, schedule.catchup_slot].into_iter().flatten().all(schedule::valid_slot);
+            if !(times_ok && slots_ok) {
+                return None;
+            }
+            Some(schedule)
         }
     };
     let last_error = match &o["last_error"] {
@@ -353,6 +362,8 @@ mod tests {
             good.replace("\"format\":1", "\"format\":2").into_bytes(),
             good.replace("\"granted\"", "\"yes\"").into_bytes(),
             good.replace("\"last_error\"", "\"surprise\"").into_bytes(),
+            good.replace("\"anchor\":100", "\"anchor\":-9223372036854775808").into_bytes(),
+            good.replace("\"done_slot\":0", "\"done_slot\":9223372036854775807").into_bytes(),
             b"[]".to_vec(),
         ];
         for (i, bytes) in bad.iter().enumerate() {

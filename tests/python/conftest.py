@@ -7,6 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bindings" / "python"))
+# The suites test the debug build that scripts/test-all makes, unless told otherwise.
+os.environ.setdefault("OPTIN_TELEMETRY_LIB", str(ROOT / "target" / "debug" / ("optin_telemetry.dll" if sys.platform == "win32" else "liboptin_telemetry.so")))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import optin_telemetry as ot  # noqa: E402

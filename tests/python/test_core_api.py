@@ -1308,3 +1308,22 @@ def test_last_error_is_per_thread(lib, raw):
     t.start()
     t.join()
     assert PRIME_MARKER in last_error(lib)
+
+
+# ----------------------------------------------------------------------------- tick_at range
+
+@pytest.mark.parametrize("t", [-(2**63), -1, 2**62, 2**63 - 1, 253_402_300_800])
+def test_tick_at_out_of_range_is_rejected_and_harms_nothing(lib, state_dir, t):
+    """An absurd clock once overflowed the schedule and saved a broken anchor."""
+    with ot.Client(make_config(state_dir)) as c:
+        c.set_consent(True)
+        rc = lib.tel_tick_at(c._handle, t)
+        assert rc == ot.TEL_ERR_INVALID_ARGUMENT
+        assert "unix_seconds" in ot.last_error(lib)
+        assert c.status()["next_due"] is None, "nothing was scheduled from the bad time"
+        c.tick(1_800_000_000)
+        due = c.status()["next_due"]
+        assert 1_800_000_000 <= due < 1_800_000_000 + 7 * 86400
+    with ot.Client(make_config(state_dir)) as c:
+        c.tick(1_800_000_000)  # the saved state is still usable after a reopen
+        assert c.status()["next_due"] == due

@@ -93,10 +93,11 @@ def library_path() -> Path:
     name = {"win32": "optin_telemetry.dll", "darwin": "liboptin_telemetry.dylib"}.get(sys.platform, "liboptin_telemetry.so")
     root = Path(__file__).resolve().parents[3]
     target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
-    for profile in ("release", "debug"):
-        candidate = target / profile / name
-        if candidate.exists():
-            return candidate
+    # The most recently built profile: a stale release build must not shadow
+    # the debug build just made (or the other way round).
+    built = [p for p in (target / "release" / name, target / "debug" / name) if p.exists()]
+    if built:
+        return max(built, key=lambda p: p.stat().st_mtime)
     return target / "debug" / name
 
 

@@ -36,6 +36,9 @@ class Collector:
 
     def __init__(self, default: Optional[Reply] = None):
         self.requests: List[Request] = []
+        #: For each `huge` reply: how many body bytes the server managed to
+        #: write before the client closed the connection (or all of them).
+        self.huge_written: List[int] = []
         self.replies: List[Reply] = []
         self.default = default or Reply()
         self._lock = threading.Lock()
@@ -67,9 +70,14 @@ class Collector:
                     if reply.huge:
                         chunk = b"x" * 65536
                         sent = 0
-                        while sent < reply.huge:
-                            self.wfile.write(chunk)
-                            sent += len(chunk)
+                        try:
+                            while sent < reply.huge:
+                                self.wfile.write(chunk)
+                                sent += len(chunk)
+                        finally:
+                            with collector._lock:
+                                collector.huge_written.append(sent)
+                                collector._arrived.notify_all()
                     else:
                         self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):

@@ -35,8 +35,8 @@ pub const LEASE: i64 = 180;
 /// Times this library accepts, in unix seconds: 1970-01-01 to 9999-12-31.
 /// Anything outside is a broken clock or a bad argument; rejecting it keeps
 /// every sum below far from overflow.
-pub const MIN_TIME: i64 = 0;
-pub const MAX_TIME: i64 = 253_402_300_799;
+pub(crate) const MIN_TIME: i64 = 0;
+pub(crate) const MAX_TIME: i64 = 253_402_300_799;
 
 pub fn valid_time(t: i64) -> bool {
     (MIN_TIME..=MAX_TIME).contains(&t)

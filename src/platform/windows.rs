@@ -17,6 +17,12 @@ struct OsVersionInfoW {
     csd_version: [u16; 128],
 }
 
+impl OsVersionInfoW {
+    fn empty() -> Self {
+        OsVersionInfoW { size: std::mem::size_of::<Self>() as u32, major: 0, minor: 0, build: 0, platform_id: 0, csd_version: [0; 128] }
+    }
+}
+
 const MOVEFILE_REPLACE_EXISTING: u32 = 0x1;
 const MOVEFILE_WRITE_THROUGH: u32 = 0x8;
 
@@ -39,14 +45,7 @@ pub fn os_family() -> &'static str {
 /// "10.0.19045": major.minor plus the build number (which tells Windows 10
 /// from 11 and the feature release).
 pub fn os_version() -> String {
-    let mut info = OsVersionInfoW {
-        size: std::mem::size_of::<OsVersionInfoW>() as u32,
-        major: 0,
-        minor: 0,
-        build: 0,
-        platform_id: 0,
-        csd_version: [0; 128],
-    };
+    let mut info = OsVersionInfoW::empty();
     // SAFETY: `info` is a properly sized, writable OSVERSIONINFOW.
     let status = unsafe { RtlGetVersion(&mut info) };
     if status != 0 {
@@ -125,19 +124,10 @@ mod tests {
         d
     }
 
-    #[repr(C)]
-    struct VersionInfo {
-        size: u32,
-        major: u32,
-        minor: u32,
-        build: u32,
-        platform_id: u32,
-        csd_version: [u16; 128],
-    }
-
     #[link(name = "kernel32")]
     extern "system" {
-        fn GetVersionExW(info: *mut VersionInfo) -> i32;
+        // Same OSVERSIONINFOW layout as RtlGetVersion takes.
+        fn GetVersionExW(info: *mut OsVersionInfoW) -> i32;
     }
 
     /// The version the kernel publishes in KUSER_SHARED_DATA (mapped at
@@ -173,7 +163,7 @@ mod tests {
         assert_eq!(os_family(), "windows");
         // GetVersionExW answers 6.2 to a program without a Windows 10 manifest
         // (this test binary has none): the report must not carry that.
-        let mut shimmed = VersionInfo { size: std::mem::size_of::<VersionInfo>() as u32, major: 0, minor: 0, build: 0, platform_id: 0, csd_version: [0; 128] };
+        let mut shimmed = OsVersionInfoW::empty();
         // SAFETY: a properly sized, writable OSVERSIONINFOW.
         assert_ne!(unsafe { GetVersionExW(&mut shimmed) }, 0);
         assert!((shimmed.major, shimmed.minor) <= (major, minor));

@@ -1327,3 +1327,33 @@ def test_tick_at_out_of_range_is_rejected_and_harms_nothing(lib, state_dir, t):
     with ot.Client(make_config(state_dir)) as c:
         c.tick(1_800_000_000)  # the saved state is still usable after a reopen
         assert c.status()["next_due"] == due
+
+
+# ----------------------------------------------------------------------------- ambiguous JSON
+
+def test_duplicate_config_key_is_rejected_not_last_wins(state_dir):
+    # Last-wins would turn an administrator's "disabled": true off.
+    text = json.dumps(make_config(state_dir))[:-1] + ', "disabled": true, "disabled": false}'
+    with pytest.raises(ot.TelemetryError) as e:
+        ot.Client(text)
+    assert e.value.code == ot.TEL_ERR_MALFORMED_JSON
+    assert 'duplicate key "disabled"' in e.value.message
+
+
+def test_duplicate_value_key_is_rejected_and_changes_nothing(client):
+    client.set_values({"users": 3})
+    before = client.preview()
+    with pytest.raises(ot.TelemetryError) as e:
+        client.set_values('{"users": 1, "users": 500}')
+    assert e.value.code == ot.TEL_ERR_MALFORMED_JSON and 'duplicate key "users"' in e.value.message
+    assert client.preview() == before
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash(client, state_dir):
+    for text in ["[" * 500_000, '{"a":' * 200_000]:
+        with pytest.raises(ot.TelemetryError) as e:
+            client.set_values(text)
+        assert e.value.code == ot.TEL_ERR_MALFORMED_JSON
+        with pytest.raises(ot.TelemetryError) as e:
+            ot.Client(text)
+        assert e.value.code == ot.TEL_ERR_MALFORMED_JSON

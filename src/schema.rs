@@ -5,7 +5,6 @@
 
 use crate::error::{Code, Error, Result};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const MAX_FIELDS: usize = 200;
@@ -427,8 +426,8 @@ fn canonical_field(f: &Field) -> Value {
 fn digest_of(canonical: &Value) -> String {
     // serde_json's Map is ordered by key, so this text is stable.
     let text = serde_json::to_string(canonical).expect("a Value always serializes");
-    let hash = Sha256::digest(text.as_bytes());
-    format!("sha256:{}", hex(&hash))
+    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!("sha256:{}", hex(hash.as_ref()))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

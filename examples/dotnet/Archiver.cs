@@ -93,23 +93,11 @@ namespace MockArchiver
             return 64;
         }
 
-        private static string Json(string s)
-        {
-            var sb = new StringBuilder("\"");
-            foreach (char c in s)
-            {
-                if (c == '"' || c == '\\') sb.Append('\\').Append(c);
-                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4"));
-                else sb.Append(c);
-            }
-            return sb.Append('"').ToString();
-        }
-
         private static int Run(string endpoint, string stateDir, bool? answer, string language)
         {
             Console.WriteLine("{0} {1}; sending statistics to {2}", Product, ProductVersion, endpoint);
-            string config = "{\"product\": " + Json(Product) + ", \"product_version\": " + Json(ProductVersion) +
-                ", \"endpoint\": " + Json(endpoint) + ", \"state_dir\": " + Json(stateDir) + ", \"schema\": " + Schema + "}";
+            string config = "{\"product\": " + MiniJson.Quote(Product) + ", \"product_version\": " + MiniJson.Quote(ProductVersion) +
+                ", \"endpoint\": " + MiniJson.Quote(endpoint) + ", \"state_dir\": " + MiniJson.Quote(stateDir) + ", \"schema\": " + Schema + "}";
 
             TelemetryClient client;
             try

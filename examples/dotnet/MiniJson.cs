@@ -12,6 +12,19 @@ namespace MockArchiver
 {
     public static class MiniJson
     {
+        /// <summary>A JSON string literal for s (quotes, backslashes and control characters escaped).</summary>
+        public static string Quote(string s)
+        {
+            var sb = new StringBuilder("\"");
+            foreach (char c in s)
+            {
+                if (c == '"' || c == '\\') sb.Append('\\').Append(c);
+                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4"));
+                else sb.Append(c);
+            }
+            return sb.Append('"').ToString();
+        }
+
         public static object Parse(string text)
         {
             int i = 0;

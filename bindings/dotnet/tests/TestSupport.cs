@@ -138,14 +138,7 @@ namespace OptInTelemetry.Tests
 
         public static string Json(string s)
         {
-            var sb = new StringBuilder("\"");
-            foreach (char c in s)
-            {
-                if (c == '"' || c == '\\') sb.Append('\\').Append(c);
-                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4"));
-                else sb.Append(c);
-            }
-            return sb.Append('"').ToString();
+            return MockArchiver.MiniJson.Quote(s);
         }
     }
 

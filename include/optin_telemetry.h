@@ -5,9 +5,15 @@
  *  - Fallible functions return a tel_result: TEL_OK (0) or one of the TEL_ERR_* codes.
  *    On failure, tel_last_error_message() on the same thread says why, naming the
  *    argument, key or field at fault. Output parameters are written only on success.
- *  - Every string passed in must be NUL-terminated UTF-8. Every char* the library
+ *  - Every string passed in must be NUL-terminated UTF-8; it is only read during
+ *    the call (the library keeps no pointer to it). Every char* the library
  *    returns through an output parameter is owned by the caller and must be freed
  *    with tel_string_free() (never with free(), delete or CoTaskMemFree).
+ *  - NULL where a pointer is required is TEL_ERR_NULL_ARGUMENT. NULL is accepted
+ *    only by tel_close and tel_string_free (no-ops) and as the language of
+ *    tel_describe_json (English).
+ *  - Integer inputs are int32_t/uint32_t/uint64_t/int64_t, never C bool or enum;
+ *    flags take 1 or 0 and anything else is TEL_ERR_INVALID_ARGUMENT.
  *  - No function lets a panic or exception escape; an internal fault becomes
  *    TEL_ERR_INTERNAL.
  *  - Every function may be called from any thread at the same time, except that
@@ -128,13 +134,15 @@ extern "C" {
  * `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
  * `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
  * `disabled`, `proxy`, `ca_cert_pem`; unknown keys are rejected. See README.
- * `out_client`: receives the new client on success; untouched on failure.
- * The client is owned by the caller and must be released with tel_close().
+ * `config_json` is only read during the call. `out_client`: receives the new
+ * client on success; untouched on failure. The client is owned by the caller
+ * and must be released with tel_close().
  *
  * A corrupted or unreadable state file does not fail the call: it is moved
  * aside, the client starts undecided, and tel_status_json() lists a warning.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
+ * `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
  * TEL_ERR_IO (state_dir cannot be created or its lock file written).
  */
@@ -146,7 +154,7 @@ tel_result tel_open(const char *config_json, tel_client **out_client);
  * A send that has not started transmitting is abandoned; one in flight is
  * given up to 3 seconds to finish, then left to end on its own without
  * touching the freed handle. Must not race any other call on the same
- * client; the pointer is invalid afterwards.
+ * client; the pointer is invalid afterwards. Returns nothing and cannot fail.
  */
 void tel_close(tel_client *client);
 
@@ -159,8 +167,9 @@ void tel_close(tel_client *client);
  * effect at once: no request starts afterwards and a prepared send is
  * abandoned; it stays a "no" across schema changes.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state
- * could not be written; the previous answer stays in force).
+ * Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
+ * (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
+ * be written; the previous answer stays in force).
  */
 tel_result tel_set_consent(tel_client *client, int32_t granted);
 
@@ -168,15 +177,19 @@ tel_result tel_set_consent(tel_client *client, int32_t granted);
  * Writes the consent in force for the schema in use to `*out_consent`: one of
  * TEL_CONSENT_UNDECIDED, TEL_CONSENT_GRANTED, TEL_CONSENT_DENIED,
  * TEL_CONSENT_OUTDATED (granted for another schema: ask again).
+ * `*out_consent` is written only on success.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the lock file cannot be taken).
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `out_consent` is NULL), TEL_ERR_IO (the lock file cannot be taken).
  */
 tel_result tel_get_consent(tel_client *client, uint32_t *out_consent);
 
 /**
- * Sets a `bool` field: `value` = 1 (true) or 0 (false).
+ * Sets a `bool` field: `value` = 1 (true) or 0 (false). `field` is only read
+ * during the call.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `field` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE (the field is not a bool),
  * TEL_ERR_INVALID_ARGUMENT (value not 0 or 1). On error nothing changes.
  */
@@ -184,17 +197,21 @@ tel_result tel_set_bool(tel_client *client, const char *field, int32_t value);
 
 /**
  * Sets a `count` field. A field with buckets is reported as the bucket the
- * value falls in, never as the exact number.
+ * value falls in, never as the exact number. `field` is only read during
+ * the call.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `field` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE. On error nothing changes.
  */
 tel_result tel_set_count(tel_client *client, const char *field, uint64_t value);
 
 /**
- * Sets a `choice` field to one of its declared values.
+ * Sets a `choice` field to one of its declared values. `field` and `value`
+ * are only read during the call.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client`,
+ * `field` or `value` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE, TEL_ERR_VALUE_NOT_ALLOWED (not
  * a declared value; the message lists them). On error nothing changes.
  */
@@ -204,9 +221,11 @@ tel_result tel_set_choice(tel_client *client, const char *field, const char *val
  * Sets several fields at once from a JSON object `{"field": value, ...}`
  * (at most 1 MiB): true/false for bool, a non-negative integer for count, a
  * string for choice, an array of strings for choices, null to unset a field.
- * All or nothing: if any entry is rejected, no field changes.
+ * All or nothing: if any entry is rejected, no field changes. `values_json`
+ * is only read during the call.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `values_json` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_MALFORMED_JSON, TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE,
  * TEL_ERR_VALUE_NOT_ALLOWED. The message names the field at fault.
  */
@@ -216,9 +235,11 @@ tel_result tel_set_values_json(tel_client *client, const char *values_json);
  * Writes the exact bytes of the next report to `*out_json` (NUL-terminated
  * UTF-8). The next send transmits these bytes unless a value is changed in
  * between. Works whatever the consent; sends nothing.
- * The caller owns `*out_json` and frees it with tel_string_free().
+ * The caller owns `*out_json` and frees it with tel_string_free();
+ * `*out_json` is written only on success.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT.
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `out_json` is NULL).
  */
 tel_result tel_preview_json(tel_client *client, char **out_json);
 
@@ -229,11 +250,15 @@ tel_result tel_preview_json(tel_client *client, char **out_json);
  * would be sent; the consent state with its receipt; when the consent is
  * outdated, the fields added, removed or changed since the consented schema;
  * and the next report's exact bytes. `language`: a tag such as "de" or
- * "de-AT"; NULL or "" means English.
- * The caller owns `*out_json` and frees it with tel_string_free().
+ * "de-AT"; NULL or "" means English; only read during the call. The receipt
+ * carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
+ * `schema_digest`, `product_version`.
+ * The caller owns `*out_json` and frees it with tel_string_free();
+ * `*out_json` is written only on success.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
- * TEL_ERR_INVALID_ARGUMENT (not a language tag), TEL_ERR_IO.
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `out_json` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE (`language`
+ * over 64 bytes), TEL_ERR_INVALID_ARGUMENT (not a language tag), TEL_ERR_IO.
  */
 tel_result tel_describe_json(tel_client *client, const char *language, char **out_json);
 
@@ -244,14 +269,20 @@ tel_result tel_describe_json(tel_client *client, const char *language, char **ou
  * background thread and returns at once. Nothing is sent without consent for
  * the schema in use, or under a policy block.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the state could not be read or
- * written when something was due), TEL_ERR_INTERNAL.
+ * Returns TEL_OK when nothing was due or a send was started (its outcome is
+ * in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT
+ * (`client` is NULL), TEL_ERR_IO (the state could not be read or written
+ * when something was due), TEL_ERR_INTERNAL (the send thread could not start).
  */
 tel_result tel_tick(tel_client *client);
 
 /**
  * tel_tick with an explicit "now" in unix seconds, for tests and simulations.
  * Schedule, retries and history all use this clock.
+ *
+ * Returns TEL_OK as tel_tick does. Errors: TEL_ERR_NULL_ARGUMENT (`client`
+ * is NULL), TEL_ERR_INVALID_ARGUMENT (`unix_seconds` before 1970 or after
+ * the year 9999; nothing changes), TEL_ERR_IO, TEL_ERR_INTERNAL as tel_tick.
  */
 tel_result tel_tick_at(tel_client *client, int64_t unix_seconds);
 
@@ -259,7 +290,9 @@ tel_result tel_tick_at(tel_client *client, int64_t unix_seconds);
  * Waits up to `timeout_ms` until no send of this client is in flight. Returns
  * at once when none is. Does not wait for retries that are merely due later.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_TIMEOUT.
+ * Returns TEL_OK when nothing is in flight. Errors: TEL_ERR_NULL_ARGUMENT
+ * (`client` is NULL), TEL_ERR_TIMEOUT (still in flight after `timeout_ms`;
+ * the send goes on).
  */
 tel_result tel_flush(tel_client *client, uint32_t timeout_ms);
 
@@ -270,34 +303,43 @@ tel_result tel_flush(tel_client *client, uint32_t timeout_ms);
  * sending), `last_error` (null or the latest attempt's failure), `attempts`,
  * `schema_version`, `schema_digest`, `warnings` (e.g. a corrupted state file
  * that was set aside).
- * The caller owns `*out_json` and frees it with tel_string_free().
+ * The caller owns `*out_json` and frees it with tel_string_free();
+ * `*out_json` is written only on success.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `out_json` is NULL), TEL_ERR_IO.
  */
 tel_result tel_status_json(tel_client *client, char **out_json);
 
 /**
  * Writes the last 52 reports that left the machine to `*out_json`, newest
  * first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
- * "attempts": [{"at", "outcome", "status", "error"}]}]}`. `body` is the exact
- * text sent. Outcomes: "in_flight", "delivered", "refused", "failed",
- * "interrupted".
- * The caller owns `*out_json` and frees it with tel_string_free().
+ * "attempts": [{"at", "outcome", "status", "error"}]}]}`. `at` (alias `when`)
+ * is the unix time of the latest attempt; `status` (alias `http_status`) its
+ * HTTP status or null when no response came; `body` is the exact text sent.
+ * Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
+ * The caller owns `*out_json` and frees it with tel_string_free();
+ * `*out_json` is written only on success.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+ * `out_json` is NULL), TEL_ERR_IO.
  */
 tel_result tel_history_json(tel_client *client, char **out_json);
 
 /**
- * Deletes the history of sent reports.
+ * Deletes the history of sent reports (for every client sharing `state_dir`).
+ * Consent and schedule are not affected.
  *
- * Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+ * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` is
+ * NULL), TEL_ERR_IO.
  */
 tel_result tel_clear_history(tel_client *client);
 
 /**
- * Frees a string returned by this library. NULL is a no-op. Passing anything
- * else (a string from elsewhere, or one already freed) is undefined behaviour.
+ * Frees a string returned by this library through an output parameter
+ * (`*out_json`). NULL is a no-op. Passing anything else (a string from
+ * elsewhere, one already freed, or the static strings of
+ * tel_last_error_message / tel_version) is undefined behaviour. Returns nothing.
  */
 void tel_string_free(char *s);
 
@@ -305,7 +347,8 @@ void tel_string_free(char *s);
  * A human-readable message for the last failed call on the calling thread
  * (read it on the thread that made the call). Never NULL. Owned by the
  * library: do not free; valid until the next call into the library on the
- * same thread.
+ * same thread. Before any call has failed on the thread it is "no error"; a
+ * successful call does not clear it.
  */
 const char *tel_last_error_message(void);
 

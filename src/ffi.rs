@@ -145,13 +145,15 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
 /// `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
 /// `disabled`, `proxy`, `ca_cert_pem`; unknown keys are rejected. See README.
-/// `out_client`: receives the new client on success; untouched on failure.
-/// The client is owned by the caller and must be released with tel_close().
+/// `config_json` is only read during the call. `out_client`: receives the new
+/// client on success; untouched on failure. The client is owned by the caller
+/// and must be released with tel_close().
 ///
 /// A corrupted or unreadable state file does not fail the call: it is moved
 /// aside, the client starts undecided, and tel_status_json() lists a warning.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
+/// `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
 /// TEL_ERR_IO (state_dir cannot be created or its lock file written).
 #[no_mangle]
@@ -172,7 +174,7 @@ pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *
 /// A send that has not started transmitting is abandoned; one in flight is
 /// given up to 3 seconds to finish, then left to end on its own without
 /// touching the freed handle. Must not race any other call on the same
-/// client; the pointer is invalid afterwards.
+/// client; the pointer is invalid afterwards. Returns nothing and cannot fail.
 #[no_mangle]
 pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
     let _ = boundary(|| {
@@ -191,8 +193,9 @@ pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
 /// effect at once: no request starts afterwards and a prepared send is
 /// abandoned; it stays a "no" across schema changes.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state
-/// could not be written; the previous answer stays in force).
+/// Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
+/// (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
+/// be written; the previous answer stays in force).
 #[no_mangle]
 pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) -> tel_result {
     boundary(|| {
@@ -204,8 +207,10 @@ pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) 
 /// Writes the consent in force for the schema in use to `*out_consent`: one of
 /// TEL_CONSENT_UNDECIDED, TEL_CONSENT_GRANTED, TEL_CONSENT_DENIED,
 /// TEL_CONSENT_OUTDATED (granted for another schema: ask again).
+/// `*out_consent` is written only on success.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the lock file cannot be taken).
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `out_consent` is NULL), TEL_ERR_IO (the lock file cannot be taken).
 #[no_mangle]
 pub unsafe extern "C" fn tel_get_consent(client: *mut tel_client, out_consent: *mut u32) -> tel_result {
     boundary(|| {
@@ -218,9 +223,11 @@ pub unsafe extern "C" fn tel_get_consent(client: *mut tel_client, out_consent: *
     })
 }
 
-/// Sets a `bool` field: `value` = 1 (true) or 0 (false).
+/// Sets a `bool` field: `value` = 1 (true) or 0 (false). `field` is only read
+/// during the call.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `field` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE (the field is not a bool),
 /// TEL_ERR_INVALID_ARGUMENT (value not 0 or 1). On error nothing changes.
 #[no_mangle]
@@ -233,9 +240,11 @@ pub unsafe extern "C" fn tel_set_bool(client: *mut tel_client, field: *const c_c
 }
 
 /// Sets a `count` field. A field with buckets is reported as the bucket the
-/// value falls in, never as the exact number.
+/// value falls in, never as the exact number. `field` is only read during
+/// the call.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `field` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE. On error nothing changes.
 #[no_mangle]
 pub unsafe extern "C" fn tel_set_count(client: *mut tel_client, field: *const c_char, value: u64) -> tel_result {
@@ -245,9 +254,11 @@ pub unsafe extern "C" fn tel_set_count(client: *mut tel_client, field: *const c_
     })
 }
 
-/// Sets a `choice` field to one of its declared values.
+/// Sets a `choice` field to one of its declared values. `field` and `value`
+/// are only read during the call.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client`,
+/// `field` or `value` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE, TEL_ERR_VALUE_NOT_ALLOWED (not
 /// a declared value; the message lists them). On error nothing changes.
 #[no_mangle]
@@ -262,9 +273,11 @@ pub unsafe extern "C" fn tel_set_choice(client: *mut tel_client, field: *const c
 /// Sets several fields at once from a JSON object `{"field": value, ...}`
 /// (at most 1 MiB): true/false for bool, a non-negative integer for count, a
 /// string for choice, an array of strings for choices, null to unset a field.
-/// All or nothing: if any entry is rejected, no field changes.
+/// All or nothing: if any entry is rejected, no field changes. `values_json`
+/// is only read during the call.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `values_json` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_MALFORMED_JSON, TEL_ERR_UNKNOWN_FIELD, TEL_ERR_WRONG_TYPE,
 /// TEL_ERR_VALUE_NOT_ALLOWED. The message names the field at fault.
 #[no_mangle]
@@ -278,9 +291,11 @@ pub unsafe extern "C" fn tel_set_values_json(client: *mut tel_client, values_jso
 /// Writes the exact bytes of the next report to `*out_json` (NUL-terminated
 /// UTF-8). The next send transmits these bytes unless a value is changed in
 /// between. Works whatever the consent; sends nothing.
-/// The caller owns `*out_json` and frees it with tel_string_free().
+/// The caller owns `*out_json` and frees it with tel_string_free();
+/// `*out_json` is written only on success.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT.
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `out_json` is NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
     boundary(|| {
@@ -295,11 +310,15 @@ pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mu
 /// would be sent; the consent state with its receipt; when the consent is
 /// outdated, the fields added, removed or changed since the consented schema;
 /// and the next report's exact bytes. `language`: a tag such as "de" or
-/// "de-AT"; NULL or "" means English.
-/// The caller owns `*out_json` and frees it with tel_string_free().
+/// "de-AT"; NULL or "" means English; only read during the call. The receipt
+/// carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
+/// `schema_digest`, `product_version`.
+/// The caller owns `*out_json` and frees it with tel_string_free();
+/// `*out_json` is written only on success.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
-/// TEL_ERR_INVALID_ARGUMENT (not a language tag), TEL_ERR_IO.
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `out_json` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE (`language`
+/// over 64 bytes), TEL_ERR_INVALID_ARGUMENT (not a language tag), TEL_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *const c_char, out_json: *mut *mut c_char) -> tel_result {
     boundary(|| {
@@ -315,8 +334,10 @@ pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *c
 /// background thread and returns at once. Nothing is sent without consent for
 /// the schema in use, or under a policy block.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO (the state could not be read or
-/// written when something was due), TEL_ERR_INTERNAL.
+/// Returns TEL_OK when nothing was due or a send was started (its outcome is
+/// in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT
+/// (`client` is NULL), TEL_ERR_IO (the state could not be read or written
+/// when something was due), TEL_ERR_INTERNAL (the send thread could not start).
 #[no_mangle]
 pub unsafe extern "C" fn tel_tick(client: *mut tel_client) -> tel_result {
     boundary(|| self::client(client)?.tick())
@@ -324,6 +345,10 @@ pub unsafe extern "C" fn tel_tick(client: *mut tel_client) -> tel_result {
 
 /// tel_tick with an explicit "now" in unix seconds, for tests and simulations.
 /// Schedule, retries and history all use this clock.
+///
+/// Returns TEL_OK as tel_tick does. Errors: TEL_ERR_NULL_ARGUMENT (`client`
+/// is NULL), TEL_ERR_INVALID_ARGUMENT (`unix_seconds` before 1970 or after
+/// the year 9999; nothing changes), TEL_ERR_IO, TEL_ERR_INTERNAL as tel_tick.
 #[no_mangle]
 pub unsafe extern "C" fn tel_tick_at(client: *mut tel_client, unix_seconds: i64) -> tel_result {
     boundary(|| self::client(client)?.tick_at(unix_seconds))
@@ -332,7 +357,9 @@ pub unsafe extern "C" fn tel_tick_at(client: *mut tel_client, unix_seconds: i64)
 /// Waits up to `timeout_ms` until no send of this client is in flight. Returns
 /// at once when none is. Does not wait for retries that are merely due later.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_TIMEOUT.
+/// Returns TEL_OK when nothing is in flight. Errors: TEL_ERR_NULL_ARGUMENT
+/// (`client` is NULL), TEL_ERR_TIMEOUT (still in flight after `timeout_ms`;
+/// the send goes on).
 #[no_mangle]
 pub unsafe extern "C" fn tel_flush(client: *mut tel_client, timeout_ms: u32) -> tel_result {
     boundary(|| self::client(client)?.flush(Duration::from_millis(timeout_ms as u64)))
@@ -344,9 +371,11 @@ pub unsafe extern "C" fn tel_flush(client: *mut tel_client, timeout_ms: u32) -> 
 /// sending), `last_error` (null or the latest attempt's failure), `attempts`,
 /// `schema_version`, `schema_digest`, `warnings` (e.g. a corrupted state file
 /// that was set aside).
-/// The caller owns `*out_json` and frees it with tel_string_free().
+/// The caller owns `*out_json` and frees it with tel_string_free();
+/// `*out_json` is written only on success.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `out_json` is NULL), TEL_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
     boundary(|| {
@@ -357,12 +386,15 @@ pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut
 
 /// Writes the last 52 reports that left the machine to `*out_json`, newest
 /// first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
-/// "attempts": [{"at", "outcome", "status", "error"}]}]}`. `body` is the exact
-/// text sent. Outcomes: "in_flight", "delivered", "refused", "failed",
-/// "interrupted".
-/// The caller owns `*out_json` and frees it with tel_string_free().
+/// "attempts": [{"at", "outcome", "status", "error"}]}]}`. `at` (alias `when`)
+/// is the unix time of the latest attempt; `status` (alias `http_status`) its
+/// HTTP status or null when no response came; `body` is the exact text sent.
+/// Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
+/// The caller owns `*out_json` and frees it with tel_string_free();
+/// `*out_json` is written only on success.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
+/// `out_json` is NULL), TEL_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn tel_history_json(client: *mut tel_client, out_json: *mut *mut c_char) -> tel_result {
     boundary(|| {
@@ -371,16 +403,20 @@ pub unsafe extern "C" fn tel_history_json(client: *mut tel_client, out_json: *mu
     })
 }
 
-/// Deletes the history of sent reports.
+/// Deletes the history of sent reports (for every client sharing `state_dir`).
+/// Consent and schedule are not affected.
 ///
-/// Errors: TEL_ERR_NULL_ARGUMENT, TEL_ERR_IO.
+/// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` is
+/// NULL), TEL_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn tel_clear_history(client: *mut tel_client) -> tel_result {
     boundary(|| self::client(client)?.clear_history())
 }
 
-/// Frees a string returned by this library. NULL is a no-op. Passing anything
-/// else (a string from elsewhere, or one already freed) is undefined behaviour.
+/// Frees a string returned by this library through an output parameter
+/// (`*out_json`). NULL is a no-op. Passing anything else (a string from
+/// elsewhere, one already freed, or the static strings of
+/// tel_last_error_message / tel_version) is undefined behaviour. Returns nothing.
 #[no_mangle]
 pub unsafe extern "C" fn tel_string_free(s: *mut c_char) {
     let _ = boundary(|| {
@@ -394,7 +430,8 @@ pub unsafe extern "C" fn tel_string_free(s: *mut c_char) {
 /// A human-readable message for the last failed call on the calling thread
 /// (read it on the thread that made the call). Never NULL. Owned by the
 /// library: do not free; valid until the next call into the library on the
-/// same thread.
+/// same thread. Before any call has failed on the thread it is "no error"; a
+/// successful call does not clear it.
 #[no_mangle]
 pub extern "C" fn tel_last_error_message() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())

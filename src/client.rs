@@ -2,7 +2,8 @@
 //! directly by Rust hosts.
 //!
 //! Locking order, always: `inner` mutex, then the lock file. Neither is held
-//! while bytes travel over the network.
+//! while bytes travel over the network. The send lock (`Store::try_lock_send`)
+//! is only ever tried, never waited for, so it adds no ordering.
 
 use crate::config::Config;
 use crate::consent::{self, ConsentState, Receipt};
@@ -52,7 +53,26 @@ struct Inner {
     values: Vec<Option<FieldValue>>,
     /// Id of the next report; fresh after each report is finished, never stored.
     report_id: String,
+    /// (anchor, slot) of the report `report_id` was transmitted for, if it
+    /// was: the id is kept only for that report's retries.
+    report_for: Option<(i64, i64)>,
     warnings: Vec<String>,
+}
+
+impl Inner {
+    /// A report id that went out is used again only by a retry of the same
+    /// report (same schedule, same slot, still open). Once that slot is
+    /// closed, skipped or cancelled, by this client or another one sharing
+    /// `state_dir`, the next report gets a fresh id.
+    fn forget_report_unless_pending(&mut self, schedule: Option<&Schedule>) {
+        if let Some((anchor, k)) = self.report_for {
+            let pending = schedule.is_some_and(|sc| sc.anchor == anchor && sc.done_slot.is_none_or(|d| d < k) && sc.slot_of(sc.due) == k);
+            if !pending {
+                self.report_id = new_report_id();
+                self.report_for = None;
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,7 +114,7 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report_id: new_report_id(), warnings }),
+                inner: Mutex::new(Inner { values, report_id: new_report_id(), report_for: None, warnings }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
@@ -113,7 +133,7 @@ impl Client {
 
     pub fn set_consent(&self, granted: bool) -> Result<()> {
         let s = &*self.shared;
-        let _inner = lock(&s.inner);
+        let mut inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.schema, &s.config.product_version);
@@ -124,11 +144,13 @@ impl Client {
             state.schedule = None;
             s.store.save(&guard, &state)?;
             s.generation.fetch_add(1, Ordering::SeqCst);
+            inner.forget_report_unless_pending(None);
         }
-        drop(guard);
-        drop(_inner);
-        self.note(warning);
+        // "Look now", set under `inner` (see `look`).
         s.next_look.store(i64::MIN, Ordering::SeqCst);
+        drop(guard);
+        drop(inner);
+        self.note(warning);
         Ok(())
     }
 
@@ -241,6 +263,7 @@ impl Client {
             json!({
                 "decision": if r.granted { "granted" } else { "denied" },
                 "at": r.at,
+                "when": r.at, // alias of "at", the word for it
                 "schema_version": r.schema_version,
                 "schema_digest": r.schema_digest,
                 "product_version": r.product_version,
@@ -315,10 +338,12 @@ impl Client {
                 json!({
                     "report_id": e.report_id,
                     "at": last.map(|a| a.at),
+                    "when": last.map(|a| a.at), // alias of "at"
                     "outcome": last.map(|a| a.outcome.as_str()),
                     "status": last.and_then(|a| a.status),
+                    "http_status": last.and_then(|a| a.status), // alias of "status"
                     "body": e.body,
-                    "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "outcome": a.outcome, "status": a.status, "error": a.error})).collect::<Vec<_>>(),
+                    "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "when": a.at, "outcome": a.outcome, "status": a.status, "http_status": a.status, "error": a.error})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -360,14 +385,15 @@ impl Client {
         if s.closed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let inner = lock(&s.inner);
+        let mut inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
+        inner.forget_report_unless_pending(state.schedule.as_ref());
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
+            self.set_next_look(now, i64::MAX);
             drop((guard, inner));
             self.note(warning);
-            self.set_next_look(now, i64::MAX);
             return Ok(());
         }
         let mut rng = OsRng;
@@ -376,13 +402,28 @@ impl Client {
             let due = drawn.due;
             state.schedule = Some(drawn);
             s.store.save(&guard, &state)?;
+            self.set_next_look(now, due);
             drop((guard, inner));
             self.note(warning);
-            self.set_next_look(now, due);
             return Ok(());
         };
+        // Whoever owns a send holds the send lock until its outcome is
+        // recorded; the OS releases it if that process dies. While it is held
+        // the sender is alive, whatever the clocks say: a lease that looks
+        // expired (a slow send, a clock stepped forward or back, another
+        // client of this process) is not taken over, which would send a second
+        // report in the slot. (With nothing in flight a held lock only makes
+        // the next send go without it: it can make others wait, never send.)
+        let send_lock = s.store.try_lock_send()?;
+        if send_lock.is_none() && schedule.in_flight.is_some() {
+            self.set_next_look(now, now.saturating_add(60));
+            drop((guard, inner));
+            self.note(warning);
+            return Ok(());
+        }
         let before = schedule.clone();
         let (decision, interrupted) = schedule.tick(now, &mut rng);
+        inner.forget_report_unless_pending(Some(schedule));
         let mut start = None;
         if let TickDecision::Send { slot } = decision {
             let token = random_hex(8);
@@ -397,23 +438,28 @@ impl Client {
         if state.schedule.as_ref() != Some(&before) || interrupted.is_some() {
             s.store.save(&guard, &state)?;
         }
-        drop((guard, inner));
-        self.note(warning);
+        // The next look is set while `inner` is held: a consent answer given
+        // meanwhile on another thread (which resets it to "look now" under
+        // `inner`) is then never overwritten by this older decision.
         match start {
             None => self.set_next_look(now, next),
-            Some((token, slot)) => {
+            Some(_) => {
                 *lock(&s.sending) = true;
                 self.set_next_look(now, i64::MAX);
-                let shared = Arc::clone(&self.shared);
-                let generation = s.generation.load(Ordering::SeqCst);
-                let spawned = std::thread::Builder::new()
-                    .name("optin-telemetry-send".into())
-                    .spawn(move || shared.send_in_background(token, now, slot, generation));
-                if let Err(e) = spawned {
-                    *lock(&s.sending) = false;
-                    self.set_next_look(now, i64::MIN);
-                    return Err(Error::internal(format!("cannot start the send thread: {e}")));
-                }
+            }
+        }
+        drop((guard, inner));
+        self.note(warning);
+        if let Some((token, slot)) = start {
+            let shared = Arc::clone(&self.shared);
+            let generation = s.generation.load(Ordering::SeqCst);
+            let spawned = std::thread::Builder::new()
+                .name("optin-telemetry-send".into())
+                .spawn(move || shared.send_in_background(token, now, slot, generation, send_lock));
+            if let Err(e) = spawned {
+                *lock(&s.sending) = false;
+                self.set_next_look(now, i64::MIN);
+                return Err(Error::internal(format!("cannot start the send thread: {e}")));
             }
         }
         Ok(())
@@ -480,7 +526,8 @@ impl Shared {
 
     /// Runs on its own thread. Never panics out (the sending flag is reset by
     /// a drop guard whatever happens).
-    fn send_in_background(self: Arc<Self>, token: String, since: i64, slot: i64, generation: u64) {
+    /// `send_lock` is held until the outcome is recorded (see `look`).
+    fn send_in_background(self: Arc<Self>, token: String, since: i64, slot: i64, generation: u64, send_lock: Option<Guard>) {
         struct Done<'a>(&'a Shared);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
@@ -490,6 +537,7 @@ impl Shared {
             }
         }
         let _done = Done(&self);
+        let _send_lock = send_lock; // released before the sending flag
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, slot, generation)));
         let error = match result {
             Ok(Ok(())) => return,
@@ -511,7 +559,7 @@ impl Shared {
         // 1. Right before the bytes go out: consent, policy and ownership of
         //    the send are checked again, under the lock.
         let body = {
-            let inner = lock(&s.inner);
+            let mut inner = lock(&s.inner);
             let guard = s.store.lock()?;
             let (mut state, _) = s.store.load(&guard);
             let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
@@ -527,6 +575,7 @@ impl Shared {
                 return Ok(()); // abandoned before anything was transmitted
             }
             let body = self.build_report(&inner);
+            inner.report_for = state.schedule.as_ref().map(|sc| (sc.anchor, slot));
             let (mut history, _) = s.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
@@ -547,27 +596,31 @@ impl Shared {
             Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
             Delivery::Failed { status, retry_after, error } => ("failed", *status, Some(error.clone()), Outcome::Failed { retry_after: *retry_after }),
         };
-        let (mut history, _) = s.store.load_history(&guard);
-        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == token) {
-            a.outcome = outcome_name.into();
-            a.status = status;
-            a.error = error.clone();
-        }
-        s.store.save_history(&guard, &history)?;
         if outcome == Outcome::Delivered {
             state.last_sent = Some(since);
         }
-        state.last_error = error;
+        state.last_error = error.clone();
         let mut report_finished = !matches!(outcome, Outcome::Failed { .. });
         if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
             sc.in_flight = None;
             sc.record(since, slot, outcome, &mut OsRng);
             report_finished = sc.attempts == 0;
         }
+        // The state first: it decides whether anything is sent again in this
+        // slot, so a history that cannot be written (a full disk) must not
+        // keep a delivered report's slot open.
         s.store.save(&guard, &state)?;
         if report_finished {
             inner.report_id = new_report_id();
+            inner.report_for = None;
         }
+        let (mut history, _) = s.store.load_history(&guard);
+        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == token) {
+            a.outcome = outcome_name.into();
+            a.status = status;
+            a.error = error;
+        }
+        s.store.save_history(&guard, &history)?;
         Ok(())
     }
 

@@ -4,6 +4,11 @@
 //! - `lock`: held while reading-modifying-writing either file. It is never
 //!   renamed or deleted, so every process locks the same file (deleting a held
 //!   lock file lets a newcomer lock a fresh one: two holders).
+//! - `send.lock`: held by the thread that owns the send in flight, from the
+//!   moment it is marked until its outcome is recorded. The operating system
+//!   releases it when that process dies, so a lease that looks expired (a
+//!   clock that jumped, a slow send) is taken over only when the sender is
+//!   really gone. Never renamed or deleted either.
 //!
 //! Files are replaced atomically (temp file in the same directory, fsync,
 //! rename, directory fsync). A state file that cannot be read or parsed is
@@ -57,6 +62,7 @@ pub struct Store {
     state_path: PathBuf,
     history_path: PathBuf,
     lock_path: PathBuf,
+    send_lock_path: PathBuf,
 }
 
 /// Proof that the lock file is held; released when dropped (by closing the
@@ -73,8 +79,12 @@ impl Store {
             state_path: dir.join("state.json"),
             history_path: dir.join("history.json"),
             lock_path: dir.join("lock"),
+            send_lock_path: dir.join("send.lock"),
         };
         drop(store.lock()?);
+        // Best effort: on a state_dir that later turns read-only the send
+        // lock can still be taken through a read-only handle.
+        let _ = store.try_lock_send();
         Ok(store)
     }
 
@@ -84,17 +94,20 @@ impl Store {
 
     /// Blocks until this process holds the lock file.
     pub fn lock(&self) -> Result<Guard> {
-        let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.lock_path) {
-            Ok(f) => f,
-            // On a read-only state_dir an existing lock file can still be
-            // locked through a read-only handle: the consent stays readable,
-            // and any write fails later with its own clear error.
-            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem) => File::open(&self.lock_path)
-                .map_err(|_| Error::io(format!("cannot open lock file {}", self.lock_path.display()), e))?,
-            Err(e) => return Err(Error::io(format!("cannot open lock file {}", self.lock_path.display()), e)),
-        };
+        let file = open_lock_file(&self.lock_path)?;
         file.lock().map_err(|e| Error::io(format!("cannot lock {}", self.lock_path.display()), e))?;
         Ok(Guard(file))
+    }
+
+    /// The send lock, if no one (no other client, no other process) holds it.
+    /// Never blocks.
+    pub fn try_lock_send(&self) -> Result<Option<Guard>> {
+        let file = open_lock_file(&self.send_lock_path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Guard(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("cannot lock {}", self.send_lock_path.display()), e)),
+        }
     }
 
     /// Reads the state. A missing file is the empty state; a bad one is moved
@@ -159,6 +172,19 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path) {
+        Ok(f) => Ok(f),
+        // On a read-only state_dir an existing lock file can still be
+        // locked through a read-only handle: the consent stays readable,
+        // and any write fails later with its own clear error.
+        Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem) => {
+            File::open(path).map_err(|_| Error::io(format!("cannot open lock file {}", path.display()), e))
+        }
+        Err(e) => Err(Error::io(format!("cannot open lock file {}", path.display()), e)),
     }
 }
 
@@ -397,6 +423,21 @@ mod tests {
         assert_eq!(h[0].report_id, "8");
         assert_eq!(h.last(), entries.last());
         drop(g);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn send_lock_excludes_a_second_store_of_this_process_until_released() {
+        // Two clients of one process on one state_dir each have their own
+        // Store: the send lock must exclude them from each other too.
+        let dir = tempdir("send");
+        let a = Store::open(&dir).unwrap();
+        let b = Store::open(&dir).unwrap();
+        let held = a.try_lock_send().unwrap().expect("free at first");
+        assert!(b.try_lock_send().unwrap().is_none());
+        assert!(a.try_lock_send().unwrap().is_none(), "not re-entrant either");
+        drop(held);
+        assert!(b.try_lock_send().unwrap().is_some());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -502,7 +502,8 @@ mod tests {
     #[test]
     fn digest_changes_with_anything_that_decides_what_is_sent() {
         let base = schema(sample()).unwrap().digest;
-        let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|v| v["version"] = json!(2)),
             Box::new(|v| v["fields"][0]["name"] = json!("seats")),
             Box::new(|v| v["fields"][0]["buckets"] = json!([1, 5, 10])),

@@ -69,6 +69,27 @@ fn main() {
     println!("tel_tick_at, not due (C ABI) median {tick_at:>10.1} ns   (no clock read)");
     println!("preview (Rust API)            median {preview:>10.1} ns");
     println!("set_consent, durable write   median {:>10.1} µs", consent_write / 1000.0);
+
+    // Memory: resident set before and after many calls that allocate and free
+    // (previews, status, describe). Growth would mean a leak per call.
+    if let Some(before) = rss_kib() {
+        for _ in 0..100_000 {
+            black_box(client.preview());
+            black_box(client.status().unwrap());
+        }
+        for _ in 0..10_000 {
+            black_box(client.describe("de").unwrap());
+        }
+        let after = rss_kib().unwrap_or(before);
+        println!("resident memory                {before} KiB -> {after} KiB after 100,000 previews + statuses and 10,000 describes");
+    }
     drop(client);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Resident set size from /proc (Linux); None elsewhere.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

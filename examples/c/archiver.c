@@ -4,11 +4,13 @@
  * and with mingw-w64 for Windows.
  *
  * Usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS]
+ *                 [--ca-file PEM]
  *
  *   --yes / --no   record the user's answer without asking;
  *                  otherwise asks "Send anonymous usage statistics? [y/N]" on
  *                  stdin (end of input = no answer: consent stays undecided).
  *   --now SECONDS  the clock used for the first tick (default: current time).
+ *   --ca-file PEM  trust this private CA for an https endpoint (ca_cert_pem).
  *
  * Output (stdout): "DESCRIBE: <json>" (the "view data" dialog contents),
  * "PREVIEW: <exact bytes of the next report>", "CONSENT: <state>",
@@ -95,10 +97,35 @@ static int append_raw(char *buf, size_t cap, size_t *len, const char *s)
     return 0;
 }
 
-/* Builds the tel_open configuration; returns a malloc'ed string or NULL. */
-static char *build_config(const char *endpoint, const char *state_dir)
+/* Reads a small text file (a PEM certificate); returns a malloc'ed,
+ * NUL-terminated string or NULL. */
+static char *read_text_file(const char *path)
 {
-    size_t cap = strlen(SCHEMA_JSON) + 6 * (strlen(endpoint) + strlen(state_dir)) + 256;
+    enum { MAX_PEM = 64 * 1024 };
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    size_t n;
+    if (!f) return NULL;
+    buf = (char *)malloc(MAX_PEM + 1);
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
+    n = fread(buf, 1, MAX_PEM + 1, f);
+    fclose(f);
+    if (n == 0 || n > MAX_PEM) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Builds the tel_open configuration; returns a malloc'ed string or NULL.
+ * ca_pem (may be NULL): certificates of a private CA for an https endpoint. */
+static char *build_config(const char *endpoint, const char *state_dir, const char *ca_pem)
+{
+    size_t cap = strlen(SCHEMA_JSON) + 6 * (strlen(endpoint) + strlen(state_dir) + (ca_pem ? strlen(ca_pem) : 0)) + 256;
     size_t len = 0;
     char *buf = (char *)malloc(cap);
     if (!buf) return NULL;
@@ -109,6 +136,7 @@ static char *build_config(const char *endpoint, const char *state_dir)
         append_json_string(buf, cap, &len, state_dir) ||
         append_raw(buf, cap, &len, ",\"schema\":") ||
         append_raw(buf, cap, &len, SCHEMA_JSON) ||
+        (ca_pem && (append_raw(buf, cap, &len, ",\"ca_cert_pem\":") || append_json_string(buf, cap, &len, ca_pem))) ||
         append_raw(buf, cap, &len, "}")) {
         free(buf);
         return NULL;
@@ -198,7 +226,7 @@ static int ask_consent(void)
 
 static void usage(void)
 {
-    fputs("usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS]\n", stderr);
+    fputs("usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS] [--ca-file PEM]\n", stderr);
 }
 
 int main(int argc, char **argv)
@@ -208,6 +236,7 @@ int main(int argc, char **argv)
     int64_t now = (int64_t)time(NULL);
     int64_t next_due = 0;
     int i, exit_code = 0;
+    char *ca_pem = NULL;
     char *config = NULL, *describe = NULL, *preview = NULL, *status = NULL, *history = NULL;
     tel_client *client = NULL;
     uint32_t consent = 0;
@@ -234,7 +263,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             now = (int64_t)v;
+        } else if (strcmp(argv[i], "--ca-file") == 0 && i + 1 < argc) {
+            free(ca_pem);
+            ca_pem = read_text_file(argv[++i]);
+            if (!ca_pem) {
+                fprintf(stderr, "archiver: cannot read \"%s\" (at most 64 KiB)\n", argv[i]);
+                return 2;
+            }
         } else {
+            free(ca_pem);
             fprintf(stderr, "archiver: unknown argument \"%s\"\n", argv[i]);
             usage();
             return 2;
@@ -242,7 +279,7 @@ int main(int argc, char **argv)
     }
 
     printf("Mock Archiver 1.0.0 (optin-telemetry %s)\n", tel_version());
-    config = build_config(endpoint, state_dir);
+    config = build_config(endpoint, state_dir, ca_pem);
     if (!config) {
         fputs("archiver: out of memory\n", stderr);
         return 1;
@@ -297,5 +334,6 @@ done:
         tel_close(client);
     }
     free(config);
+    free(ca_pem);
     return exit_code;
 }

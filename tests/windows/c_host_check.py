@@ -8,13 +8,16 @@ usage: c_host_check.py <runner> <archiver.exe> <work-dir>
 Checks, for --yes on a fresh state dir: exit 0; exactly one POST; its body is
 byte-identical to the PREVIEW line; os_family "windows", os_version N.N.N;
 STATUS says granted and sent. For --no on a fresh state dir: exit 0 and no
-request at all. Prints PASS/FAIL lines; exit status 1 on any failure.
+request at all. Over https with a private CA (--ca-file; needs openssl): one
+report, byte-identical to the preview, through rustls and ring as built for
+Windows. Prints PASS/FAIL lines; exit status 1 on any failure.
 """
 
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -38,10 +41,10 @@ def windows_path(p: Path) -> str:
     return "Z:" + str(p.resolve()).replace("/", "\\")
 
 
-def run(runner, exe, url, state_dir, answer):
+def run(runner, exe, url, state_dir, answer, *extra):
     env = dict(os.environ)
     env.pop("OPTIN_TELEMETRY_DISABLE", None)  # the policy switch would block the send
-    cmd = [runner, str(exe), url, windows_path(state_dir), answer, "--now", str(int(time.time()))]
+    cmd = [runner, str(exe), url, windows_path(state_dir), answer, "--now", str(int(time.time())), *extra]
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=env)
     return p.returncode, p.stdout, p.stderr
 
@@ -49,6 +52,20 @@ def run(runner, exe, url, state_dir, answer):
 def lines_with(prefix: bytes, out: bytes):
     # msvcrt writes text-mode stdout: "\n" becomes "\r\n".
     return [l[len(prefix):].rstrip(b"\r") for l in out.split(b"\n") if l.startswith(prefix)]
+
+
+def make_pki(d: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ossl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=optin test CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return d
 
 
 def main():
@@ -102,6 +119,25 @@ def main():
     check(rc == 0, f"archiver --no exits 0 (got {rc})")
     check(len(reqs) == 0, f"no request after --no (got {len(reqs)})")
     check(lines_with(b"CONSENT: ", out) == [b"denied"], "CONSENT: denied")
+
+    print("C host under Wine, --yes over https with a private CA:")
+    if shutil.which("openssl") is None:
+        print("  skip https: the openssl command is not installed")
+    else:
+        pki = make_pki(work / "pki")
+        with Collector() as c:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+            c.server.socket = ctx.wrap_socket(c.server.socket, server_side=True)
+            url = f"https://127.0.0.1:{c.port}/v1/report"
+            rc, out, err = run(runner, exe, url, work / "state-tls", "--yes", "--ca-file", windows_path(pki / "ca.pem"))
+            time.sleep(0.5)
+            reqs = list(c.requests)
+        if not check(rc == 0, f"archiver --yes over https exits 0 (got {rc})"):
+            sys.stdout.write(err.decode("utf-8", "replace")[-2000:])
+        previews = lines_with(b"PREVIEW: ", out)
+        check(len(reqs) == 1, f"exactly one request over TLS (got {len(reqs)})")
+        check(bool(reqs) and len(previews) == 1 and reqs[0].body == previews[0], "TLS body is byte-identical to PREVIEW")
 
     if failures:
         print(f"FAIL: C host under Wine: {len(failures)} check(s) failed")

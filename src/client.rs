@@ -231,13 +231,10 @@ impl Client {
         let sch = &s.config.schema;
         let (state, _) = self.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &sch.digest);
-        let pick = |texts: &std::collections::BTreeMap<String, String>| -> String {
-            let base = language.split('-').next().unwrap_or("");
-            texts.get(language).or_else(|| texts.get(base)).or_else(|| texts.get("en")).cloned().unwrap_or_default()
-        };
         let mut fields = vec![];
         for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
-            let text = if language.split('-').next() == Some("de") { de } else { en };
+            let german = language.split('-').next().is_some_and(|b| b.eq_ignore_ascii_case("de"));
+            let text = if german { de } else { en };
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
         let inner = lock(&s.inner);
@@ -246,7 +243,7 @@ impl Client {
             d.insert("name".into(), json!(f.name));
             d.insert("builtin".into(), json!(false));
             d.insert("kind".into(), json!(f.kind.name()));
-            d.insert("description".into(), json!(pick(&f.description)));
+            d.insert("description".into(), json!(schema::pick_description(&f.description, language)));
             match &f.kind {
                 Kind::Count { buckets: Some(b) } => {
                     d.insert("buckets".into(), json!(b));

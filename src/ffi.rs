@@ -314,8 +314,9 @@ pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mu
 /// back to the base language, then English), kind and current value as it
 /// would be sent; the consent state with its receipt; when the consent is
 /// outdated, the fields added, removed or changed since the consented schema;
-/// and the next report's exact bytes. `language`: a tag such as "de" or
-/// "de-AT"; NULL or "" means English; only read during the call. The receipt
+/// and the next report's exact bytes. `language`: a BCP 47 tag such as "de"
+/// or "de-AT", matched case-insensitively; NULL or "" means English; only
+/// read during the call. The receipt
 /// carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
 /// `schema_digest`, `product_version`.
 /// The caller owns `*out_json` and frees it with tel_string_free();

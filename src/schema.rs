@@ -93,12 +93,13 @@ pub fn is_token(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'+' | b'-'))
 }
 
-/// BCP-47-like tag: "en", "de", "pt-BR", "zh-Hant".
+/// BCP-47-like tag: "en", "de", "pt-BR", "zh-Hant". Case does not matter
+/// (BCP 47 tags are case-insensitive): "DE" and "de-at" are tags too.
 pub fn is_language_tag(s: &str) -> bool {
     let mut parts = s.split('-');
     let first = parts.next().unwrap_or("");
     (2..=3).contains(&first.len())
-        && first.bytes().all(|c| c.is_ascii_lowercase())
+        && first.bytes().all(|c| c.is_ascii_alphabetic())
         && parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_alphanumeric()))
         && s.len() <= 35
 }
@@ -173,16 +174,34 @@ fn description(v: &Value, at: &str) -> Result<BTreeMap<String, String>> {
         if !is_language_tag(lang) {
             return Err(Error::config(format!("{at}: \"{}\" is not a language tag such as \"en\" or \"pt-BR\"", truncate(lang, 40))));
         }
+        if out.keys().any(|k: &String| k.eq_ignore_ascii_case(lang)) {
+            return Err(Error::config(format!("{at}: \"{lang}\" is listed twice (tags are case-insensitive)")));
+        }
         let text = text.as_str().ok_or_else(|| Error::config(format!("{at}.{lang}: must be a string")))?;
         if text.chars().count() > MAX_DESCRIPTION_LEN {
             return Err(Error::config(format!("{at}.{lang}: longer than {MAX_DESCRIPTION_LEN} characters")));
         }
         out.insert(lang.clone(), text.to_string());
     }
-    if !out.contains_key("en") {
+    if localized(&out, "en").is_none() {
         return Err(Error::config(format!("{at}: must have an \"en\" text (the fallback)")));
     }
     Ok(out)
+}
+
+/// The text for `tag`, matching case-insensitively.
+pub fn localized<'a>(texts: &'a BTreeMap<String, String>, tag: &str) -> Option<&'a String> {
+    texts.iter().find(|(k, _)| k.eq_ignore_ascii_case(tag)).map(|(_, v)| v)
+}
+
+/// The text for `language`, else its primary subtag ("de" for "de-AT"), else English.
+pub fn pick_description(texts: &BTreeMap<String, String>, language: &str) -> String {
+    let base = language.split('-').next().unwrap_or("");
+    localized(texts, language)
+        .or_else(|| localized(texts, base))
+        .or_else(|| localized(texts, "en"))
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl Schema {

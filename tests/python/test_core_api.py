@@ -1357,3 +1357,25 @@ def test_deeply_nested_json_is_an_error_not_a_crash(client, state_dir):
         with pytest.raises(ot.TelemetryError) as e:
             ot.Client(text)
         assert e.value.code == ot.TEL_ERR_MALFORMED_JSON
+
+
+# ----------------------------------------------------------------------------- language tags ignore case
+
+def test_describe_matches_language_tags_case_insensitively(lib, state_dir):
+    # BCP 47 tags are case-insensitive: a .NET host may pass "DE", a schema may say "de-at".
+    schema = schema_with(trial={"description": {"EN": "Trial.", "de": "Test.", "de-at": "Probe."}})
+    with ot.Client(make_config(state_dir, schema=schema), lib) as c:
+        def text(lang):
+            d = c.describe(lang)
+            return next(f["description"] for f in d["fields"] if f["name"] == "trial"), next(f["description"] for f in d["fields"] if f["name"] == "os_family")
+        assert text("DE")[0] == "Test."
+        assert text("DE-AT")[0] == "Probe." and text("de-AT")[0] == "Probe."
+        assert text("IT")[0] == "Trial.", "an upper-case EN key is still the fallback"
+        assert text("De") == text("de") and text("de")[1].startswith("Betriebssystem")
+
+
+def test_same_language_twice_in_different_case_is_a_config_error(state_dir):
+    schema = schema_with(trial={"description": {"en": "Trial.", "de": "Test.", "DE": "Probe."}})
+    with pytest.raises(ot.TelemetryError) as e:
+        ot.Client(make_config(state_dir, schema=schema))
+    assert e.value.code == ot.TEL_ERR_CONFIG and "listed twice" in e.value.message

@@ -301,7 +301,13 @@ impl Client {
         let blocked = self.blocked_by();
         let sending_here = *lock(&s.sending);
         let schedule = state.schedule.as_ref();
-        let sending_elsewhere = schedule.and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.lease_until > now_unix());
+        // Another process is sending when a send is marked in flight and its
+        // owner still holds the send lock (a dead sender's lock is released by
+        // the OS, whatever its lease says).
+        let sending_elsewhere = schedule.and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| match s.store.try_lock_send() {
+            Ok(free) => free.is_none(),
+            Err(_) => f.lease_until > now_unix(),
+        });
         let next_due = match (consent, &blocked, schedule) {
             (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
             _ => Value::Null,

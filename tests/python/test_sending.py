@@ -734,3 +734,39 @@ def test_killed_sender_counts_as_interrupted_and_a_retry_delivers_once(clients, 
     assert drive(c, collector, due + LEASE + 60, due + WEEK, 15 * 60) == []
     delivered = [r for r in h if r["outcome"] == "delivered"]
     assert len(delivered) == 1
+
+
+# ----------------------------------------------------------------------------- status "sending" across processes
+
+_SLOW_SENDER = r"""
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import json, optin_telemetry as ot
+c = ot.Client(json.loads(sys.argv[3]))
+c.tick(int(sys.argv[4]))
+print("started", flush=True)
+c.flush(60_000)
+"""
+
+
+def test_status_sending_follows_the_live_sender_in_another_process(state_dir):
+    """`sending` is true while another process transmits, false once it died."""
+    with Collector(default=Reply(delay=30)) as col:
+        cfg = make_config(state_dir, col.url)
+        with ot.Client(cfg) as c:
+            c.set_consent(True)
+            c.tick(1_900_000_000)
+            due = c.status()["next_due"]
+            child = subprocess.Popen(
+                [sys.executable, "-c", _SLOW_SENDER, str(ROOT / "bindings" / "python"), str(ROOT / "tests" / "python"), json.dumps(cfg), str(due)],
+                stdout=subprocess.PIPE, text=True)
+            try:
+                assert child.stdout.readline().strip() == "started"
+                col.wait_for(1, timeout=10)
+                assert c.status()["sending"] is True, "the other process is transmitting"
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+            st = c.status()
+            assert st["sending"] is False, "a killed sender is not sending, whatever its lease says"
+            assert st["next_due"] is not None

@@ -12,12 +12,12 @@
 //!   random delay of up to an hour, once per slot. Slots missed entirely are
 //!   skipped: they never pile up into a burst.
 //! - Clock jumps: forward behaves like missed slots (one catch-up at most).
-//!   Backward by less than a slot just waits. Backward by more than a slot (a
-//!   due time further ahead than any rule could set: two weeks, since a
-//!   re-grant soon after a report may put the next one up to two weeks out)
-//!   re-bases: the slot holding
-//!   "now" counts as closed and the next report is due at the next slot start,
-//!   so a clock set back never causes a send before a full slot boundary.
+//!   Backward so far that the due time is two weeks or more ahead (further
+//!   than any rule sets it: a re-grant soon after a report can put it almost
+//!   two weeks out) re-bases: the slot holding "now" counts as closed and the
+//!   next report is due at the next slot start. A smaller step back waits for
+//!   the due time already set. Either way a clock set back never causes a
+//!   send before a slot boundary, nor the same slot twice.
 //! - Failures retry with capped exponential backoff and full jitter, honouring
 //!   Retry-After, at most `MAX_ATTEMPTS` per slot and never past the slot's end.
 //! - A send marks itself in flight with a lease. A lease that expires without

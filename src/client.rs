@@ -519,11 +519,21 @@ impl Shared {
     }
 
     fn mark_interrupted(&self, guard: &Guard, i: &Interrupted) {
+        // Best effort: the schedule already counted the failed attempt.
+        let _ = self.set_attempt_outcome(guard, &i.token, "interrupted", None, Some("the sending process ended before the outcome was known".into()));
+    }
+
+    /// Records the outcome of the history attempt with `token`, if it is there.
+    fn set_attempt_outcome(&self, guard: &Guard, token: &str, outcome: &str, status: Option<u16>, error: Option<String>) -> Result<()> {
         let (mut history, _) = self.store.load_history(guard);
-        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == i.token) {
-            a.outcome = "interrupted".into();
-            a.error = Some("the sending process ended before the outcome was known".into());
-            let _ = self.store.save_history(guard, &history);
+        match history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == token) {
+            Some(a) => {
+                a.outcome = outcome.into();
+                a.status = status;
+                a.error = error;
+                self.store.save_history(guard, &history)
+            }
+            None => Ok(()),
         }
     }
 
@@ -558,42 +568,41 @@ impl Shared {
     }
 
     fn send_once(&self, token: &str, since: i64, slot: i64, generation: u64) -> Result<()> {
-        let s = self;
         // 1. Right before the bytes go out: consent, policy and ownership of
         //    the send are checked again, under the lock.
         let body = {
-            let mut inner = lock(&s.inner);
-            let guard = s.store.lock()?;
-            let (mut state, _) = s.store.load(&guard);
+            let mut inner = lock(&self.inner);
+            let guard = self.store.lock()?;
+            let (mut state, _) = self.store.load(&guard);
             let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
-            let allowed = generation == s.generation.load(Ordering::SeqCst)
-                && !s.closed.load(Ordering::SeqCst)
-                && consent::effective(state.consent.as_ref(), &s.config.schema.digest) == ConsentState::Granted
+            let allowed = generation == self.generation.load(Ordering::SeqCst)
+                && !self.closed.load(Ordering::SeqCst)
+                && consent::effective(state.consent.as_ref(), &self.config.schema.digest) == ConsentState::Granted
                 && self.blocked_by().is_none();
             if !allowed || !ours {
                 if ours {
                     state.schedule.as_mut().expect("ours implies a schedule").in_flight = None;
-                    s.store.save(&guard, &state)?;
+                    self.store.save(&guard, &state)?;
                 }
                 return Ok(()); // abandoned before anything was transmitted
             }
             let body = self.build_report(&inner);
             inner.report_for = state.schedule.as_ref().map(|sc| (sc.anchor, slot));
-            let (mut history, _) = s.store.load_history(&guard);
+            let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
                 Some(e) if e.report_id == inner.report_id && e.body == body => e.attempts.push(attempt),
                 _ => history.push(HistoryEntry { report_id: inner.report_id.clone(), body: body.clone(), attempts: vec![attempt] }),
             }
-            s.store.save_history(&guard, &history)?;
+            self.store.save_history(&guard, &history)?;
             body
         };
         // 2. The network, with no lock held.
-        let delivery = s.transport.send(&body);
+        let delivery = self.transport.send(&body);
         // 3. Record what happened.
-        let mut inner = lock(&s.inner);
-        let guard = s.store.lock()?;
-        let (mut state, _) = s.store.load(&guard);
+        let mut inner = lock(&self.inner);
+        let guard = self.store.lock()?;
+        let (mut state, _) = self.store.load(&guard);
         let (outcome_name, status, error, outcome) = match &delivery {
             Delivery::Delivered { status } => ("delivered", Some(*status), None, Outcome::Delivered),
             Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
@@ -612,19 +621,12 @@ impl Shared {
         // The state first: it decides whether anything is sent again in this
         // slot, so a history that cannot be written (a full disk) must not
         // keep a delivered report's slot open.
-        s.store.save(&guard, &state)?;
+        self.store.save(&guard, &state)?;
         if report_finished {
             inner.report_id = new_report_id();
             inner.report_for = None;
         }
-        let (mut history, _) = s.store.load_history(&guard);
-        if let Some(a) = history.iter_mut().flat_map(|e| e.attempts.iter_mut()).find(|a| a.token == token) {
-            a.outcome = outcome_name.into();
-            a.status = status;
-            a.error = error;
-        }
-        s.store.save_history(&guard, &history)?;
-        Ok(())
+        self.set_attempt_outcome(&guard, token, outcome_name, status, error)
     }
 
 }

@@ -1,4 +1,3 @@
-import json
 import os
 import sys
 from pathlib import Path
@@ -57,3 +56,18 @@ def collector():
 @pytest.fixture(autouse=True)
 def _no_policy_env(monkeypatch):
     monkeypatch.delenv("OPTIN_TELEMETRY_DISABLE", raising=False)
+
+
+@pytest.fixture
+def clients():
+    """open_client(state_dir, endpoint, **extra): opens clients and closes them all at the end of the test."""
+    opened = []
+
+    def open_client(state_dir, endpoint, **extra):
+        c = ot.Client(make_config(state_dir, endpoint=endpoint, **extra))
+        opened.append(c)
+        return c
+
+    yield open_client
+    for c in opened:
+        c.close()

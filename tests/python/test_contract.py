@@ -21,7 +21,6 @@ import time
 import pytest
 
 import optin_telemetry as ot
-from collector import Collector
 from conftest import ROOT, make_config
 
 HEADER = ROOT / "include" / "optin_telemetry.h"

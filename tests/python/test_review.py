@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -23,20 +22,6 @@ WEEK = 7 * 24 * 3600
 LEASE = 180
 FLUSH_MS = 15_000
 T0 = int(time.time())
-
-
-@pytest.fixture
-def clients():
-    opened = []
-
-    def open_client(state_dir, endpoint, **extra):
-        c = ot.Client(make_config(state_dir, endpoint=endpoint, **extra))
-        opened.append(c)
-        return c
-
-    yield open_client
-    for c in opened:
-        c.close()
 
 
 def scheduled(open_client, state_dir, endpoint):

@@ -49,20 +49,6 @@ T0 = int(time.time())
 # helpers
 
 
-@pytest.fixture
-def clients():
-    """Opens clients and closes them all at the end of the test."""
-    opened = []
-
-    def open_client(state_dir, endpoint, **extra):
-        c = ot.Client(make_config(state_dir, endpoint=endpoint, **extra))
-        opened.append(c)
-        return c
-
-    yield open_client
-    for c in opened:
-        c.close()
-
 
 def scheduled(open_client, state_dir, endpoint, **extra):
     """A client with consent whose first tick (at T0) drew the schedule.

@@ -4,29 +4,20 @@ The certificates are made by the openssl command line for each run."""
 
 import shutil
 import ssl
-import subprocess
 
 import pytest
 
 import optin_telemetry as ot
 from collector import Collector
 from conftest import make_config
+from pki import make_test_pki
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is needed to make test certificates")
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=optin test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    return d
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from collector import Collector  # noqa: E402
+from pki import make_test_pki  # noqa: E402
 
 failures = []
 
@@ -52,20 +53,6 @@ def run(runner, exe, url, state_dir, answer, *extra):
 def lines_with(prefix: bytes, out: bytes):
     # msvcrt writes text-mode stdout: "\n" becomes "\r\n".
     return [l[len(prefix):].rstrip(b"\r") for l in out.split(b"\n") if l.startswith(prefix)]
-
-
-def make_pki(d: Path) -> Path:
-    """A throwaway CA and a server certificate for 127.0.0.1."""
-    d.mkdir(parents=True, exist_ok=True)
-
-    def ossl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=optin test CA")
-    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    return d
 
 
 def main():
@@ -124,7 +111,7 @@ def main():
     if shutil.which("openssl") is None:
         print("  skip https: the openssl command is not installed")
     else:
-        pki = make_pki(work / "pki")
+        pki = make_test_pki(work / "pki")
         with Collector() as c:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(pki / "server.pem", pki / "server.key")

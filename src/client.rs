@@ -150,21 +150,13 @@ impl Client {
         s.next_look.store(i64::MIN, Ordering::SeqCst);
         drop(guard);
         drop(inner);
-        self.note(warning);
+        self.shared.note(warning);
         Ok(())
     }
 
     pub fn consent(&self) -> Result<ConsentState> {
-        let (state, _) = self.read_state()?;
+        let (state, _) = self.shared.read_state()?;
         Ok(consent::effective(state.consent.as_ref(), &self.shared.config.schema.digest))
-    }
-
-    fn read_state(&self) -> Result<(State, Option<String>)> {
-        self.shared.read_state()
-    }
-
-    fn note(&self, warning: Option<String>) {
-        self.shared.note(warning)
     }
 
     /// Why nothing will be sent whatever the consent, if a policy says so.
@@ -216,11 +208,7 @@ impl Client {
 
     pub fn preview(&self) -> String {
         let inner = lock(&self.shared.inner);
-        self.build_report(&inner)
-    }
-
-    fn build_report(&self, inner: &Inner) -> String {
-        self.shared.build_report(inner)
+        self.shared.build_report(&inner)
     }
 
     pub fn describe(&self, language: &str) -> Result<String> {
@@ -229,7 +217,7 @@ impl Client {
         }
         let s = &*self.shared;
         let sch = &s.config.schema;
-        let (state, _) = self.read_state()?;
+        let (state, _) = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &sch.digest);
         let mut fields = vec![];
         for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
@@ -288,7 +276,7 @@ impl Client {
             "blocked_by": self.blocked_by(),
             "endpoint": s.config.endpoint,
             "fields": fields,
-            "next_report": self.build_report(&inner),
+            "next_report": self.shared.build_report(&inner),
             "warnings": inner.warnings,
         });
         Ok(out.to_string())
@@ -296,7 +284,7 @@ impl Client {
 
     pub fn status(&self) -> Result<String> {
         let s = &*self.shared;
-        let (state, _) = self.read_state()?;
+        let (state, _) = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         let blocked = self.blocked_by();
         let sending_here = *lock(&s.sending);
@@ -304,10 +292,11 @@ impl Client {
         // Another process is sending when a send is marked in flight and its
         // owner still holds the send lock (a dead sender's lock is released by
         // the OS, whatever its lease says).
-        let sending_elsewhere = schedule.and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| match s.store.try_lock_send() {
-            Ok(free) => free.is_none(),
-            Err(_) => f.lease_until > now_unix(),
-        });
+        let sending = sending_here
+            || schedule.and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| match s.store.try_lock_send() {
+                Ok(free) => free.is_none(),
+                Err(_) => f.lease_until > now_unix(),
+            });
         let next_due = match (consent, &blocked, schedule) {
             (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
             _ => Value::Null,
@@ -317,7 +306,7 @@ impl Client {
             "consent": consent.as_str(),
             "next_due": next_due,
             "last_sent": state.last_sent,
-            "sending": sending_here || sending_elsewhere,
+            "sending": sending,
             "blocked_by": blocked,
             "last_error": state.last_error,
             "attempts": schedule.map_or(0, |sc| sc.attempts),
@@ -332,7 +321,7 @@ impl Client {
         let guard = self.shared.store.lock()?;
         let (history, warning) = self.shared.store.load_history(&guard);
         drop(guard);
-        self.note(warning);
+        self.shared.note(warning);
         let reports: Vec<Value> = history
             .iter()
             .rev()
@@ -379,10 +368,6 @@ impl Client {
         self.look(now)
     }
 
-    fn set_next_look(&self, now: i64, next: i64) {
-        self.shared.set_next_look(now, next)
-    }
-
     fn look(&self, now: i64) -> Result<()> {
         let s = &*self.shared;
         if s.closed.load(Ordering::SeqCst) {
@@ -394,9 +379,9 @@ impl Client {
         inner.forget_report_unless_pending(state.schedule.as_ref());
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
-            self.set_next_look(now, i64::MAX);
+            self.shared.set_next_look(now, i64::MAX);
             drop((guard, inner));
-            self.note(warning);
+            self.shared.note(warning);
             return Ok(());
         }
         let mut rng = OsRng;
@@ -405,9 +390,9 @@ impl Client {
             let due = drawn.due;
             state.schedule = Some(drawn);
             s.store.save(&guard, &state)?;
-            self.set_next_look(now, due);
+            self.shared.set_next_look(now, due);
             drop((guard, inner));
-            self.note(warning);
+            self.shared.note(warning);
             return Ok(());
         };
         // Whoever owns a send holds the send lock until its outcome is
@@ -419,9 +404,9 @@ impl Client {
         // the next send go without it: it can make others wait, never send.)
         let send_lock = s.store.try_lock_send()?;
         if send_lock.is_none() && schedule.in_flight.is_some() {
-            self.set_next_look(now, now.saturating_add(60));
+            self.shared.set_next_look(now, now.saturating_add(60));
             drop((guard, inner));
-            self.note(warning);
+            self.shared.note(warning);
             return Ok(());
         }
         let before = schedule.clone();
@@ -445,14 +430,14 @@ impl Client {
         // meanwhile on another thread (which resets it to "look now" under
         // `inner`) is then never overwritten by this older decision.
         match start {
-            None => self.set_next_look(now, next),
+            None => self.shared.set_next_look(now, next),
             Some(_) => {
                 *lock(&s.sending) = true;
-                self.set_next_look(now, i64::MAX);
+                self.shared.set_next_look(now, i64::MAX);
             }
         }
         drop((guard, inner));
-        self.note(warning);
+        self.shared.note(warning);
         if let Some((token, slot)) = start {
             let shared = Arc::clone(&self.shared);
             let generation = s.generation.load(Ordering::SeqCst);
@@ -461,7 +446,7 @@ impl Client {
                 .spawn(move || shared.send_in_background(token, now, slot, generation, send_lock));
             if let Err(e) = spawned {
                 *lock(&s.sending) = false;
-                self.set_next_look(now, i64::MIN);
+                self.shared.set_next_look(now, i64::MIN);
                 return Err(Error::internal(format!("cannot start the send thread: {e}")));
             }
         }

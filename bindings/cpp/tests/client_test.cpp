@@ -42,7 +42,7 @@ std::string schema_json(int version = 1, bool extra_field = false) {
                     R"({"name":"trial","type":"bool","description":{"en":"Trial installation.","de":"Testinstallation."}},)"
                     R"({"name":"edition","type":"choice","values":["standard","enterprise","smb"],"description":{"en":"Edition.","de":"Edition."}},)"
                     R"({"name":"users","type":"count","buckets":[1,5,10,25,50,100],"description":{"en":"Number of users.","de":"Anzahl der Benutzer."}},)"
-                    R"({"name":"archived_items","type":"count","description":{"en":"Archived e-mails.","de":"Archivierte E-Mails."}},)"
+                    R"({"name":"archived_items","type":"count","rounding":"1-2-5","description":{"en":"Archived e-mails.","de":"Archivierte E-Mails."}},)"
                     R"({"name":"profiles","type":"choices","values":["imap","exchange","m365","gmail","pst"],"description":{"en":"Profile kinds.","de":"Profilarten."}})";
     if (extra_field) s += R"(,{"name":"cluster","type":"bool","description":{"en":"Clustered."}})";
     return s + "]}";

@@ -175,3 +175,37 @@ impl Config {
         Scope { schema: &self.schema, product: &self.product, product_version: &self.product_version, endpoint: &self.endpoint }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_version_is_numbers_only() {
+        for ok in ["1", "24.1.3", "10.2.1.21234", "999999999.1.2.3"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1.2.3.4.5", "1..2", "1.", "1234567890", "1.0-beta", "24.1.3+abc", "v1", " 1"] {
+            let e = check_version(bad).unwrap_err();
+            assert!(e.message.contains("config.product_version"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn endpoint_parts_name_the_part_at_fault() {
+        for ok in ["https://c.example", "https://c.example/v1/report", "http://127.0.0.1:9/a_b.c-d"] {
+            assert!(check_endpoint_parts(ok).is_ok(), "{ok}");
+        }
+        let long = format!("https://c.example/{}", "a".repeat(64));
+        for (bad, part) in [
+            ("https://c.example/r?x=1", "query"),
+            ("https://c.example/r#x", "fragment"),
+            ("https://jsmith@c.example/r", "user info"),
+            ("https://c.example/j%20smith", "path"),
+            (long.as_str(), "path"),
+        ] {
+            let e = check_endpoint_parts(bad).unwrap_err();
+            assert!(e.message.contains(part), "{bad}: {}", e.message);
+        }
+    }
+}

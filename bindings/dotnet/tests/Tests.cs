@@ -631,8 +631,9 @@ namespace OptInTelemetry.Tests
             Assert.Fails(ResultCode.Config, product, () => TelemetryClient.Open(Fixtures.Config(Env.NewDir("state"), product: product)), "non-ASCII product name is named in the error");
 
             string stateDir = Env.NewDir("zustand-größe-☃");
+            string endpoint;
             using (var collector = new CollectorProcess())
-            using (var c = OpenClient(stateDir, collector.Url))
+            using (var c = OpenClient(stateDir, endpoint = collector.Url))
             {
                 Assert.True(Directory.Exists(stateDir), "the state directory exists under its exact UTF-8 name " + stateDir);
                 Assert.True(File.Exists(Path.Combine(stateDir, "lock")), "the library created its lock file in it");
@@ -656,7 +657,8 @@ namespace OptInTelemetry.Tests
                 Assert.Equal(1, bodies.Count, "reports received");
                 Assert.BytesEqual(Encoding.UTF8.GetBytes(preview), bodies[0], "body vs preview");
             }
-            using (var c = OpenClient(stateDir))
+            // The same endpoint: a "yes" covers the endpoint it was given for.
+            using (var c = OpenClient(stateDir, endpoint))
             {
                 Assert.Equal(Consent.Granted, c.Consent, "consent read back from the non-ASCII state_dir");
             }

@@ -198,7 +198,13 @@ def bits(field):
 
 def test_bits_figures_are_pinned(tmp_path):
     with ot.Client(make_config(tmp_path)) as c:
-        p = c.describe()["privacy"]
+        d = c.describe()
+        p = d["privacy"]
+    by_name = {f["name"]: f for f in d["fields"]}
+    assert by_name["archived_items"]["rounding"] == "1-2-5" and "buckets" not in by_name["archived_items"]
+    assert by_name["users"]["buckets"] == [1, 5, 10, 25, 50, 100] and "rounding" not in by_name["users"]
+    assert {n: f["bits"] for n, f in by_name.items() if not f["builtin"]} == p["fields"]
+    assert all("bits" not in f for f in d["fields"] if f["builtin"]), "built-in fields are bounded by rules, not counted"
     want = {"trial": math.log2(3), "edition": 2.0, "users": 3.0, "archived_items": math.log2(60), "profiles": math.log2(33)}
     assert set(p["fields"]) == set(want)
     for k, v in want.items():

@@ -93,7 +93,7 @@ pub fn neighbours_125(v: u64) -> (u64, u64) {
 /// probability exactly (v − a)/(b − a), else a, so the expectation is v.
 /// `below(n)` must return a uniform draw from 0..n. One exception, stated in
 /// the README: values above 10^19 become 10^19 (2·10^19 is no 64-bit
-/// integer); there the expectation is low by less than 45 %.
+/// integer); there the expectation is low by less than 46 %.
 pub fn round_125(v: u64, below: &mut dyn FnMut(u64) -> u64) -> u64 {
     let (a, b) = neighbours_125(v);
     if a == b {

@@ -73,7 +73,10 @@ namespace OptInTelemetry
         /// </summary>
         private static void CheckExports(string native)
         {
-            foreach (MethodInfo m in typeof(NativeMethods).GetMethods(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public))
+            MethodInfo[] methods = typeof(NativeMethods).GetMethods(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public);
+            // Declaration order, so the function named is always the same one.
+            Array.Sort(methods, (a, b) => a.MetadataToken.CompareTo(b.MetadataToken));
+            foreach (MethodInfo m in methods)
             {
                 if ((m.Attributes & MethodAttributes.PinvokeImpl) == 0)
                 {

@@ -95,8 +95,15 @@ namespace OptInTelemetry.Tests
         public static void NativeLibraryLackingAnExportIsAVersionMismatch()
         {
             // A child process whose "optin_telemetry" reports the right version
-            // but exports only some tel_* functions (missing_exports.c).
-            string dir = Path.Combine(Path.GetDirectoryName(Env.FakeNativeDir), "missing-exports");
+            // but exports only some tel_* functions (missing_exports.c), and one
+            // that lacks even tel_version.
+            ChildRefusesLibraryLacking("missing-exports", "tel_get_consent");
+            ChildRefusesLibraryLacking("no-version", "tel_version");
+        }
+
+        private static void ChildRefusesLibraryLacking(string dirName, string missing)
+        {
+            string dir = Path.Combine(Path.GetDirectoryName(Env.FakeNativeDir), dirName);
             Assert.True(File.Exists(Path.Combine(dir, "liboptin_telemetry.so")), "scripts/test-dotnet built " + dir);
             var psi = new ProcessStartInfo("mono")
             {
@@ -116,7 +123,7 @@ namespace OptInTelemetry.Tests
                 errThread.Join();
                 Assert.Equal(0, p.ExitCode, "child exit code (output: " + output + stderrText + ")");
                 Assert.Contains("TelemetryVersionMismatchException", output, "child output");
-                Assert.Contains("does not export the function tel_", output, "message names the missing function");
+                Assert.Contains("does not export the function " + missing + ",", output, "message names the missing function");
                 Assert.Contains(TelemetryLibrary.ExpectedVersion, output, "message names the expected version");
                 Assert.True(!output.Contains("EntryPointNotFoundException"), "no raw EntryPointNotFoundException: " + output);
             }

@@ -3,13 +3,16 @@
  * in a child process to check that TelemetryClient.Open refuses it with
  * TelemetryVersionMismatchException naming a missing function, rather than a
  * raw EntryPointNotFoundException from a later call. VERSION comes from the
- * build (scripts/test-dotnet passes Cargo.toml's version). */
+ * build (scripts/test-dotnet passes Cargo.toml's version); with NO_VERSION
+ * even tel_version is missing (a foreign library of the same name). */
 #include <stddef.h>
 #include <stdint.h>
 
 static int dummy;
 
+#ifndef NO_VERSION
 const char *tel_version(void) { return VERSION; }
+#endif
 const char *tel_last_error_message(void) { return "stub"; }
 void tel_string_free(char *s) { (void)s; }
 int32_t tel_open(const char *config_json, void **out_client) {

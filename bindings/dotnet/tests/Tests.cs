@@ -91,6 +91,44 @@ namespace OptInTelemetry.Tests
             }
         }
 
+        [Test]
+        public static void NativeLibraryLackingAnExportIsAVersionMismatch()
+        {
+            // A child process whose "optin_telemetry" reports the right version
+            // but exports only some tel_* functions (missing_exports.c), and one
+            // that lacks even tel_version.
+            ChildRefusesLibraryLacking("missing-exports", "tel_get_consent");
+            ChildRefusesLibraryLacking("no-version", "tel_version");
+        }
+
+        private static void ChildRefusesLibraryLacking(string dirName, string missing)
+        {
+            string dir = Path.Combine(Path.GetDirectoryName(Env.FakeNativeDir), dirName);
+            Assert.True(File.Exists(Path.Combine(dir, "liboptin_telemetry.so")), "scripts/test-dotnet built " + dir);
+            var psi = new ProcessStartInfo("mono")
+            {
+                Arguments = string.Format("\"{0}\" --expect-version-mismatch", Path.Combine(dir, "OptInTelemetry.Tests.exe")),
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            psi.EnvironmentVariables["LD_LIBRARY_PATH"] = dir;
+            using (Process p = Process.Start(psi))
+            {
+                string stderrText = null;
+                var errThread = new Thread(() => stderrText = p.StandardError.ReadToEnd());
+                errThread.Start();
+                string output = p.StandardOutput.ReadToEnd();
+                p.WaitForExit();
+                errThread.Join();
+                Assert.Equal(0, p.ExitCode, "child exit code (output: " + output + stderrText + ")");
+                Assert.Contains("TelemetryVersionMismatchException", output, "child output");
+                Assert.Contains("does not export the function " + missing + ",", output, "message names the missing function");
+                Assert.Contains(TelemetryLibrary.ExpectedVersion, output, "message names the expected version");
+                Assert.True(!output.Contains("EntryPointNotFoundException"), "no raw EntryPointNotFoundException: " + output);
+            }
+        }
+
         // ------------------------------------------------------------ consent
 
         [Test]

@@ -51,7 +51,10 @@ fn pool_error(e: impl std::fmt::Display) -> StoreError {
 impl PgStore {
     /// Connects (failing at once if the server is unreachable) and migrates.
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("postgres: bad URL: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("postgres: bad URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(max_connections).build().map_err(pool_error)?;
         let store = PgStore { pool };

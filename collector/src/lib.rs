@@ -71,6 +71,9 @@ pub struct AppState<S> {
     pub clock: Clock,
     pub inflight: Arc<Semaphore>,
     schemas: RwLock<Arc<SchemaSet>>,
+    started: std::time::Instant,
+    /// Milliseconds since `started` of the last on-demand schema reload.
+    last_reload_ms: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> AppState<S> {
@@ -83,11 +86,28 @@ impl<S: Store> AppState<S> {
             metrics: Metrics::default(),
             clock,
             schemas: RwLock::new(Arc::new(schemas)),
+            started: std::time::Instant::now(),
+            last_reload_ms: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
     pub fn schemas(&self) -> Arc<SchemaSet> {
         self.schemas.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the schemas for a digest not seen yet (a vendor registering a
+    /// schema and shipping at once), at most once a second so that unknown
+    /// digests cannot turn every request into a database read.
+    pub async fn reload_for_unknown_digest(&self) -> Result<(), storage::StoreError> {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_millis() as u64 + 1000;
+        let last = self.last_reload_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self.last_reload_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return Ok(());
+        }
+        self.refresh_schemas().await
     }
 
     /// Re-reads the registered schemas (another process may have added one).

@@ -22,7 +22,11 @@ pub async fn receive<S: Store>(state: &AppState<S>, body: &[u8]) -> Result<Outco
         Err(reason) => return Ok(rejected(state, reason)),
     };
     let week = Week::of_unix((state.clock)());
-    let registered = state.schemas().by_digest.get(envelope.digest()).cloned();
+    let mut registered = state.schemas().by_digest.get(envelope.digest()).cloned();
+    if registered.is_none() {
+        state.reload_for_unknown_digest().await?;
+        registered = state.schemas().by_digest.get(envelope.digest()).cloned();
+    }
     let Some((schema_id, schema)) = registered else {
         let caps: QuarantineCaps = state.options.quarantine;
         return Ok(if state.store.quarantine(envelope.digest(), &week.to_string(), body, caps).await? {

@@ -161,7 +161,7 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
                 path,
                 running.admin_addr
             );
-            let _ = tokio::signal::ctrl_c().await;
+            shutdown_signal().await;
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -196,4 +196,19 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

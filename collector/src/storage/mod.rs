@@ -181,10 +181,10 @@ impl fmt::Display for DbUrl {
             DbUrl::Postgres(url) => {
                 let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
                 match rest.split_once('@') {
-                    Some((userinfo, host)) => {
-                        let user = userinfo.split(':').next().unwrap_or("");
-                        write!(f, "{scheme}://{user}:***@{host}")
-                    }
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _password)) => write!(f, "{scheme}://{user}:***@{host}"),
+                        None => write!(f, "{scheme}://{userinfo}@{host}"),
+                    },
                     None => write!(f, "{url}"),
                 }
             }
@@ -203,5 +203,6 @@ mod tests {
         assert!(DbUrl::parse("sqlite:").is_err());
         let pg = DbUrl::parse("postgres://u:secret@h:5432/db").unwrap();
         assert_eq!(pg.to_string(), "postgres://u:***@h:5432/db");
+        assert_eq!(DbUrl::parse("postgres://u@h/db").unwrap().to_string(), "postgres://u@h/db");
     }
 }

@@ -133,6 +133,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes raw reports received before `week`; returns how many.
     fn delete_reports_before(&self, week: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// True when rows lie in arrival order on disk until [`Store::compact`]
+    /// rewrites them (PostgreSQL's heap); purge then compacts every time.
+    fn arrival_ordered(&self) -> bool {
+        false
+    }
     /// Makes deleted rows unrecoverable from the database files and rewrites
     /// the report table in key order.
     fn compact(&self) -> impl Future<Output = Result<()>> + Send;

@@ -246,6 +246,10 @@ impl Store for PgStore {
         Ok(self.client().await?.execute("DELETE FROM reports WHERE week < $1", &[&week]).await?)
     }
 
+    fn arrival_ordered(&self) -> bool {
+        true
+    }
+
     async fn compact(&self) -> Result<()> {
         // CLUSTER rewrites the table into a new file in report_id order: the
         // deleted tuples' bytes are not copied, and the physical order no

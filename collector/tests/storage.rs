@@ -35,6 +35,11 @@ async fn story<S: Store>(store: S, files: impl Fn() -> Vec<std::path::PathBuf>) 
         assert_eq!(post(at, &report(id)).await.status, 204);
     }
     assert_eq!(store.count_reports().await.unwrap(), 7);
+    // The current week's figures, computed without a rollup.
+    let schemas = std::sync::Arc::new(optin_collector::storage::SchemaSet::from_rows(&store.schemas().await.unwrap()));
+    let live = store.aggregate_week("2027-W08", schemas).await.unwrap();
+    assert_eq!(live.reports(), 2);
+    assert_eq!(live.cells.values().filter(|&&c| c == 2).count(), live.cells.len(), "every cell counts both reports");
     assert_eq!(store.report_weeks().await.unwrap(), vec!["2026-W47".to_string(), "2027-W08".to_string()]);
 
     // Before retention, the old ids are in the files (the search works).

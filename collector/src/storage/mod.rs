@@ -128,6 +128,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn rolled_up_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Marks weeks as needing a new rollup (raw reports were added to them).
     fn invalidate_rollup(&self, weeks: Vec<String>) -> impl Future<Output = Result<()>> + Send;
+    /// Aggregates every raw report of `week` without storing the result
+    /// (e.g. the current week's figures, which are not rolled up yet).
+    fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<crate::rollup::Aggregates>> + Send;
     /// Aggregates every raw report of `week` (the aggregation itself is
     /// [`crate::rollup`]) and replaces that week's aggregates.
     fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<u64>> + Send;

@@ -214,19 +214,21 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
-        let mut c = self.client().await?;
+    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
+        let c = self.client().await?;
         let mut agg = Aggregates::default();
-        {
-            // Streamed: a week of a million reports is never held in memory.
-            let stream = c
-                .query_raw(&format!("{SELECT_REPORT_COLUMNS} WHERE week = $1"), [week])
-                .await?;
-            pin_mut!(stream);
-            while let Some(r) = stream.try_next().await? {
-                agg.add(&schemas, &row_of(&r));
-            }
+        // Streamed: a week of a million reports is never held in memory.
+        let stream = c.query_raw(&format!("{SELECT_REPORT_COLUMNS} WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
+        while let Some(r) = stream.try_next().await? {
+            agg.add(&schemas, &row_of(&r));
         }
+        Ok(agg)
+    }
+
+    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
+        let agg = self.aggregate_week(week, schemas).await?;
+        let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM aggregates WHERE week = $1", &[&week]).await?;
         tx.execute("DELETE FROM week_totals WHERE week = $1", &[&week]).await?;

@@ -80,6 +80,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | clap::error::ErrorKind::MissingSubcommand) => {
+            return fail("a command is required: serve, schema add|list|check, purge or bench (see --help)".into());
+        }
         // One line, not clap's usage block: scripts and service managers log it whole.
         Err(e) => {
             let text = e.to_string();

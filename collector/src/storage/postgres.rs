@@ -44,8 +44,19 @@ fn row_of(r: &tokio_postgres::Row) -> ReportRow {
     }
 }
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+/// The error with its causes ("error connecting to server: Connection refused").
+fn pool_error(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    StoreError(format!("postgres: {text}"))
 }
 
 impl PgStore {

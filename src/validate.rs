@@ -295,7 +295,7 @@ fn is_report_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Dot-separated decimal numbers without leading zeros' ambiguity: `min..=max`
+/// Dot-separated decimal numbers: `min..=max`
 /// parts, each 1-`digits` digits.
 fn is_dotted(s: &str, min: usize, max: usize, digits: usize) -> bool {
     let parts: Vec<&str> = s.split('.').collect();

@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod transport;
+pub mod validate;
 
 pub use client::Client;
 pub use consent::ConsentState;

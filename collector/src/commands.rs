@@ -1,0 +1,155 @@
+//! The non-serving commands: schema add / list / check, purge.
+
+use crate::privacy::{keep, Week};
+use crate::storage::{SchemaRow, Store};
+use optin_telemetry::error::parse_json;
+use optin_telemetry::schema::{Kind, Schema};
+use optin_telemetry::validate::{series_value, Envelope, Reject};
+use std::collections::BTreeMap;
+
+/// Parses a schema file: either the schema object itself or a whole
+/// `tel_open` configuration with a "schema" key.
+pub fn parse_schema(text: &str) -> Result<(Schema, String), String> {
+    let value = parse_json(text, "the schema file").map_err(|e| e.message)?;
+    let schema_value = match value.get("schema") {
+        Some(s) if value.get("fields").is_none() => s.clone(),
+        _ => value,
+    };
+    let schema = Schema::from_json(&schema_value).map_err(|e| e.message)?;
+    let body = serde_json::to_string(&schema_value).map_err(|e| e.to_string())?;
+    Ok((schema, body))
+}
+
+/// Values in the 1-2-5 series that fit in a u64 (0 included).
+pub fn series_len() -> u32 {
+    (0..).take_while(|&i| series_value(i).is_some()).count() as u32
+}
+
+/// Identifying bits of one field: log2(1 + distinct values), the 1 being
+/// "not set" (the rule of the library's issue 9).
+pub fn field_bits(kind: &Kind) -> f64 {
+    match kind {
+        Kind::Bool => 3f64.log2(),
+        Kind::Choice { values } => ((values.len() + 1) as f64).log2(),
+        Kind::Choices { values } => (2f64.powi(values.len() as i32) + 1.0).log2(),
+        Kind::Count { buckets: Some(b) } => ((b.len() + 2) as f64).log2(),
+        // A count without buckets is a 1-2-5 rounded count (see validate.rs).
+        Kind::Count { buckets: None } => (1.0 + f64::from(series_len())).log2(),
+    }
+}
+
+pub const MAX_BITS: f64 = 32.0;
+
+/// The text `schema check` prints; the bool says whether the total is above 32.
+pub fn check_report(schema: &Schema) -> (String, bool) {
+    let mut out = format!("schema version {} digest {}\n", schema.version, schema.digest);
+    let mut total = 0.0;
+    for f in &schema.fields {
+        let bits = field_bits(&f.kind);
+        total += bits;
+        let kind = match &f.kind {
+            Kind::Count { buckets: Some(b) } => format!("count, {} bucket bounds", b.len()),
+            Kind::Count { buckets: None } => "count, rounded 1-2-5".to_string(),
+            Kind::Choice { values } => format!("choice of {}", values.len()),
+            Kind::Choices { values } => format!("choices of {}", values.len()),
+            Kind::Bool => "bool".to_string(),
+        };
+        out.push_str(&format!("  {:<24} {:>6.2} bits  ({kind})\n", f.name, bits));
+    }
+    out.push_str(&format!("  {:<24} {:>6.2} bits\n", "total", total));
+    let over = total > MAX_BITS;
+    if over {
+        out.push_str(&format!(
+            "warning: {total:.2} identifying bits is above {MAX_BITS}: one report could single out an installation\n"
+        ));
+    }
+    (out, over)
+}
+
+#[derive(Debug, Default)]
+pub struct AddSummary {
+    pub id: i64,
+    pub digest: String,
+    pub moved_in: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+/// Registers a schema and moves its quarantined reports in (those that
+/// pass validation; the others are deleted and counted by reason).
+pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, String> {
+    let (schema, body) = parse_schema(text)?;
+    let id = store.add_schema(&schema.digest, &body).await.map_err(|e| e.to_string())?;
+    let mut summary = AddSummary { id, digest: schema.digest.clone(), ..Default::default() };
+    let held = store.quarantined(&schema.digest).await.map_err(|e| e.to_string())?;
+    let mut rows = vec![];
+    let mut weeks = vec![];
+    for q in &held {
+        let checked = Envelope::parse(&q.body).and_then(|e| e.check(&schema));
+        match (checked, Week::parse(&q.week)) {
+            (Ok(report), Some(week)) => {
+                rows.push(keep(&report, id, week));
+                if !weeks.contains(&q.week) {
+                    weeks.push(q.week.clone());
+                }
+            }
+            (Err(reason), _) => *summary.rejected.entry(reason.name()).or_default() += 1,
+            (Ok(_), None) => *summary.rejected.entry(Reject::MalformedJson.name()).or_default() += 1,
+        }
+    }
+    summary.moved_in = store.insert_reports(rows).await.map_err(|e| e.to_string())?;
+    // Those weeks' aggregates (if already rolled up) must be recomputed.
+    store.invalidate_rollup(weeks).await.map_err(|e| e.to_string())?;
+    if !held.is_empty() {
+        store.remove_quarantined(held.into_iter().map(|q| q.key).collect()).await.map_err(|e| e.to_string())?;
+        store.compact().await.map_err(|e| e.to_string())?;
+    }
+    Ok(summary)
+}
+
+pub fn list_text(rows: &[SchemaRow], quarantine: &[(String, i64)]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let version = parse_json(&row.body, "schema")
+            .ok()
+            .and_then(|v| v.get("version").and_then(|v| v.as_u64()))
+            .map_or("?".to_string(), |v| v.to_string());
+        out.push_str(&format!("{}  version {version}  ({} fields)\n", row.digest, field_count(&row.body)));
+    }
+    if rows.is_empty() {
+        out.push_str("no schemas registered\n");
+    }
+    for (digest, n) in quarantine {
+        out.push_str(&format!("{digest}  not registered: {n} report(s) in quarantine\n"));
+    }
+    out
+}
+
+fn field_count(body: &str) -> usize {
+    parse_json(body, "schema").ok().and_then(|v| v.get("fields").and_then(|f| f.as_array()).map(Vec::len)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bits_follow_the_library_rule() {
+        let s = Schema::from_json(&json!({"version": 1, "fields": [
+            {"name": "trial", "type": "bool", "description": {"en": "x"}},
+            {"name": "edition", "type": "choice", "values": ["a", "b", "c"], "description": {"en": "x"}},
+            {"name": "profiles", "type": "choices", "values": ["a", "b", "c", "d", "e"], "description": {"en": "x"}},
+            {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "x"}},
+            {"name": "archived", "type": "count", "description": {"en": "x"}}
+        ]}))
+        .unwrap();
+        let bits: Vec<f64> = s.fields.iter().map(|f| field_bits(&f.kind)).collect();
+        let want = [3f64.log2(), 2.0, 33f64.log2(), 3.0, 60f64.log2()];
+        for (got, want) in bits.iter().zip(want) {
+            assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        }
+        assert_eq!(series_len(), 59, "0 and 1, 2, 5 x 10^0..10^18, and 10^19");
+        let (text, over) = check_report(&s);
+        assert!(!over && text.contains("total") && text.contains("archived"), "{text}");
+    }
+}

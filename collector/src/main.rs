@@ -1,0 +1,217 @@
+//! The optin-collector command line. Logs go to stderr without timestamps
+//! and never name a client.
+
+use clap::{Parser, Subcommand};
+use optin_collector::storage::postgres::PgStore;
+use optin_collector::storage::sqlite::SqliteStore;
+use optin_collector::storage::{DbUrl, Store};
+use optin_collector::{commands, retention, system_clock, AppState, Options};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "optin-collector", version, about = "Receives optin-telemetry reports and stores nothing personal.")]
+struct Cli {
+    /// Database: sqlite:PATH or postgres://USER@HOST/DB
+    #[arg(long, global = true, default_value = "sqlite:collector-data/collector.db", value_parser = DbUrl::parse)]
+    db: DbUrl,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive reports (ingest listener) and serve /healthz and /metrics (admin listener).
+    Serve(ServeArgs),
+    /// Register, list or check schemas.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Apply retention now: roll up completed weeks, delete old raw reports and quarantine.
+    Purge {
+        /// Keep raw reports this many weeks (aggregates are kept).
+        #[arg(long, default_value_t = 13)]
+        retain_weeks: u32,
+    },
+    /// Benchmark serve over loopback HTTP (see README).
+    Bench(optin_collector::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Keep raw reports this many weeks (aggregates are kept).
+    #[arg(long, default_value_t = 13)]
+    retain_weeks: u32,
+    /// PEM certificate chain for built-in TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for built-in TLS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Path of the ingest endpoint.
+    #[arg(long, default_value = "/v1/report")]
+    ingest_path: String,
+    /// Requests handled at once before answering 429 (the global limiter).
+    #[arg(long, default_value_t = 256)]
+    max_inflight: usize,
+    /// Open connections at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head, and again its body.
+    #[arg(long, default_value_t = 10)]
+    request_timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Register a schema (the JSON of tel_open's "schema", or a whole configuration).
+    Add { file: PathBuf },
+    /// List registered schemas and quarantined digests.
+    List,
+    /// Print each field's identifying bits and the total; warn above 32.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | clap::error::ErrorKind::MissingSubcommand) => {
+            return fail("a command is required: serve, schema add|list|check, purge or bench (see --help)".into());
+        }
+        // One line, not clap's usage block: scripts and service managers log it whole.
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            return fail(format!("{first} (see --help)"));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("optin-collector: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    if let Command::Schema(SchemaCommand::Check { file }) = &cli.command {
+        // Needs no database.
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (schema, _) = commands::parse_schema(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (report, _over) = commands::check_report(&schema);
+        print!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Bench(args) = cli.command {
+        return optin_collector::bench::run(args).await.map(|_| ExitCode::SUCCESS);
+    }
+    let max_db_connections = match &cli.command {
+        Command::Serve(a) => a.max_inflight.clamp(4, 32),
+        _ => 2,
+    };
+    match &cli.db {
+        DbUrl::Sqlite(path) => {
+            let store = SqliteStore::open(path).map_err(|e| format!("{}: {e}", cli.db))?;
+            with_store(store, cli.command).await
+        }
+        DbUrl::Postgres(url) => {
+            let store = PgStore::open(url, max_db_connections).await.map_err(|e| format!("{}: {e}", cli.db))?;
+            with_store(store, cli.command).await
+        }
+    }
+}
+
+async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Serve(a) => {
+            let tls = match (&a.tls_cert, &a.tls_key) {
+                (Some(c), Some(k)) => Some(optin_collector::http::tls_acceptor(c, k)?),
+                _ => None,
+            };
+            if !a.ingest_path.starts_with('/') {
+                return Err("--ingest-path must start with /".into());
+            }
+            let options = Options {
+                ingest_path: a.ingest_path,
+                max_inflight: a.max_inflight.max(1),
+                max_connections: a.max_connections.max(1),
+                request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
+                retain_weeks: a.retain_weeks,
+                ..Options::default()
+            };
+            let ingest = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
+            let admin =
+                tokio::net::TcpListener::bind(a.admin_listen).await.map_err(|e| format!("--admin-listen {}: {e}", a.admin_listen))?;
+            let path = options.ingest_path.clone();
+            let state = AppState::new(store, options, system_clock()).await.map_err(|e| e.to_string())?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let running = optin_collector::start(state, ingest, admin, tls).map_err(|e| e.to_string())?;
+            eprintln!(
+                "optin-collector: ingest on {scheme}://{}{}, admin on http://{}",
+                running.ingest_addr,
+                path,
+                running.admin_addr
+            );
+            shutdown_signal().await;
+            running.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema(SchemaCommand::Add { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let s = commands::add_schema(&store, &text).await.map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("registered {} (id {})", s.digest, s.id);
+            if s.moved_in > 0 || !s.rejected.is_empty() {
+                println!("quarantine: {} report(s) moved in", s.moved_in);
+                for (reason, n) in &s.rejected {
+                    println!("quarantine: {n} report(s) deleted as invalid ({reason})");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema(SchemaCommand::List) => {
+            let rows = store.schemas().await.map_err(|e| e.to_string())?;
+            let quarantine = store.quarantine_summary().await.map_err(|e| e.to_string())?;
+            print!("{}", commands::list_text(&rows, &quarantine));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema(SchemaCommand::Check { .. }) | Command::Bench(_) => unreachable!("handled before opening the store"),
+        Command::Purge { retain_weeks } => {
+            let s = retention::purge(&store, (system_clock())(), retain_weeks).await.map_err(|e| e.to_string())?;
+            println!(
+                "rolled up {} week(s){}; deleted {} raw report(s) and {} quarantined report(s)",
+                s.weeks_rolled_up.len(),
+                if s.weeks_rolled_up.is_empty() { String::new() } else { format!(" ({})", s.weeks_rolled_up.join(", ")) },
+                s.reports_deleted,
+                s.quarantine_deleted
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,357 @@
+//! SQLite: the default backend. One connection owned behind a mutex and used
+//! from blocking threads; WAL so readers never wait for the writer;
+//! `secure_delete` so deleted rows are overwritten with zeros.
+
+use super::{AggregateRow, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use crate::privacy::ReportRow;
+use crate::rollup::Aggregates;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/001_init.sql")];
+
+const INSERT_REPORT: &str = "INSERT INTO reports (report_id, week, schema_id, os_family, os_version, arch, product, \
+     product_version, library_version, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (report_id) DO NOTHING";
+const SELECT_REPORT_COLUMNS: &str =
+    "SELECT report_id, week, schema_id, os_family, os_version, arch, product, product_version, library_version, codes FROM reports";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: durable across application crashes; a power loss
+    // may lose the last transactions, which the senders' retries cover.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(())
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
+    let id: Vec<u8> = r.get(0)?;
+    let mut report_id = [0u8; 16];
+    if id.len() == 16 {
+        report_id.copy_from_slice(&id);
+    }
+    Ok(ReportRow {
+        report_id,
+        week: r.get(1)?,
+        schema_id: r.get(2)?,
+        os_family: r.get(3)?,
+        os_version: r.get(4)?,
+        arch: r.get(5)?,
+        product: r.get(6)?,
+        product_version: r.get(7)?,
+        library_version: r.get(8)?,
+        codes: r.get(9)?,
+    })
+}
+
+fn insert(conn: &Connection, row: &ReportRow) -> Result<bool> {
+    let n = conn.prepare_cached(INSERT_REPORT)?.execute(params![
+        &row.report_id[..],
+        row.week,
+        row.schema_id,
+        row.os_family,
+        row.os_version,
+        row.arch,
+        row.product,
+        row.product_version,
+        row.library_version,
+        row.codes
+    ])?;
+    Ok(n == 1)
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory if needed) and migrates.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        configure(&conn)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError(format!("storage task failed: {e}")))?
+    }
+
+    /// The database file and its WAL/shared-memory companions.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let base = self.path.as_os_str().to_owned();
+        ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .map(|suffix| {
+                let mut p = base.clone();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+            .filter(|p| p.exists())
+            .collect()
+    }
+}
+
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn add_schema(&self, digest: &str, body: &str) -> Result<i64> {
+        let (digest, body) = (digest.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute("INSERT INTO schemas (digest, body) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING", params![digest, body])?;
+            Ok(c.query_row("SELECT id FROM schemas WHERE digest = ?1", [digest], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn schemas(&self) -> Result<Vec<SchemaRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT id, digest, body FROM schemas ORDER BY id")?;
+            let rows = st.query_map([], |r| Ok(SchemaRow { id: r.get(0)?, digest: r.get(1)?, body: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_report(&self, row: ReportRow) -> Result<bool> {
+        self.with(move |c| insert(c, &row)).await
+    }
+
+    async fn insert_reports(&self, rows: Vec<ReportRow>) -> Result<u64> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut new = 0;
+            for row in &rows {
+                new += u64::from(insert(&tx, row)?);
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> Result<bool> {
+        let (digest, week, body) = (digest.to_string(), week.to_string(), body.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let (count, bytes): (i64, i64) = tx.query_row(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM quarantine WHERE digest = ?1",
+                [&digest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let total: i64 = tx.query_row("SELECT coalesce(sum(length(body)), 0) FROM quarantine", [], |r| r.get(0))?;
+            let len = body.len() as i64;
+            if count >= caps.per_digest_count || bytes + len > caps.per_digest_bytes || total + len > caps.total_bytes {
+                return Ok(false);
+            }
+            let key = random_key();
+            tx.execute("INSERT INTO quarantine (qkey, digest, week, body) VALUES (?1, ?2, ?3, ?4)", params![&key[..], digest, week, body])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn quarantined(&self, digest: &str) -> Result<Vec<Quarantined>> {
+        let digest = digest.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached("SELECT qkey, week, body FROM quarantine WHERE digest = ?1")?;
+            let rows = st.query_map([digest], |r| Ok(Quarantined { key: r.get(0)?, week: r.get(1)?, body: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn quarantine_summary(&self) -> Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT digest, count(*) FROM quarantine GROUP BY digest ORDER BY digest")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for key in &keys {
+                tx.execute("DELETE FROM quarantine WHERE qkey = ?1", [key])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_quarantine(&self, before: &str) -> Result<u64> {
+        let before = before.to_string();
+        self.with(move |c| Ok(c.execute("DELETE FROM quarantine WHERE week < ?1", [before])? as u64)).await
+    }
+
+    async fn report_weeks(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT week FROM reports ORDER BY week")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn rolled_up_weeks(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT week FROM week_totals ORDER BY week")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn invalidate_rollup(&self, weeks: Vec<String>) -> Result<()> {
+        self.with(move |c| {
+            for w in &weeks {
+                c.execute("DELETE FROM week_totals WHERE week = ?1", [w])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
+        let (week, path) = (week.to_string(), self.path.clone());
+        // Read on a connection of its own (WAL: ingest is not blocked while a
+        // large week is scanned).
+        tokio::task::spawn_blocking(move || -> Result<Aggregates> {
+            let reader = Connection::open(&path)?;
+            configure(&reader)?;
+            let mut agg = Aggregates::default();
+            let mut st = reader.prepare(&format!("{SELECT_REPORT_COLUMNS} WHERE week = ?1"))?;
+            let mut rows = st.query([&week])?;
+            while let Some(r) = rows.next()? {
+                agg.add(&schemas, &row_of(r)?);
+            }
+            Ok(agg)
+        })
+        .await
+        .map_err(|e| StoreError(format!("rollup task failed: {e}")))?
+    }
+
+    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
+        let agg = self.aggregate_week(week, schemas).await?;
+        let week = week.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM aggregates WHERE week = ?1", [&week])?;
+            tx.execute("DELETE FROM week_totals WHERE week = ?1", [&week])?;
+            {
+                let mut ins = tx.prepare("INSERT INTO aggregates (week, schema_id, field, value, count) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                for ((schema_id, field, value), count) in &agg.cells {
+                    ins.execute(params![week, schema_id, field, value, count])?;
+                }
+                let mut tot = tx.prepare("INSERT INTO week_totals (week, schema_id, reports) VALUES (?1, ?2, ?3)")?;
+                for (schema_id, reports) in &agg.totals {
+                    tot.execute(params![week, schema_id, reports])?;
+                }
+            }
+            tx.commit()?;
+            Ok(agg.reports())
+        })
+        .await
+    }
+
+    async fn delete_reports_before(&self, week: &str) -> Result<u64> {
+        let week = week.to_string();
+        self.with(move |c| Ok(c.execute("DELETE FROM reports WHERE week < ?1", [week])? as u64)).await
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.with(|c| {
+            // secure_delete zeroes deleted cells, but B-tree interior pages can
+            // still hold a deleted key as a divider: VACUUM rebuilds every
+            // page from the live rows only (in key order). Its pages pass
+            // through the WAL, which TRUNCATE then empties.
+            c.execute_batch("VACUUM")?;
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_reports(&self) -> Result<i64> {
+        self.with(|c| Ok(c.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?)).await
+    }
+
+    async fn report(&self, report_id: [u8; 16]) -> Result<Option<ReportRow>> {
+        self.with(move |c| {
+            Ok(c.query_row(&format!("{SELECT_REPORT_COLUMNS} WHERE report_id = ?1"), [&report_id[..]], row_of).optional()?)
+        })
+        .await
+    }
+
+    async fn aggregates(&self, week: &str) -> Result<Vec<AggregateRow>> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT schema_id, field, value, count FROM aggregates WHERE week = ?1 ORDER BY schema_id, field, value",
+            )?;
+            let rows = st.query_map([week], |r| {
+                Ok(AggregateRow { schema_id: r.get(0)?, field: r.get(1)?, value: r.get(2)?, count: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn week_totals(&self, week: &str) -> Result<Vec<(i64, i64)>> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached("SELECT schema_id, reports FROM week_totals WHERE week = ?1 ORDER BY schema_id")?;
+            let rows = st.query_map([week], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn size_bytes(&self) -> Result<u64> {
+        self.with(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await?;
+        Ok(self.files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
+    }
+}
+
+/// A random key for rows that have no natural one, so that key order says
+/// nothing about arrival order.
+pub(crate) fn random_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    // Rejection-free: any 16 random bytes will do. getrandom failing is
+    // not something a request can work around.
+    getrandom_fill(&mut key);
+    key
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    getrandom::getrandom(buf).expect("the operating system's random generator is unavailable");
+}

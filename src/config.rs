@@ -44,12 +44,16 @@ fn required<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'a 
 }
 
 /// Product names are short display names: letters, digits, space, `. _ + -`.
-fn check_product(s: &str) -> Result<()> {
-    let ok = (1..=64).contains(&s.len())
+/// Public so a collector checks reports by the very same rule.
+pub fn is_valid_product(s: &str) -> bool {
+    (1..=64).contains(&s.len())
         && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'.' | b'_' | b'+' | b'-'))
         && !s.starts_with(' ')
-        && !s.ends_with(' ');
-    if ok {
+        && !s.ends_with(' ')
+}
+
+fn check_product(s: &str) -> Result<()> {
+    if is_valid_product(s) {
         Ok(())
     } else {
         Err(Error::config(format!(
@@ -61,11 +65,15 @@ fn check_product(s: &str) -> Result<()> {
 
 /// 1 to 4 dot-separated decimal numbers of at most 9 digits: room for a
 /// release and a build number, none for a per-installation id or a name. A
-/// release channel is a `choice` field of the schema instead.
-fn check_version(s: &str) -> Result<()> {
+/// release channel is a `choice` field of the schema instead. Public so a
+/// collector checks reports by the very same rule.
+pub fn is_valid_product_version(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
-    let ok = parts.len() <= 4 && parts.iter().all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()));
-    if ok {
+    parts.len() <= 4 && parts.iter().all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
+fn check_version(s: &str) -> Result<()> {
+    if is_valid_product_version(s) {
         Ok(())
     } else {
         Err(Error::config(format!(

@@ -9,9 +9,10 @@
 //! [`Envelope::check`] checks it against the schema with that digest.
 //! Every rejection is a [`Reject`] with a short stable name.
 
+use crate::config::{is_valid_product, is_valid_product_version};
 use crate::error::parse_json;
 use crate::report::Builtins;
-use crate::schema::{bucket_label, Kind, Schema, REPORT_FORMAT};
+use crate::schema::{bucket_label, is_125, CountEncoding, Kind, Schema, REPORT_FORMAT, SERIES_125};
 use serde_json::{Map, Value};
 
 /// Operating system families the library reports: `platform::os_family`
@@ -202,7 +203,7 @@ impl AcceptedReport {
 pub fn labels(kind: &Kind, v: &ReportValue) -> Vec<String> {
     match (kind, v) {
         (_, ReportValue::Bool(b)) => vec![b.to_string()],
-        (Kind::Count { buckets: Some(b) }, ReportValue::Bucket(i)) => vec![bucket_labels(b)[*i].clone()],
+        (Kind::Count { encoding: CountEncoding::Buckets(b) }, ReportValue::Bucket(i)) => vec![bucket_labels(b)[*i].clone()],
         (_, ReportValue::Rounded(n)) => vec![n.to_string()],
         (Kind::Choice { values }, ReportValue::Choice(i)) => vec![values[*i].clone()],
         (Kind::Choices { values }, ReportValue::Choices(set)) => set.iter().map(|&i| values[i].clone()).collect(),
@@ -222,61 +223,14 @@ pub fn bucket_labels(bounds: &[u64]) -> Vec<String> {
     out
 }
 
-/// How a count field is encoded in a report.
-enum CountEncoding<'a> {
-    Buckets(&'a [u64]),
-    Rounded125,
-}
-
-fn count_encoding(kind: &Kind) -> Option<CountEncoding<'_>> {
-    match kind {
-        Kind::Count { buckets: Some(b) } => Some(CountEncoding::Buckets(b)),
-        // Counts are either bucketed or randomly rounded to the 1-2-5 series;
-        // a count without buckets is the rounded kind (the schema's explicit
-        // "rounding": "1-2-5" key arrives with the schema change of issue 9).
-        // An exact number is never a valid report value.
-        Kind::Count { buckets: None } => Some(CountEncoding::Rounded125),
-        _ => None,
-    }
-}
-
-/// 0, 1, 2, 5, 10, 20, 50, ... : the values a rounded count can take.
-pub fn is_125(n: u64) -> bool {
-    if n == 0 {
-        return true;
-    }
-    let mut m = n;
-    while m.is_multiple_of(10) {
-        m /= 10;
-    }
-    matches!(m, 1 | 2 | 5)
-}
-
 /// Position of `n` in the 1-2-5 series (0 -> 0, 1 -> 1, 2 -> 2, 5 -> 3, 10 -> 4, ...).
 pub fn series_index(n: u64) -> Option<u32> {
-    if !is_125(n) {
-        return None;
-    }
-    if n == 0 {
-        return Some(0);
-    }
-    let mut m = n;
-    let mut decade = 0;
-    while m.is_multiple_of(10) {
-        m /= 10;
-        decade += 1;
-    }
-    Some(1 + 3 * decade + if m == 1 { 0 } else if m == 2 { 1 } else { 2 })
+    SERIES_125.binary_search(&n).ok().map(|i| i as u32)
 }
 
 /// Inverse of [`series_index`].
 pub fn series_value(index: u32) -> Option<u64> {
-    if index == 0 {
-        return Some(0);
-    }
-    let (decade, step) = ((index - 1) / 3, (index - 1) % 3);
-    let base = [1u64, 2, 5][step as usize];
-    10u64.checked_pow(decade).and_then(|p| p.checked_mul(base))
+    SERIES_125.get(index as usize).copied()
 }
 
 /// A parsed report whose shape is right but whose content is not yet
@@ -301,14 +255,6 @@ fn is_dotted(s: &str, min: usize, max: usize, digits: usize) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     (min..=max).contains(&parts.len())
         && parts.iter().all(|p| (1..=digits).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
-}
-
-/// The product name rule of the configuration (`config.product`).
-fn is_product(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'.' | b'_' | b'+' | b'-'))
-        && !s.starts_with(' ')
-        && !s.ends_with(' ')
 }
 
 /// `os_version`: "unknown", major.minor (Unix), major.minor.build (Windows).
@@ -380,9 +326,9 @@ impl Envelope {
             os_family: string("os_family", Reject::OsFamily, &|s| OS_FAMILIES.contains(&s))?,
             os_version: string("os_version", Reject::OsVersion, &is_os_version)?,
             arch: string("arch", Reject::Arch, &|s| ARCHES.contains(&s))?,
-            product: string("product", Reject::Product, &is_product)?,
+            product: string("product", Reject::Product, &is_valid_product)?,
             // 1 to 4 dot-separated decimal numbers, each at most 9 digits.
-            product_version: string("product_version", Reject::ProductVersion, &|s| is_dotted(s, 1, 4, 9))?,
+            product_version: string("product_version", Reject::ProductVersion, &is_valid_product_version)?,
             library_version: string("library_version", Reject::LibraryVersion, &is_library_version)?,
         };
         let Value::Object(given) = &obj["fields"] else { return Err(Reject::FieldsNotObject) };
@@ -396,13 +342,13 @@ impl Envelope {
 }
 
 fn check_value(kind: &Kind, v: &Value) -> Result<ReportValue, Reject> {
-    if let Some(encoding) = count_encoding(kind) {
+    if let Kind::Count { encoding } = kind {
         return match encoding {
             CountEncoding::Buckets(bounds) => {
                 let label = v.as_str().ok_or(Reject::WrongType)?;
                 bucket_labels(bounds).iter().position(|l| l == label).map(ReportValue::Bucket).ok_or(Reject::BucketLabel)
             }
-            CountEncoding::Rounded125 => {
+            CountEncoding::Round125 => {
                 if !v.is_number() {
                     return Err(Reject::WrongType);
                 }
@@ -455,7 +401,7 @@ mod tests {
     fn schema() -> Schema {
         Schema::from_json(&json!({"version": 3, "fields": [
             {"name": "users", "type": "count", "buckets": [1, 5, 10, 25], "description": {"en": "Users"}},
-            {"name": "archived", "type": "count", "description": {"en": "Archived messages"}},
+            {"name": "archived", "type": "count", "rounding": "1-2-5", "description": {"en": "Archived messages"}},
             {"name": "trial", "type": "bool", "description": {"en": "Trial"}},
             {"name": "edition", "type": "choice", "values": ["standard", "enterprise"], "description": {"en": "Edition"}},
             {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Profiles"}}
@@ -483,7 +429,8 @@ mod tests {
             None,
             Some(FieldValue::Choices(BTreeSet::from([0, 3]))),
         ];
-        crate::report::build(schema, &values, &builtins(), "0123456789abcdef0123456789abcdef")
+        let identity = crate::report::ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [7; 32] };
+        crate::report::build(schema, &values, &builtins(), &identity)
     }
 
     fn edited(f: impl Fn(&mut Value)) -> Vec<u8> {
@@ -616,7 +563,8 @@ mod tests {
         };
         for _ in 0..2000 {
             let users = [0, 1, 4, 5, 9, 10, 24, 25, u64::MAX][(next() % 9) as usize];
-            let rounded = series_value((next() % 59) as u32).unwrap();
+            // Any count: the library rounds it with the report's draw.
+            let rounded = [next(), next() % 100_000, series_value((next() % 59) as u32).unwrap()][(next() % 3) as usize];
             let values = vec![
                 (next() % 4 != 0).then_some(FieldValue::Count(users)),
                 (next() % 4 != 0).then_some(FieldValue::Count(rounded)),
@@ -624,8 +572,10 @@ mod tests {
                 (next() % 4 != 0).then(|| FieldValue::Choice((next() % 2) as usize)),
                 (next() % 4 != 0).then(|| FieldValue::Choices((0..5).filter(|_| next() % 2 == 0).collect())),
             ];
-            let id = format!("{:016x}{:016x}", next(), next());
-            let body = crate::report::build(&s, &values, &builtins(), &id);
+            let mut draw_key = [0u8; 32];
+            draw_key[..8].copy_from_slice(&next().to_le_bytes());
+            let identity = crate::report::ReportIdentity { id: format!("{:016x}{:016x}", next(), next()), draw_key };
+            let body = crate::report::build(&s, &values, &builtins(), &identity);
             let r = validate(&s, body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
             for (i, v) in values.iter().enumerate() {
                 let encoded = r.fields[i].as_ref().map(|got| match got {
@@ -635,7 +585,7 @@ mod tests {
                     ReportValue::Choice(c) => json!(["standard", "enterprise"][*c]),
                     ReportValue::Choices(set) => json!(set.iter().map(|&c| ["imap", "exchange", "m365", "gmail", "pst"][c]).collect::<Vec<_>>()),
                 });
-                assert_eq!(encoded, v.as_ref().map(|v| s.encode(i, v)), "field {i} of {body}");
+                assert_eq!(encoded, v.as_ref().map(|v| crate::report::encode(&s, i, v, &identity)), "field {i} of {body}");
             }
         }
     }

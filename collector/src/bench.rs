@@ -9,7 +9,7 @@ use crate::storage::{DbUrl, SchemaSet, Store};
 use crate::{start, AppState, Options};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use optin_telemetry::report::{build, Builtins};
+use optin_telemetry::report::{build, Builtins, ReportIdentity};
 use optin_telemetry::schema::{FieldValue, Schema};
 use optin_telemetry::validate::validate;
 use std::collections::BTreeSet;
@@ -34,7 +34,7 @@ pub struct BenchArgs {
 
 pub const BENCH_SCHEMA: &str = r#"{"version": 1, "fields": [
   {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100, 250, 1000], "description": {"en": "Users"}},
-  {"name": "archived", "type": "count", "description": {"en": "Archived messages (rounded 1-2-5)"}},
+  {"name": "archived", "type": "count", "rounding": "1-2-5", "description": {"en": "Archived messages (rounded 1-2-5)"}},
   {"name": "trial", "type": "bool", "description": {"en": "Trial installation"}},
   {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "oem"], "description": {"en": "Edition"}},
   {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Archiving profiles"}}
@@ -73,8 +73,10 @@ pub fn sample_report(schema: &Schema, g: &mut Gen) -> String {
         product_version: format!("4.{}.{}", g.below(3), g.below(10)),
         library_version: optin_telemetry::VERSION.into(),
     };
-    let id = format!("{:016x}{:016x}", g.next_u64(), g.next_u64());
-    build(schema, &values, &builtins, &id)
+    // The values above are already series members, so the draw key only
+    // needs to be fixed, not secret.
+    let identity = ReportIdentity { id: format!("{:016x}{:016x}", g.next_u64(), g.next_u64()), draw_key: [0; 32] };
+    build(schema, &values, &builtins, &identity)
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {

@@ -7,7 +7,7 @@
 //! handler passes the body bytes and nothing else; the clock is read here and
 //! rounded to the week at once.
 
-use optin_telemetry::schema::{Kind, Schema};
+use optin_telemetry::schema::{CountEncoding, Kind, Schema};
 use optin_telemetry::validate::{series_index, series_value, AcceptedReport, ReportValue};
 use std::fmt;
 
@@ -163,8 +163,8 @@ pub fn decode_codes(schema: &Schema, codes: &str) -> Option<Vec<Option<ReportVal
             let n: u64 = code.parse().ok()?;
             let v = match &field.kind {
                 Kind::Bool => ReportValue::Bool(n == 1),
-                Kind::Count { buckets: Some(_) } => ReportValue::Bucket(n as usize),
-                Kind::Count { buckets: None } => ReportValue::Rounded(series_value(u32::try_from(n).ok()?)?),
+                Kind::Count { encoding: CountEncoding::Buckets(_) } => ReportValue::Bucket(n as usize),
+                Kind::Count { encoding: CountEncoding::Round125 } => ReportValue::Rounded(series_value(u32::try_from(n).ok()?)?),
                 Kind::Choice { .. } => ReportValue::Choice(n as usize),
                 Kind::Choices { .. } => ReportValue::Choices((0..64).filter(|i| n & (1 << i) != 0).collect()),
             };

@@ -49,7 +49,7 @@ fn schema_check_prints_bits_and_warns_above_32() {
     }
     assert!(!text.contains("warning"), "{text}");
     let many: Vec<String> = (0..7)
-        .map(|i| format!(r#"{{"name": "c{i}", "type": "count", "description": {{"en": "x"}}}}"#))
+        .map(|i| format!(r#"{{"name": "c{i}", "type": "count", "rounding": "1-2-5", "description": {{"en": "x"}}}}"#))
         .collect();
     let wide = write(dir.path(), "w.json", &format!(r#"{{"version": 1, "fields": [{}]}}"#, many.join(",")));
     let out = bin().args(["schema", "check"]).arg(&wide).output().unwrap();

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use optin_collector::privacy::decode_codes;
 use optin_collector::storage::Store;
-use optin_telemetry::schema::Kind;
+use optin_telemetry::schema::{CountEncoding, Kind};
 use optin_telemetry::validate::{bucket_labels, ReportValue};
 use optin_telemetry::{Client, ConsentState};
 use serde_json::{json, Value};
@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 fn as_json(kind: &Kind, v: &ReportValue) -> Value {
     match (kind, v) {
         (_, ReportValue::Bool(b)) => json!(b),
-        (Kind::Count { buckets: Some(b) }, ReportValue::Bucket(i)) => json!(bucket_labels(b)[*i]),
+        (Kind::Count { encoding: CountEncoding::Buckets(b) }, ReportValue::Bucket(i)) => json!(bucket_labels(b)[*i]),
         (_, ReportValue::Rounded(n)) => json!(n),
         (Kind::Choice { values }, ReportValue::Choice(i)) => json!(values[*i]),
         (Kind::Choices { values }, ReportValue::Choices(set)) => json!(set.iter().map(|&i| values[i].clone()).collect::<Vec<_>>()),
@@ -48,8 +48,9 @@ fn library_report_is_stored_as_previewed() {
     client.set_consent(true).unwrap();
     assert_eq!(client.consent().unwrap(), ConsentState::Granted);
     client.set_count("users", 7).unwrap();
-    // 2000 is in the 1-2-5 series: sent as is, also once the library rounds.
-    client.set_count("archived", 2000).unwrap();
+    // Not in the 1-2-5 series: the library sends a drawn neighbour, and the
+    // collector must store exactly the previewed one.
+    client.set_count("archived", 1_234_567).unwrap();
     client.set_bool("trial", true).unwrap();
     client.set_values_json(r#"{"profiles": ["pst", "imap", "exchange"]}"#).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;

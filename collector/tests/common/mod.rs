@@ -20,7 +20,7 @@ pub const PG_ENV: &str = "OPTIN_COLLECTOR_TEST_PG";
 
 pub const SCHEMA: &str = r#"{"version": 2, "fields": [
   {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "Users", "de": "Benutzer"}},
-  {"name": "archived", "type": "count", "description": {"en": "Archived messages"}},
+  {"name": "archived", "type": "count", "rounding": "1-2-5", "description": {"en": "Archived messages"}},
   {"name": "trial", "type": "bool", "description": {"en": "Trial"}},
   {"name": "edition", "type": "choice", "values": ["standard", "enterprise"], "description": {"en": "Edition"}},
   {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Profiles"}}

@@ -32,12 +32,13 @@ def client(lib, state_dir):
     c.close()
 
 
-def run_child(code: str, *args: str) -> str:
-    """Runs `code` in a fresh interpreter with the binding importable; returns its stdout."""
+def run_child(code: str, *args: str, timeout: float = 300) -> str:
+    """Runs `code` in a fresh interpreter with the binding importable; returns its stdout.
+    `timeout` only catches a hang (a deadlock), it measures nothing."""
     prelude = f"import sys; sys.path[:0] = [{str(BINDING)!r}, {str(HERE)!r}]\n"
     p = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code), *args],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
     )
     assert p.returncode == 0, f"child exited {p.returncode} (negative = killed by that signal)\nstdout:\n{p.stdout}\nstderr:\n{p.stderr[-4000:]}"
     return p.stdout
@@ -346,3 +347,68 @@ def test_several_threads_close_at_once():
         """
     )
     assert out.strip() == "OK"
+
+
+def test_close_reentered_on_the_calling_thread_does_not_deadlock():
+    # A signal handler or a finalizer (gc) may call close() on the very thread
+    # that is inside a call on the same client, at any bytecode. Before the
+    # fix, close() then waited for that call -- its own caller -- forever (and
+    # with the plain Lock it could block on the lock itself). A tracer fires
+    # close() at the n-th bytecode of the binding's own code during
+    # set_consent(True), for every n until the call completes untouched: the
+    # call either succeeds or raises ClientClosedError, and afterwards the
+    # client is closed and freed exactly once (a second client on the same
+    # state dir can then be opened and closed).
+    out = run_child(
+        """
+        import os, sys, tempfile
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        MOD = ot.__file__
+        outcomes = {}
+        n = 1
+        while True:
+            c = ot.Client(make_config(os.path.join(tmp, str(n))), lib)
+            count = [0]
+            fired = [False]
+            def tracer(frame, event, arg):
+                if frame.f_code.co_filename != MOD:
+                    return None
+                frame.f_trace_opcodes = True
+                frame.f_trace_lines = False
+                if event == "opcode":
+                    count[0] += 1
+                    if count[0] == n and not fired[0]:
+                        fired[0] = True
+                        c.close()
+                return tracer
+            sys.settrace(tracer)
+            try:
+                c.set_consent(True)
+                outcome = "ok"
+            except ot.ClientClosedError:
+                outcome = "closed"
+            finally:
+                sys.settrace(None)
+            if not fired[0]:
+                assert outcome == "ok" and not c.closed
+                c.close()
+                break
+            assert c.closed and c._freed, (n, outcome)
+            c.close()  # idempotent, returns at once
+            try:
+                c.status()
+            except ot.ClientClosedError:
+                pass
+            else:
+                raise AssertionError(f"n={n}: a call after close() succeeded")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            n += 1
+        assert outcomes.get("closed") and outcomes.get("ok"), outcomes
+        print("OK", n > 10)
+        """,
+        timeout=120,
+    )
+    assert out.split() == ["OK", "True"]

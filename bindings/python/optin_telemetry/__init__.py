@@ -20,7 +20,10 @@ the part before it).
 Threads: every method may be called from any thread at the same time as any
 other, ``close()`` included. ``close()`` refuses new calls, waits for calls in
 flight to finish, then frees the native client once; it is idempotent, and
-every caller returns only after the client is freed. A call after ``close()``
+every caller returns only after the client is freed -- except a ``close()``
+run re-entrantly on a thread that is inside a call on the same client (a
+signal handler, a finalizer): it cannot wait for that call, so it returns at
+once and the call frees the client as it returns. A call after ``close()``
 raises ``ClientClosedError``.
 """
 
@@ -197,9 +200,14 @@ class Client:
     """An open telemetry client; use as a context manager or call close()."""
 
     def __init__(self, config: Union[Mapping[str, Any], str], lib: Optional[ctypes.CDLL] = None):
-        self._cv = threading.Condition(threading.Lock())
+        # An RLock: close() may run re-entrantly on a thread that is inside
+        # this client's own plumbing (a signal handler, a finalizer run by the
+        # garbage collector); a plain Lock would deadlock there.
+        self._cv = threading.Condition(threading.RLock())
         self._calls = 0  # calls in flight on the native client
+        self._mine: dict = {}  # thread ident -> its calls in flight
         self._closed = False  # set by the first close(): no new calls
+        self._freer = None  # the thread that took the handle to free it
         self._freed = True  # tel_close has returned (or there was nothing to free)
         self._handle = c_void_p()
         self._lib = declare(lib) if lib is not None else load()
@@ -220,18 +228,60 @@ class Client:
     def _call(self, function: str, *args) -> int:
         """Calls ``function(handle, *args)`` while holding a share of the client:
         close() waits until every such call has returned."""
+        me = threading.get_ident()
         with self._cv:
-            if self._closed:
-                raise ClientClosedError(function)
+            # Registered before the check, in this order: a close() run
+            # re-entrantly on this thread at any point (signal handler,
+            # finalizer) sees this call and defers instead of waiting for it.
+            self._mine[me] = self._mine.get(me, 0) + 1
             self._calls += 1
-            handle = self._handle
+            try:
+                if self._closed:
+                    raise ClientClosedError(function)
+                handle = self._handle
+            except BaseException:
+                self._leave(me)
+                raise
         try:
             return getattr(self._lib, function)(handle, *args)
         finally:
+            self._leave(me)
+
+    def _leave(self, me: int) -> None:
+        with self._cv:
+            # _calls first: a re-entrant close() between the two lines still
+            # sees this thread's share and defers.
+            self._calls -= 1
+            n = self._mine[me] - 1
+            if n:
+                self._mine[me] = n
+            else:
+                del self._mine[me]
+            if self._calls:
+                return
+            self._cv.notify_all()
+            # The last call out frees a client closed meanwhile: a close()
+            # that could not wait (it ran on a thread inside a call) relies on it.
+            handle = self._take() if self._closed else None
+        if handle is not None:
+            self._free(handle)
+
+    def _take(self):
+        """Under the lock: the handle to free, once; None if already taken."""
+        if self._freer is not None or self._freed:
+            return None
+        self._freer = threading.get_ident()
+        handle, self._handle = self._handle, c_void_p()
+        return handle
+
+    def _free(self, handle) -> None:
+        try:
+            if handle:
+                self._lib.tel_close(handle)
+        finally:
             with self._cv:
-                self._calls -= 1
-                if self._calls == 0:
-                    self._cv.notify_all()
+                self._freed = True
+                self._cv.notify_all()
 
     def _run(self, function: str, *args) -> None:
         self._check(function, self._call(function, *args))
@@ -248,26 +298,28 @@ class Client:
     def close(self) -> None:
         """Frees the native client once calls in flight have finished. Safe to
         call more than once and from several threads: each returns after the
-        client is freed. tel_close gives a send in flight up to 3 seconds."""
+        client is freed. tel_close gives a send in flight up to 3 seconds.
+
+        Called on a thread that is itself inside a call on this client (from a
+        signal handler or a finalizer), it cannot wait for that call: it
+        refuses new calls and returns, and the call, when it returns, frees
+        the client."""
         cv = getattr(self, "_cv", None)
         if cv is None:  # __init__ failed before the guard existed
             return
+        me = threading.get_ident()
         with cv:
-            if self._closed:
+            self._closed = True
+            if self._mine.get(me) or self._freer == me:
+                return
+            while self._calls:
+                cv.wait()
+            handle = self._take()
+            if handle is None:
                 while not self._freed:
                     cv.wait()
                 return
-            self._closed = True
-            while self._calls:
-                cv.wait()
-            handle, self._handle = self._handle, c_void_p()
-        try:
-            if handle:
-                self._lib.tel_close(handle)
-        finally:
-            with cv:
-                self._freed = True
-                cv.notify_all()
+        self._free(handle)
 
     def __enter__(self) -> "Client":
         return self

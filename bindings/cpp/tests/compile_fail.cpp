@@ -26,6 +26,12 @@ void use(ot::Client& c) {
     c.set_count("users", static_cast<std::int8_t>(1));
     c.set_count("users", std::size_t{3});
     c.set_count("users", -1LL + 2);
+    c.set_consent({});  // a value-initialized bool: false, a "no"
+    volatile bool v = true;
+    c.set_consent(v);
+    const bool& r = answer;
+    c.set_bool("trial", r);
+    c.set_count("users", static_cast<unsigned char>('7'));
 #elif CASE == 1
     c.set_consent("no");
 #elif CASE == 2
@@ -52,6 +58,23 @@ void use(ot::Client& c) {
     c.set_count("users", true);
 #elif CASE == 13
     c.set_count("users", "42");
+#elif CASE == 14
+    // Braced lists deduce no T for the deleted template and reached
+    // set_consent(bool): without -Werror GCC only warns and records GRANTED.
+    c.set_consent({"no"});
+#elif CASE == 15
+    c.set_consent({1});
+#elif CASE == 16
+    int answer = 0;
+    c.set_consent({answer});
+#elif CASE == 17
+    c.set_bool("trial", {"false"});
+#elif CASE == 18
+    c.set_count("users", '7');  // would send 55
+#elif CASE == 19
+    c.set_count("users", L'7');
+#elif CASE == 20
+    c.set_count("users", u'7');
 #else
 #error "unknown CASE"
 #endif

@@ -412,3 +412,73 @@ def test_close_reentered_on_the_calling_thread_does_not_deadlock():
         timeout=120,
     )
     assert out.split() == ["OK", "True"]
+
+
+class _LyingInt(int):
+    """An int whose comparisons say every range check passes."""
+
+    def __le__(self, other):
+        return True
+
+    def __ge__(self, other):
+        return True
+
+    def __lt__(self, other):
+        return True
+
+    def __gt__(self, other):
+        return True
+
+
+class _NulHidingStr(str):
+    """A str that says it holds no NUL and encodes as other bytes."""
+
+    def __contains__(self, item):
+        return False
+
+    def encode(self, *args, **kwargs):
+        return b"enterprise"
+
+
+def test_int_and_str_subclasses_cannot_bypass_the_checks(client):
+    # The checks ran on the subclass (its comparisons, __contains__, encode)
+    # while ctypes passed the stored value: tick(2**64 + 1) reached C as 1,
+    # flush(-1) as 4294967295, "standard\0evil" was stored as "standard" and
+    # set_choice(.., "smb") as "enterprise".
+    with pytest.raises(OverflowError):
+        client.tick(_LyingInt(2**64 + 1))
+    with pytest.raises(OverflowError):
+        client.tick(_LyingInt(-(2**63) - 1))
+    with pytest.raises(OverflowError):
+        client.flush(_LyingInt(-1))
+    with pytest.raises(ot.TelemetryError) as e:
+        client.set_count("archived_items", _LyingInt(2**64 + 5))
+    assert e.value.code == ot.TEL_ERR_VALUE_NOT_ALLOWED
+    before = client.preview()
+    with pytest.raises(ValueError, match="NUL"):
+        client.set_choice("edition", _NulHidingStr("standard\0evil"))
+    with pytest.raises(ValueError, match="NUL"):
+        client.set_values(_NulHidingStr('{"edition": "smb"}\0{"trial": true}'))
+    assert client.preview() == before
+    client.set_choice("edition", _NulHidingStr("smb"))
+    assert json.loads(client.preview())["fields"]["edition"] == "smb", "C got other bytes than the text that was checked"
+    # An IntEnum is an int: its value goes through.
+    import enum
+
+    class Items(enum.IntEnum):
+        MANY = 1234567
+
+    client.set_count("archived_items", Items.MANY)
+    client.tick(_LyingInt(1_700_000_000))  # in range: accepted
+
+
+def test_a_client_whose_open_failed_refuses_calls_as_closed(lib, state_dir):
+    # Reached through __new__ (or a subclass catching the error in __init__):
+    # before, a call went to C with a NULL handle (TEL_ERR_NULL_ARGUMENT).
+    c = ot.Client.__new__(ot.Client)
+    with pytest.raises(ot.TelemetryError):
+        c.__init__({"product": "x"}, lib)
+    assert c.closed
+    with pytest.raises(ot.ClientClosedError):
+        c.status()
+    c.close()

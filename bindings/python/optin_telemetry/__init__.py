@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
+import operator
 import os
 import sys
 import threading
@@ -170,10 +171,13 @@ def take_string(lib: ctypes.CDLL, ptr: c_void_p) -> str:
 def _encode(s: str, what: str) -> bytes:
     if not isinstance(s, str):
         raise TypeError(f"{what} must be a str, not {type(s).__name__}")
+    # The plain str behind a subclass: its own __contains__ or encode could
+    # hide a NUL or hand C other bytes than the text that was checked.
+    s = str.__str__(s)
     if "\0" in s:
         # C would stop at the NUL: "standard\0evil" would be stored as "standard".
         raise ValueError(f"{what} contains a NUL character")
-    return s.encode("utf-8")
+    return str.encode(s, "utf-8")
 
 
 def _bool(value: Any, what: str) -> int:
@@ -187,6 +191,9 @@ def _bool(value: Any, what: str) -> int:
 def _int(value: Any, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    # The plain int behind a subclass (an IntEnum, or one whose comparisons
+    # lie): ctypes passes that stored value, so that is what is checked.
+    value = operator.index(value)
     if not lo <= value <= hi:
         raise OverflowError(f"{what} must be between {lo} and {hi}, got {value}")
     return value
@@ -206,7 +213,9 @@ class Client:
         self._cv = threading.Condition(threading.RLock())
         self._calls = 0  # calls in flight on the native client
         self._mine: dict = {}  # thread ident -> its calls in flight
-        self._closed = False  # set by the first close(): no new calls
+        # Closed until tel_open succeeds: a Client whose open failed (reached
+        # through __new__ or a subclass) refuses calls with ClientClosedError.
+        self._closed = True  # set by the first close(): no new calls
         self._freer = None  # the thread that took the handle to free it
         self._freed = True  # tel_close has returned (or there was nothing to free)
         self._handle = c_void_p()
@@ -218,6 +227,7 @@ class Client:
             raise TelemetryError(rc, last_error(self._lib), "tel_open")
         self._handle = handle
         self._freed = False
+        self._closed = False
 
     # -- plumbing --
     def _check(self, function: str, rc: int) -> None:
@@ -353,6 +363,7 @@ class Client:
         # library's code for the same mistake made through set_values().
         if isinstance(value, bool) or not isinstance(value, int):
             raise TelemetryError(9, f'field "{field}": expected a non-negative integer, got {type(value).__name__}', "tel_set_count")
+        value = operator.index(value)  # as in _int: the stored value, not a subclass's comparisons
         if not 0 <= value < 2**64:
             raise TelemetryError(10, f'field "{field}": a count must be between 0 and 2**64-1, got {value}', "tel_set_count")
         self._run("tel_set_count", _encode(field, "field"), value)

@@ -6,6 +6,7 @@
 #include <optin_telemetry.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace ot = optin_telemetry;
@@ -75,6 +76,21 @@ void use(ot::Client& c) {
     c.set_count("users", L'7');
 #elif CASE == 20
     c.set_count("users", u'7');
+#elif CASE == 21
+    std::optional<bool> maybe;  // "not asked yet" must not become an answer
+    c.set_consent(maybe);
+#elif CASE == 22
+    struct Checkbox {
+        operator bool() const { return true; }  // implicit
+    } box;
+    c.set_consent(box);
+#elif CASE == 23
+    struct Flag {
+        explicit operator bool() const { return false; }
+    } flag;
+    c.set_bool("trial", flag);
+#elif CASE == 24
+    c.set_consent('n');
 #else
 #error "unknown CASE"
 #endif

@@ -482,3 +482,60 @@ def test_a_client_whose_open_failed_refuses_calls_as_closed(lib, state_dir):
     with pytest.raises(ot.ClientClosedError):
         c.status()
     c.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_cannot_use_or_hang_on_the_parents_client():
+    # fork() while another thread is inside a call: in the child that thread
+    # is gone but its share was copied, so close() waited for it forever
+    # (and calls went on using the parent's native client). Now the child's
+    # copy is closed: calls raise ClientClosedError naming fork, close()
+    # returns without tel_close, a new Client works; the parent is untouched.
+    out = run_child(
+        """
+        import os, tempfile, threading
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        c = ot.Client(make_config(os.path.join(tmp, "parent")), lib)
+        c.set_consent(True)
+        inside = threading.Event()
+        stop = threading.Event()
+        def spin():
+            while not stop.is_set():
+                c.status()
+                inside.set()
+        t = threading.Thread(target=spin)
+        t.start()
+        assert inside.wait(60)
+        for round_ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                rc = 1
+                try:
+                    try:
+                        c.status()
+                        print("child: a call on the parent's client succeeded", flush=True)
+                    except ot.ClientClosedError as e:
+                        assert "fork" in str(e), str(e)
+                        c.close()
+                        c.close()
+                        assert c.closed
+                        with ot.Client(make_config(os.path.join(tmp, f"child{round_}")), lib) as own:
+                            own.set_consent(False)
+                            assert own.consent is ot.Consent.DENIED
+                        rc = 0
+                finally:
+                    os._exit(rc)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"child {round_}: {status}"
+        stop.set()
+        t.join(60)
+        assert c.consent is ot.Consent.GRANTED and not c.closed
+        c.close()
+        print("OK")
+        """,
+        timeout=120,
+    )
+    assert out.strip() == "OK"

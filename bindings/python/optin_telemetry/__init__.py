@@ -24,7 +24,9 @@ every caller returns only after the client is freed -- except a ``close()``
 run re-entrantly on a thread that is inside a call on the same client (a
 signal handler, a finalizer): it cannot wait for that call, so it returns at
 once and the call frees the client as it returns. A call after ``close()``
-raises ``ClientClosedError``.
+raises ``ClientClosedError``. In a child made by ``os.fork()`` a client
+opened before the fork is closed (calls raise ``ClientClosedError``,
+``close()`` returns at once and frees nothing): open a new one there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import operator
 import os
 import sys
 import threading
+import weakref
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -81,8 +84,12 @@ class TelemetryError(Exception):
 class ClientClosedError(ValueError):
     """A call on a Client after close() (a ValueError, as for a closed file)."""
 
-    def __init__(self, function: str = ""):
-        super().__init__(f"{function}: the optin_telemetry client is closed" if function else "the optin_telemetry client is closed")
+    def __init__(self, function: str = "", reason: str = ""):
+        text = "the optin_telemetry client is closed" + (f" ({reason})" if reason else "")
+        super().__init__(f"{function}: {text}" if function else text)
+
+
+_FORKED = "it was opened before os.fork(): open a new Client in this process"
 
 
 _SIGNATURES = {
@@ -203,6 +210,19 @@ _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
 
 
+_open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_open_clients):
+        client._forget()
+    _open_clients.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Client:
     """An open telemetry client; use as a context manager or call close()."""
 
@@ -218,6 +238,7 @@ class Client:
         self._closed = True  # set by the first close(): no new calls
         self._freer = None  # the thread that took the handle to free it
         self._freed = True  # tel_close has returned (or there was nothing to free)
+        self._forked = False  # this is a forked child's copy (see _after_fork_in_child)
         self._handle = c_void_p()
         self._lib = declare(lib) if lib is not None else load()
         text = config if isinstance(config, str) else json.dumps(config)
@@ -228,6 +249,7 @@ class Client:
         self._handle = handle
         self._freed = False
         self._closed = False
+        _open_clients.add(self)
 
     # -- plumbing --
     def _check(self, function: str, rc: int) -> None:
@@ -247,7 +269,7 @@ class Client:
             self._calls += 1
             try:
                 if self._closed:
-                    raise ClientClosedError(function)
+                    raise ClientClosedError(function, _FORKED if self._forked else "")
                 handle = self._handle
             except BaseException:
                 self._leave(me)
@@ -259,6 +281,8 @@ class Client:
 
     def _leave(self, me: int) -> None:
         with self._cv:
+            if me not in self._mine:  # the share was dropped by a fork (see _forget)
+                return
             # _calls first: a re-entrant close() between the two lines still
             # sees this thread's share and defers.
             self._calls -= 1
@@ -330,6 +354,22 @@ class Client:
                     cv.wait()
                 return
         self._free(handle)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's client is not this process's to
+        use or free. Threads that were inside calls at fork() do not exist
+        here, so their shares would make close() wait forever, and the lock
+        may be held by one of them: a fresh lock, no calls in flight, closed
+        without tel_close (the native client, its threads and locks belong
+        to the parent)."""
+        self._cv = threading.Condition(threading.RLock())
+        self._calls = 0
+        self._mine = {}
+        self._closed = True
+        self._forked = True
+        self._freer = None
+        self._freed = True
+        self._handle = c_void_p()
 
     def __enter__(self) -> "Client":
         return self

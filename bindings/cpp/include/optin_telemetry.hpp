@@ -331,7 +331,27 @@ public:
     void tick() { detail::check(tel_tick(handle_.get()), "tel_tick"); }
 
     /// tick() with an explicit "now" in unix seconds (tests, simulations).
-    void tick_at(std::int64_t unix_seconds) { detail::check(tel_tick_at(handle_.get(), unix_seconds), "tel_tick_at"); }
+    /// Any integer type but bool and the character types (a double such as
+    /// 1.7e9 does not compile: it would be cut silently); a value outside
+    /// int64_t (an unsigned one above 2^63 - 1) throws Error
+    /// (ErrorCode::InvalidArgument) instead of wrapping to a time before 1970.
+    template <typename T>
+    void tick_at(T unix_seconds) {
+        static_assert(std::is_integral<T>::value && !std::is_same<T, bool>::value && !detail::is_character<T>::value,
+                      "optin_telemetry::Client::tick_at takes integer unix seconds (not a bool, character, floating-point or other type)");
+        // Only types wider than int64_t's 63 value bits can hold a value it cannot.
+        if constexpr (std::numeric_limits<T>::digits > std::numeric_limits<std::int64_t>::digits) {
+            bool outside = unix_seconds > static_cast<T>(std::numeric_limits<std::int64_t>::max());
+            if constexpr (std::is_signed<T>::value) {
+                outside = outside || unix_seconds < static_cast<T>(std::numeric_limits<std::int64_t>::min());
+            }
+            if (outside) {
+                throw Error(ErrorCode::InvalidArgument,
+                            "unix_seconds must fit a signed 64-bit integer, got " + detail::to_decimal(unix_seconds), "tel_tick_at");
+            }
+        }
+        detail::check(tel_tick_at(handle_.get(), static_cast<std::int64_t>(unix_seconds)), "tel_tick_at");
+    }
 
     /// Waits up to `timeout` until no send is in flight; throws Error
     /// (ErrorCode::Timeout) if one still is. Negative means 0; values above

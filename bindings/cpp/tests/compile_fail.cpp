@@ -33,6 +33,10 @@ void use(ot::Client& c) {
     const bool& r = answer;
     c.set_bool("trial", r);
     c.set_count("users", static_cast<unsigned char>('7'));
+    c.tick_at(std::int64_t{1700000000});
+    c.tick_at(1700000000);
+    c.tick_at(std::uint64_t{1700000000});
+    c.tick_at(static_cast<long>(1700000000));
 #elif CASE == 1
     c.set_consent("no");
 #elif CASE == 2
@@ -91,6 +95,10 @@ void use(ot::Client& c) {
     c.set_bool("trial", flag);
 #elif CASE == 24
     c.set_consent('n');
+#elif CASE == 25
+    c.tick_at(1.7e9);  // a double would be cut silently
+#elif CASE == 26
+    c.tick_at(true);
 #else
 #error "unknown CASE"
 #endif

@@ -539,3 +539,55 @@ def test_a_forked_child_cannot_use_or_hang_on_the_parents_client():
         timeout=120,
     )
     assert out.strip() == "OK"
+
+
+def test_a_call_reentered_on_the_calling_thread_does_not_deadlock():
+    # A signal handler that records a "no" (set_consent(False)) may run on
+    # the thread that is inside another call on the same client, at any
+    # bytecode -- also while that call holds the client's lock, which a plain
+    # Lock would deadlock on. Fired at every bytecode of the binding's code
+    # during status(), for every n until status() completes untouched: both
+    # calls succeed and the "no" is recorded.
+    out = run_child(
+        """
+        import os, sys, tempfile
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        MOD = ot.__file__
+        n = 1
+        while True:
+            c = ot.Client(make_config(os.path.join(tmp, str(n))), lib)
+            c.set_consent(True)
+            count = [0]
+            fired = [False]
+            def tracer(frame, event, arg):
+                if frame.f_code.co_filename != MOD:
+                    return None
+                frame.f_trace_opcodes = True
+                frame.f_trace_lines = False
+                if event == "opcode":
+                    count[0] += 1
+                    if count[0] == n and not fired[0]:
+                        fired[0] = True
+                        c.set_consent(False)
+                return tracer
+            sys.settrace(tracer)
+            try:
+                status = c.status()
+            finally:
+                sys.settrace(None)
+            assert status["consent"] in ("granted", "denied"), status
+            if not fired[0]:
+                c.close()
+                break
+            assert c.consent is ot.Consent.DENIED, (n, c.consent)
+            assert not c.closed
+            c.close()
+            n += 1
+        print("OK", n > 10)
+        """,
+        timeout=120,
+    )
+    assert out.split() == ["OK", "True"]

@@ -32,12 +32,13 @@ def client(lib, state_dir):
     c.close()
 
 
-def run_child(code: str, *args: str) -> str:
-    """Runs `code` in a fresh interpreter with the binding importable; returns its stdout."""
+def run_child(code: str, *args: str, timeout: float = 300) -> str:
+    """Runs `code` in a fresh interpreter with the binding importable; returns its stdout.
+    `timeout` only catches a hang (a deadlock), it measures nothing."""
     prelude = f"import sys; sys.path[:0] = [{str(BINDING)!r}, {str(HERE)!r}]\n"
     p = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code), *args],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
     )
     assert p.returncode == 0, f"child exited {p.returncode} (negative = killed by that signal)\nstdout:\n{p.stdout}\nstderr:\n{p.stderr[-4000:]}"
     return p.stdout
@@ -346,3 +347,247 @@ def test_several_threads_close_at_once():
         """
     )
     assert out.strip() == "OK"
+
+
+def test_close_reentered_on_the_calling_thread_does_not_deadlock():
+    # A signal handler or a finalizer (gc) may call close() on the very thread
+    # that is inside a call on the same client, at any bytecode. Before the
+    # fix, close() then waited for that call -- its own caller -- forever (and
+    # with the plain Lock it could block on the lock itself). A tracer fires
+    # close() at the n-th bytecode of the binding's own code during
+    # set_consent(True), for every n until the call completes untouched: the
+    # call either succeeds or raises ClientClosedError, and afterwards the
+    # client is closed and freed exactly once (a second client on the same
+    # state dir can then be opened and closed).
+    out = run_child(
+        """
+        import os, sys, tempfile
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        MOD = ot.__file__
+        outcomes = {}
+        n = 1
+        while True:
+            c = ot.Client(make_config(os.path.join(tmp, str(n))), lib)
+            count = [0]
+            fired = [False]
+            def tracer(frame, event, arg):
+                if frame.f_code.co_filename != MOD:
+                    return None
+                frame.f_trace_opcodes = True
+                frame.f_trace_lines = False
+                if event == "opcode":
+                    count[0] += 1
+                    if count[0] == n and not fired[0]:
+                        fired[0] = True
+                        c.close()
+                return tracer
+            sys.settrace(tracer)
+            try:
+                c.set_consent(True)
+                outcome = "ok"
+            except ot.ClientClosedError:
+                outcome = "closed"
+            finally:
+                sys.settrace(None)
+            if not fired[0]:
+                assert outcome == "ok" and not c.closed
+                c.close()
+                break
+            assert c.closed and c._freed, (n, outcome)
+            c.close()  # idempotent, returns at once
+            try:
+                c.status()
+            except ot.ClientClosedError:
+                pass
+            else:
+                raise AssertionError(f"n={n}: a call after close() succeeded")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            n += 1
+        assert outcomes.get("closed") and outcomes.get("ok"), outcomes
+        print("OK", n > 10)
+        """,
+        timeout=120,
+    )
+    assert out.split() == ["OK", "True"]
+
+
+class _LyingInt(int):
+    """An int whose comparisons say every range check passes."""
+
+    def __le__(self, other):
+        return True
+
+    def __ge__(self, other):
+        return True
+
+    def __lt__(self, other):
+        return True
+
+    def __gt__(self, other):
+        return True
+
+
+class _NulHidingStr(str):
+    """A str that says it holds no NUL and encodes as other bytes."""
+
+    def __contains__(self, item):
+        return False
+
+    def encode(self, *args, **kwargs):
+        return b"enterprise"
+
+
+def test_int_and_str_subclasses_cannot_bypass_the_checks(client):
+    # The checks ran on the subclass (its comparisons, __contains__, encode)
+    # while ctypes passed the stored value: tick(2**64 + 1) reached C as 1,
+    # flush(-1) as 4294967295, "standard\0evil" was stored as "standard" and
+    # set_choice(.., "smb") as "enterprise".
+    with pytest.raises(OverflowError):
+        client.tick(_LyingInt(2**64 + 1))
+    with pytest.raises(OverflowError):
+        client.tick(_LyingInt(-(2**63) - 1))
+    with pytest.raises(OverflowError):
+        client.flush(_LyingInt(-1))
+    with pytest.raises(ot.TelemetryError) as e:
+        client.set_count("archived_items", _LyingInt(2**64 + 5))
+    assert e.value.code == ot.TEL_ERR_VALUE_NOT_ALLOWED
+    before = client.preview()
+    with pytest.raises(ValueError, match="NUL"):
+        client.set_choice("edition", _NulHidingStr("standard\0evil"))
+    with pytest.raises(ValueError, match="NUL"):
+        client.set_values(_NulHidingStr('{"edition": "smb"}\0{"trial": true}'))
+    assert client.preview() == before
+    client.set_choice("edition", _NulHidingStr("smb"))
+    assert json.loads(client.preview())["fields"]["edition"] == "smb", "C got other bytes than the text that was checked"
+    # An IntEnum is an int: its value goes through.
+    import enum
+
+    class Items(enum.IntEnum):
+        MANY = 1234567
+
+    client.set_count("archived_items", Items.MANY)
+    client.tick(_LyingInt(1_700_000_000))  # in range: accepted
+
+
+def test_a_client_whose_open_failed_refuses_calls_as_closed(lib, state_dir):
+    # Reached through __new__ (or a subclass catching the error in __init__):
+    # before, a call went to C with a NULL handle (TEL_ERR_NULL_ARGUMENT).
+    c = ot.Client.__new__(ot.Client)
+    with pytest.raises(ot.TelemetryError):
+        c.__init__({"product": "x"}, lib)
+    assert c.closed
+    with pytest.raises(ot.ClientClosedError):
+        c.status()
+    c.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_cannot_use_or_hang_on_the_parents_client():
+    # fork() while another thread is inside a call: in the child that thread
+    # is gone but its share was copied, so close() waited for it forever
+    # (and calls went on using the parent's native client). Now the child's
+    # copy is closed: calls raise ClientClosedError naming fork, close()
+    # returns without tel_close, a new Client works; the parent is untouched.
+    out = run_child(
+        """
+        import os, tempfile, threading
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        c = ot.Client(make_config(os.path.join(tmp, "parent")), lib)
+        c.set_consent(True)
+        inside = threading.Event()
+        stop = threading.Event()
+        def spin():
+            while not stop.is_set():
+                c.status()
+                inside.set()
+        t = threading.Thread(target=spin)
+        t.start()
+        assert inside.wait(60)
+        for round_ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                rc = 1
+                try:
+                    try:
+                        c.status()
+                        print("child: a call on the parent's client succeeded", flush=True)
+                    except ot.ClientClosedError as e:
+                        assert "fork" in str(e), str(e)
+                        c.close()
+                        c.close()
+                        assert c.closed
+                        with ot.Client(make_config(os.path.join(tmp, f"child{round_}")), lib) as own:
+                            own.set_consent(False)
+                            assert own.consent is ot.Consent.DENIED
+                        rc = 0
+                finally:
+                    os._exit(rc)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"child {round_}: {status}"
+        stop.set()
+        t.join(60)
+        assert c.consent is ot.Consent.GRANTED and not c.closed
+        c.close()
+        print("OK")
+        """,
+        timeout=120,
+    )
+    assert out.strip() == "OK"
+
+
+def test_a_call_reentered_on_the_calling_thread_does_not_deadlock():
+    # A signal handler that records a "no" (set_consent(False)) may run on
+    # the thread that is inside another call on the same client, at any
+    # bytecode -- also while that call holds the client's lock, which a plain
+    # Lock would deadlock on. Fired at every bytecode of the binding's code
+    # during status(), for every n until status() completes untouched: both
+    # calls succeed and the "no" is recorded.
+    out = run_child(
+        """
+        import os, sys, tempfile
+        import optin_telemetry as ot
+        from conftest import make_config
+        lib = ot.load()
+        tmp = tempfile.mkdtemp()
+        MOD = ot.__file__
+        n = 1
+        while True:
+            c = ot.Client(make_config(os.path.join(tmp, str(n))), lib)
+            c.set_consent(True)
+            count = [0]
+            fired = [False]
+            def tracer(frame, event, arg):
+                if frame.f_code.co_filename != MOD:
+                    return None
+                frame.f_trace_opcodes = True
+                frame.f_trace_lines = False
+                if event == "opcode":
+                    count[0] += 1
+                    if count[0] == n and not fired[0]:
+                        fired[0] = True
+                        c.set_consent(False)
+                return tracer
+            sys.settrace(tracer)
+            try:
+                status = c.status()
+            finally:
+                sys.settrace(None)
+            assert status["consent"] in ("granted", "denied"), status
+            if not fired[0]:
+                c.close()
+                break
+            assert c.consent is ot.Consent.DENIED, (n, c.consent)
+            assert not c.closed
+            c.close()
+            n += 1
+        print("OK", n > 10)
+        """,
+        timeout=120,
+    )
+    assert out.split() == ["OK", "True"]

@@ -15,10 +15,12 @@
 //
 // Arguments are never converted into a consent or a value by accident:
 // set_consent() and set_bool() take exactly a bool (set_consent("no"),
-// set_consent(2) and set_bool("trial", "false") do not compile: C++ would
-// turn each into `true`); set_count() takes any integer type and throws Error
+// set_consent(2), set_consent({1}) and set_bool("trial", "false") do not
+// compile: C++ would turn each into `true`); set_count() takes any integer
+// type but bool and the character types, and throws Error
 // (ErrorCode::ValueNotAllowed) for a negative value instead of sending it
-// wrapped to 2^64 - 1; a string argument with an embedded NUL throws.
+// wrapped to 2^64 - 1 (and for one above 2^64 - 1 of a wider type); a string
+// argument with an embedded NUL throws.
 //
 // Threads: every member function may be called from several threads at the
 // same time on one Client, except destruction, move and close(), which must
@@ -30,6 +32,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -142,6 +145,37 @@ inline const char* c_str(const std::string& s, const char* what, const char* fun
     return s.c_str();
 }
 
+/// char, wchar_t, char16_t, char32_t (and char8_t): integral, but
+/// set_count("users", '7') would send 55. signed/unsigned char (int8_t,
+/// uint8_t) stay allowed: they are the small integer types.
+template <typename T>
+struct is_character
+    : std::integral_constant<bool, std::is_same<typename std::remove_cv<T>::type, char>::value ||
+                                       std::is_same<typename std::remove_cv<T>::type, wchar_t>::value ||
+                                       std::is_same<typename std::remove_cv<T>::type, char16_t>::value ||
+#if defined(__cpp_char8_t)
+                                       std::is_same<typename std::remove_cv<T>::type, char8_t>::value ||
+#endif
+                                       std::is_same<typename std::remove_cv<T>::type, char32_t>::value> {};
+
+/// Decimal text of any integer, __int128 included (std::to_string has no
+/// overload for it).
+template <typename T>
+std::string to_decimal(T value) {
+    if constexpr (std::numeric_limits<T>::digits <= 64) {
+        return std::to_string(+value);
+    } else {
+        const bool negative = value < 0;
+        std::string digits;
+        do {
+            const int d = static_cast<int>(value % 10);
+            digits.insert(digits.begin(), static_cast<char>('0' + (d < 0 ? -d : d)));
+            value /= 10;
+        } while (value != 0);
+        return negative ? "-" + digits : digits;
+    }
+}
+
 struct StringDeleter {
     void operator()(char* s) const noexcept { tel_string_free(s); }
 };
@@ -206,6 +240,12 @@ public:
     /// these calls do not compile.
     template <typename T>
     void set_consent(T) = delete;
+    /// set_consent({1}) or set_consent({"no"}) would reach set_consent(bool)
+    /// (a braced list deduces no T above; GCC only warns about the narrowing
+    /// of a pointer or a variable): this overload, the better match for any
+    /// non-empty braced list, is deleted too.
+    template <typename T>
+    void set_consent(std::initializer_list<T>) = delete;
 
     Consent consent() const {
         std::uint32_t c = 0;
@@ -224,17 +264,30 @@ public:
     /// set_bool("trial", "false") would send true: only a bool compiles.
     template <typename T>
     void set_bool(const std::string& field, T value) = delete;
+    /// set_bool("trial", {"false"}) and set_bool("trial", {1}): see set_consent.
+    template <typename T>
+    void set_bool(const std::string& field, std::initializer_list<T> value) = delete;
 
-    /// Any integer type; a negative value throws Error (ValueNotAllowed) and
-    /// changes nothing (converted to uint64_t it would be sent as ~1.8e19).
+    /// Any integer type except bool and the character types; a negative
+    /// value throws Error (ValueNotAllowed) and changes nothing (converted to
+    /// uint64_t it would be sent as ~1.8e19), and so does a value above
+    /// 2^64 - 1 of a wider type such as GNU's __int128 (it would be cut to
+    /// its low 64 bits).
     template <typename T>
     void set_count(const std::string& field, T value) {
-        static_assert(std::is_integral<T>::value && !std::is_same<T, bool>::value,
-                      "optin_telemetry::Client::set_count takes an integer (not a bool, floating-point or other type)");
+        static_assert(std::is_integral<T>::value && !std::is_same<T, bool>::value && !detail::is_character<T>::value,
+                      "optin_telemetry::Client::set_count takes an integer (not a bool, character, floating-point or other type)");
         if constexpr (std::is_signed<T>::value) {
             if (value < 0) {
                 throw Error(ErrorCode::ValueNotAllowed,
-                            "field \"" + field + "\": a count must not be negative, got " + std::to_string(value),
+                            "field \"" + field + "\": a count must not be negative, got " + detail::to_decimal(value),
+                            "tel_set_count");
+            }
+        }
+        if constexpr (std::numeric_limits<T>::digits > std::numeric_limits<std::uint64_t>::digits) {
+            if (value > static_cast<T>(std::numeric_limits<std::uint64_t>::max())) {
+                throw Error(ErrorCode::ValueNotAllowed,
+                            "field \"" + field + "\": a count must be at most 18446744073709551615, got " + detail::to_decimal(value),
                             "tel_set_count");
             }
         }
@@ -278,7 +331,27 @@ public:
     void tick() { detail::check(tel_tick(handle_.get()), "tel_tick"); }
 
     /// tick() with an explicit "now" in unix seconds (tests, simulations).
-    void tick_at(std::int64_t unix_seconds) { detail::check(tel_tick_at(handle_.get(), unix_seconds), "tel_tick_at"); }
+    /// Any integer type but bool and the character types (a double such as
+    /// 1.7e9 does not compile: it would be cut silently); a value outside
+    /// int64_t (an unsigned one above 2^63 - 1) throws Error
+    /// (ErrorCode::InvalidArgument) instead of wrapping to a time before 1970.
+    template <typename T>
+    void tick_at(T unix_seconds) {
+        static_assert(std::is_integral<T>::value && !std::is_same<T, bool>::value && !detail::is_character<T>::value,
+                      "optin_telemetry::Client::tick_at takes integer unix seconds (not a bool, character, floating-point or other type)");
+        // Only types wider than int64_t's 63 value bits can hold a value it cannot.
+        if constexpr (std::numeric_limits<T>::digits > std::numeric_limits<std::int64_t>::digits) {
+            bool outside = unix_seconds > static_cast<T>(std::numeric_limits<std::int64_t>::max());
+            if constexpr (std::is_signed<T>::value) {
+                outside = outside || unix_seconds < static_cast<T>(std::numeric_limits<std::int64_t>::min());
+            }
+            if (outside) {
+                throw Error(ErrorCode::InvalidArgument,
+                            "unix_seconds must fit a signed 64-bit integer, got " + detail::to_decimal(unix_seconds), "tel_tick_at");
+            }
+        }
+        detail::check(tel_tick_at(handle_.get(), static_cast<std::int64_t>(unix_seconds)), "tel_tick_at");
+    }
 
     /// Waits up to `timeout` until no send is in flight; throws Error
     /// (ErrorCode::Timeout) if one still is. Negative means 0; values above

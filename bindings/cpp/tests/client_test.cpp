@@ -278,6 +278,27 @@ TEST_F(ClientTest, ValueErrorsCarryCodeAndMessageAndChangeNothing) {
     EXPECT_EQ(client.preview_json(), before) << "a rejected value changes nothing";
 }
 
+TEST_F(ClientTest, TickAtRefusesTimesOutsideInt64InsteadOfWrapping) {
+    // tick_at(std::int64_t) took a uint64_t silently: 2^63 arrived as
+    // INT64_MIN, a "now" before 1970, which the library refused with a message
+    // naming -9223372036854775808, a number the caller never passed.
+    auto client = ot::Client::open(config_json("http://127.0.0.1:9/v1/report", dir()));
+    const auto due = grant_and_draw(client);
+    for (const std::uint64_t value : {std::uint64_t{1} << 63, std::numeric_limits<std::uint64_t>::max()}) {
+        try {
+            client.tick_at(value);
+            ADD_FAILURE() << "tick_at accepted " << value;
+        } catch (const ot::Error& e) {
+            EXPECT_EQ(e.code(), ot::ErrorCode::InvalidArgument) << e.what();
+            EXPECT_NE(e.message().find("signed 64-bit"), std::string::npos) << e.message();
+            EXPECT_NE(e.message().find(std::to_string(value)), std::string::npos) << e.message();
+        }
+    }
+    EXPECT_EQ(next_due(client.status_json()), due) << "a refused tick changed the schedule";
+    client.tick_at(static_cast<std::uint64_t>(unix_now()));  // in range: accepted
+    client.tick_at(static_cast<unsigned>(0));
+}
+
 TEST_F(ClientTest, NegativeCountsOfAnySignedTypeThrowAndChangeNothing) {
     // Converted to uint64_t, -1 would be sent as 18446744073709551615.
     auto client = ot::Client::open(config_json("http://127.0.0.1:9/v1/report", dir()));

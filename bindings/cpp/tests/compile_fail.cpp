@@ -6,6 +6,7 @@
 #include <optin_telemetry.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace ot = optin_telemetry;
@@ -26,6 +27,16 @@ void use(ot::Client& c) {
     c.set_count("users", static_cast<std::int8_t>(1));
     c.set_count("users", std::size_t{3});
     c.set_count("users", -1LL + 2);
+    c.set_consent({});  // a value-initialized bool: false, a "no"
+    volatile bool v = true;
+    c.set_consent(v);
+    const bool& r = answer;
+    c.set_bool("trial", r);
+    c.set_count("users", static_cast<unsigned char>('7'));
+    c.tick_at(std::int64_t{1700000000});
+    c.tick_at(1700000000);
+    c.tick_at(std::uint64_t{1700000000});
+    c.tick_at(static_cast<long>(1700000000));
 #elif CASE == 1
     c.set_consent("no");
 #elif CASE == 2
@@ -52,6 +63,42 @@ void use(ot::Client& c) {
     c.set_count("users", true);
 #elif CASE == 13
     c.set_count("users", "42");
+#elif CASE == 14
+    // Braced lists deduce no T for the deleted template and reached
+    // set_consent(bool): without -Werror GCC only warns and records GRANTED.
+    c.set_consent({"no"});
+#elif CASE == 15
+    c.set_consent({1});
+#elif CASE == 16
+    int answer = 0;
+    c.set_consent({answer});
+#elif CASE == 17
+    c.set_bool("trial", {"false"});
+#elif CASE == 18
+    c.set_count("users", '7');  // would send 55
+#elif CASE == 19
+    c.set_count("users", L'7');
+#elif CASE == 20
+    c.set_count("users", u'7');
+#elif CASE == 21
+    std::optional<bool> maybe;  // "not asked yet" must not become an answer
+    c.set_consent(maybe);
+#elif CASE == 22
+    struct Checkbox {
+        operator bool() const { return true; }  // implicit
+    } box;
+    c.set_consent(box);
+#elif CASE == 23
+    struct Flag {
+        explicit operator bool() const { return false; }
+    } flag;
+    c.set_bool("trial", flag);
+#elif CASE == 24
+    c.set_consent('n');
+#elif CASE == 25
+    c.tick_at(1.7e9);  // a double would be cut silently
+#elif CASE == 26
+    c.tick_at(true);
 #else
 #error "unknown CASE"
 #endif

@@ -145,6 +145,17 @@ namespace OptInTelemetry
             Set(field, (long)count);
         }
 
+        /// <summary>
+        /// Not a count: C# converts a char to int implicitly, so Set("users", '7')
+        /// would send 55. This overload wins for a char argument and does not
+        /// compile (CS0619).
+        /// </summary>
+        [Obsolete("A char is not a count: Set(field, '7') would send 55. Pass a number (or a string for a choice field).", true)]
+        public void Set(string field, char value)
+        {
+            throw new NotSupportedException("A char is not a count.");
+        }
+
         /// <summary>Sets a choice field to one of its declared values.</summary>
         public void Set(string field, string choice)
         {

@@ -20,8 +20,13 @@ the part before it).
 Threads: every method may be called from any thread at the same time as any
 other, ``close()`` included. ``close()`` refuses new calls, waits for calls in
 flight to finish, then frees the native client once; it is idempotent, and
-every caller returns only after the client is freed. A call after ``close()``
-raises ``ClientClosedError``.
+every caller returns only after the client is freed -- except a ``close()``
+run re-entrantly on a thread that is inside a call on the same client (a
+signal handler, a finalizer): it cannot wait for that call, so it returns at
+once and the call frees the client as it returns. A call after ``close()``
+raises ``ClientClosedError``. In a child made by ``os.fork()`` a client
+opened before the fork is closed (calls raise ``ClientClosedError``,
+``close()`` returns at once and frees nothing): open a new one there.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
+import operator
 import os
 import sys
 import threading
+import weakref
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -77,8 +84,12 @@ class TelemetryError(Exception):
 class ClientClosedError(ValueError):
     """A call on a Client after close() (a ValueError, as for a closed file)."""
 
-    def __init__(self, function: str = ""):
-        super().__init__(f"{function}: the optin_telemetry client is closed" if function else "the optin_telemetry client is closed")
+    def __init__(self, function: str = "", reason: str = ""):
+        text = "the optin_telemetry client is closed" + (f" ({reason})" if reason else "")
+        super().__init__(f"{function}: {text}" if function else text)
+
+
+_FORKED = "it was opened before os.fork(): open a new Client in this process"
 
 
 _SIGNATURES = {
@@ -167,10 +178,13 @@ def take_string(lib: ctypes.CDLL, ptr: c_void_p) -> str:
 def _encode(s: str, what: str) -> bytes:
     if not isinstance(s, str):
         raise TypeError(f"{what} must be a str, not {type(s).__name__}")
+    # The plain str behind a subclass: its own __contains__ or encode could
+    # hide a NUL or hand C other bytes than the text that was checked.
+    s = str.__str__(s)
     if "\0" in s:
         # C would stop at the NUL: "standard\0evil" would be stored as "standard".
         raise ValueError(f"{what} contains a NUL character")
-    return s.encode("utf-8")
+    return str.encode(s, "utf-8")
 
 
 def _bool(value: Any, what: str) -> int:
@@ -184,6 +198,9 @@ def _bool(value: Any, what: str) -> int:
 def _int(value: Any, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    # The plain int behind a subclass (an IntEnum, or one whose comparisons
+    # lie): ctypes passes that stored value, so that is what is checked.
+    value = operator.index(value)
     if not lo <= value <= hi:
         raise OverflowError(f"{what} must be between {lo} and {hi}, got {value}")
     return value
@@ -193,14 +210,35 @@ _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
 
 
+_open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_open_clients):
+        client._forget()
+    _open_clients.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Client:
     """An open telemetry client; use as a context manager or call close()."""
 
     def __init__(self, config: Union[Mapping[str, Any], str], lib: Optional[ctypes.CDLL] = None):
-        self._cv = threading.Condition(threading.Lock())
+        # An RLock: close() may run re-entrantly on a thread that is inside
+        # this client's own plumbing (a signal handler, a finalizer run by the
+        # garbage collector); a plain Lock would deadlock there.
+        self._cv = threading.Condition(threading.RLock())
         self._calls = 0  # calls in flight on the native client
-        self._closed = False  # set by the first close(): no new calls
+        self._mine: dict = {}  # thread ident -> its calls in flight
+        # Closed until tel_open succeeds: a Client whose open failed (reached
+        # through __new__ or a subclass) refuses calls with ClientClosedError.
+        self._closed = True  # set by the first close(): no new calls
+        self._freer = None  # the thread that took the handle to free it
         self._freed = True  # tel_close has returned (or there was nothing to free)
+        self._forked = False  # this is a forked child's copy (see _after_fork_in_child)
         self._handle = c_void_p()
         self._lib = declare(lib) if lib is not None else load()
         text = config if isinstance(config, str) else json.dumps(config)
@@ -210,6 +248,8 @@ class Client:
             raise TelemetryError(rc, last_error(self._lib), "tel_open")
         self._handle = handle
         self._freed = False
+        self._closed = False
+        _open_clients.add(self)
 
     # -- plumbing --
     def _check(self, function: str, rc: int) -> None:
@@ -220,18 +260,62 @@ class Client:
     def _call(self, function: str, *args) -> int:
         """Calls ``function(handle, *args)`` while holding a share of the client:
         close() waits until every such call has returned."""
+        me = threading.get_ident()
         with self._cv:
-            if self._closed:
-                raise ClientClosedError(function)
+            # Registered before the check, in this order: a close() run
+            # re-entrantly on this thread at any point (signal handler,
+            # finalizer) sees this call and defers instead of waiting for it.
+            self._mine[me] = self._mine.get(me, 0) + 1
             self._calls += 1
-            handle = self._handle
+            try:
+                if self._closed:
+                    raise ClientClosedError(function, _FORKED if self._forked else "")
+                handle = self._handle
+            except BaseException:
+                self._leave(me)
+                raise
         try:
             return getattr(self._lib, function)(handle, *args)
         finally:
+            self._leave(me)
+
+    def _leave(self, me: int) -> None:
+        with self._cv:
+            if me not in self._mine:  # the share was dropped by a fork (see _forget)
+                return
+            # _calls first: a re-entrant close() between the two lines still
+            # sees this thread's share and defers.
+            self._calls -= 1
+            n = self._mine[me] - 1
+            if n:
+                self._mine[me] = n
+            else:
+                del self._mine[me]
+            if self._calls:
+                return
+            self._cv.notify_all()
+            # The last call out frees a client closed meanwhile: a close()
+            # that could not wait (it ran on a thread inside a call) relies on it.
+            handle = self._take() if self._closed else None
+        if handle is not None:
+            self._free(handle)
+
+    def _take(self):
+        """Under the lock: the handle to free, once; None if already taken."""
+        if self._freer is not None or self._freed:
+            return None
+        self._freer = threading.get_ident()
+        handle, self._handle = self._handle, c_void_p()
+        return handle
+
+    def _free(self, handle) -> None:
+        try:
+            if handle:
+                self._lib.tel_close(handle)
+        finally:
             with self._cv:
-                self._calls -= 1
-                if self._calls == 0:
-                    self._cv.notify_all()
+                self._freed = True
+                self._cv.notify_all()
 
     def _run(self, function: str, *args) -> None:
         self._check(function, self._call(function, *args))
@@ -248,26 +332,44 @@ class Client:
     def close(self) -> None:
         """Frees the native client once calls in flight have finished. Safe to
         call more than once and from several threads: each returns after the
-        client is freed. tel_close gives a send in flight up to 3 seconds."""
+        client is freed. tel_close gives a send in flight up to 3 seconds.
+
+        Called on a thread that is itself inside a call on this client (from a
+        signal handler or a finalizer), it cannot wait for that call: it
+        refuses new calls and returns, and the call, when it returns, frees
+        the client."""
         cv = getattr(self, "_cv", None)
         if cv is None:  # __init__ failed before the guard existed
             return
+        me = threading.get_ident()
         with cv:
-            if self._closed:
+            self._closed = True
+            if self._mine.get(me) or self._freer == me:
+                return
+            while self._calls:
+                cv.wait()
+            handle = self._take()
+            if handle is None:
                 while not self._freed:
                     cv.wait()
                 return
-            self._closed = True
-            while self._calls:
-                cv.wait()
-            handle, self._handle = self._handle, c_void_p()
-        try:
-            if handle:
-                self._lib.tel_close(handle)
-        finally:
-            with cv:
-                self._freed = True
-                cv.notify_all()
+        self._free(handle)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's client is not this process's to
+        use or free. Threads that were inside calls at fork() do not exist
+        here, so their shares would make close() wait forever, and the lock
+        may be held by one of them: a fresh lock, no calls in flight, closed
+        without tel_close (the native client, its threads and locks belong
+        to the parent)."""
+        self._cv = threading.Condition(threading.RLock())
+        self._calls = 0
+        self._mine = {}
+        self._closed = True
+        self._forked = True
+        self._freer = None
+        self._freed = True
+        self._handle = c_void_p()
 
     def __enter__(self) -> "Client":
         return self
@@ -301,6 +403,7 @@ class Client:
         # library's code for the same mistake made through set_values().
         if isinstance(value, bool) or not isinstance(value, int):
             raise TelemetryError(9, f'field "{field}": expected a non-negative integer, got {type(value).__name__}', "tel_set_count")
+        value = operator.index(value)  # as in _int: the stored value, not a subclass's comparisons
         if not 0 <= value < 2**64:
             raise TelemetryError(10, f'field "{field}": a count must be between 0 and 2**64-1, got {value}', "tel_set_count")
         self._run("tel_set_count", _encode(field, "field"), value)

@@ -415,9 +415,9 @@ impl Schema {
             Kind::Count { .. } => {
                 if let Some(n) = v.as_u64() {
                     FieldValue::Count(n)
-                } else if v.as_i64().is_some() || v.as_f64().is_some_and(|f| f <= -9.223_372_036_854_775_808e18) {
+                } else if v.as_i64().is_some() || v.as_f64().is_some_and(|f| f <= i64::MIN as f64) {
                     return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": a count cannot be negative")));
-                } else if v.as_f64().is_some_and(|f| f >= 1.844_674_407_370_955_2e19) {
+                } else if v.as_f64().is_some_and(|f| f >= u64::MAX as f64) {
                     // An integer beyond 64 bits reaches us as a float; saying
                     // "fractional" would send the host looking for the wrong bug.
                     return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": a count is at most {}", u64::MAX)));

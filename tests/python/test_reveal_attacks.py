@@ -182,3 +182,16 @@ def test_a_count_outside_64_bits_says_so(tmp_path, text, code, needle):
         with pytest.raises(ot.TelemetryError) as e:
             c.set_values(text)
     assert e.value.code == code and needle in e.value.message and '"archived_items"' in e.value.message, e.value.message
+
+
+def test_a_schema_version_change_alone_makes_consent_outdated(tmp_path):
+    """schema_version is sent in every report: a host cannot vary it under a yes."""
+    from conftest import SCHEMA
+    state = tmp_path / "state"
+    with ot.Client(make_config(state)) as c:
+        c.set_consent(True)
+    with ot.Client(make_config(state, schema={**SCHEMA, "version": 4_294_967_295})) as c:
+        assert c.consent is ot.Consent.OUTDATED
+        ch = c.describe()["consent"]["changes"]
+        assert (ch["from_schema_version"], ch["to_schema_version"]) == (1, 4_294_967_295)
+        assert ch["added"] == ch["removed"] == ch["changed"] == []

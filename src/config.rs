@@ -99,6 +99,9 @@ fn check_endpoint_parts(url: &str) -> Result<()> {
     if authority.contains('@') {
         return bad("user info (user@ or user:password@ carries credentials or names)");
     }
+    if url.contains("://") {
+        check_authority(authority)?; // without a scheme, transport::check_endpoint says what is wrong
+    }
     let path_ok = path.chars().count() <= MAX_ENDPOINT_PATH
         && path.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'.' | b'-'));
     if !path_ok {
@@ -106,6 +109,64 @@ fn check_endpoint_parts(url: &str) -> Result<()> {
             "config.endpoint: the path \"{}\" must be at most {MAX_ENDPOINT_PATH} characters of A-Z a-z 0-9 / _ . -",
             truncate(path, 80)
         )));
+    }
+    Ok(())
+}
+
+/// The URL parser takes almost any characters as a host (`c.example;jsmith`,
+/// `c$example`, 2000 characters, an IPv6 zone id such as `%25jsmith`) and
+/// any digits as a port (`:0000443`, `:99999`). Such a host or port either
+/// never works, or carries text or extra variants in the Host header, the
+/// TLS server name and the DNS query of every report. So: a DNS name or an
+/// IP address, and a port in its one decimal form.
+fn check_authority(authority: &str) -> Result<()> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').unwrap_or((v6, ""));
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(Error::config(format!(
+                    "config.endpoint: the host \"[{}]\" must be an IPv6 address in brackets, without a zone id",
+                    truncate(addr, 64)
+                )));
+            }
+            match after {
+                "" => (None, None),
+                p => match p.strip_prefix(':') {
+                    Some(port) => (None, Some(port)),
+                    None => return Err(Error::config(format!("config.endpoint: after the host \"[{}]\" only a :port may follow", truncate(addr, 64)))),
+                },
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(authority), None),
+        },
+    };
+    if let Some(host) = host {
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(Error::config(format!(
+                "config.endpoint: the host \"{}\" must be a DNS name (at most 253 characters; dot-separated labels of 1-63 of A-Z a-z 0-9 -, not starting or ending with -) or an IP address",
+                truncate(host, 64)
+            )));
+        }
+    }
+    if let Some(port) = port {
+        let ok = (1..=5).contains(&port.len())
+            && port.bytes().all(|c| c.is_ascii_digit())
+            && !port.starts_with('0')
+            && port.parse::<u32>().is_ok_and(|n| n <= 65535);
+        if !ok {
+            return Err(Error::config(format!(
+                "config.endpoint: the port \"{}\" must be a number from 1 to 65535 without leading zeros (or leave out \":port\")",
+                truncate(port, 16)
+            )));
+        }
     }
     Ok(())
 }
@@ -211,6 +272,35 @@ mod tests {
             ("https://jsmith@c.example/r", "user info"),
             ("https://c.example/j%20smith", "path"),
             (long.as_str(), "path"),
+        ] {
+            let e = check_endpoint_parts(bad).unwrap_err();
+            assert!(e.message.contains(part), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn endpoint_host_and_port_have_one_plain_form() {
+        let long_label = format!("https://{}.example/r", "a".repeat(64));
+        let long_host = format!("https://{}example/r", "abcdefghi.".repeat(25));
+        for ok in ["https://c.example:443/r", "https://C.Example/r", "https://xn--bcher-kva.example", "https://[::1]:9/r", "https://[::1]", "http://127.0.0.1:65535/"] {
+            assert!(check_endpoint_parts(ok).is_ok(), "{ok}");
+        }
+        for (bad, part) in [
+            ("https://c.example;jsmith/r", "host"),
+            ("https://c$example/r", "host"),
+            ("https://c_example/r", "host"),
+            ("https://-c.example/r", "host"),
+            ("https://c.example./r", "host"),
+            ("https://", "host"),
+            (long_label.as_str(), "host"),
+            (long_host.as_str(), "host"),
+            ("https://[fe80::1%25jsmith]/r", "zone id"),
+            ("https://[::1]x/r", "port"),
+            ("https://c.example:0443/r", "port"),
+            ("https://c.example:/r", "port"),
+            ("https://c.example:65536/r", "port"),
+            ("https://c.example:0/r", "port"),
+            ("https://c.example:443:1/r", "port"),
         ] {
             let e = check_endpoint_parts(bad).unwrap_err();
             assert!(e.message.contains(part), "{bad}: {}", e.message);

@@ -153,8 +153,9 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
 /// `disabled`, `proxy`, `ca_cert_pem`, `max_bits`; unknown keys are rejected.
 /// See README. `product_version`: 1 to 4 dot-separated decimal numbers of at
-/// most 9 digits each. `endpoint`: no query, fragment or user info; its path
-/// at most 64 characters of `A-Z a-z 0-9 / _ . -`. Every `count` field of the
+/// most 9 digits each. `endpoint`: no query, fragment or user info; the host
+/// a DNS name or IP address (no IPv6 zone id), a port 1 to 65535 without
+/// leading zeros; its path at most 64 characters of `A-Z a-z 0-9 / _ . -`. Every `count` field of the
 /// schema declares exactly one of `"buckets": [...]` or `"rounding": "1-2-5"`;
 /// a count is never sent exactly. The schema's identifying bits (the sum over
 /// its fields of log2(1 + the number of values the field can take)) must not

@@ -415,8 +415,12 @@ impl Schema {
             Kind::Count { .. } => {
                 if let Some(n) = v.as_u64() {
                     FieldValue::Count(n)
-                } else if v.as_i64().is_some() {
+                } else if v.as_i64().is_some() || v.as_f64().is_some_and(|f| f <= i64::MIN as f64) {
                     return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": a count cannot be negative")));
+                } else if v.as_f64().is_some_and(|f| f >= u64::MAX as f64) {
+                    // An integer beyond 64 bits reaches us as a float; saying
+                    // "fractional" would send the host looking for the wrong bug.
+                    return Err(Error::new(Code::ValueNotAllowed, format!("field \"{name}\": a count is at most {}", u64::MAX)));
                 } else {
                     return Err(wrong("a non-negative integer"));
                 }
@@ -720,6 +724,11 @@ mod tests {
         assert_eq!((e.code, e.message.contains("users")), (Code::ValueNotAllowed, true));
         assert_eq!(s.check_json("users", &json!(1.5)).unwrap_err().code, Code::WrongType);
         assert_eq!(s.check_json("users", &json!("5")).unwrap_err().code, Code::WrongType);
+        let huge: Value = serde_json::from_str("18446744073709551616").unwrap();
+        let e = s.check_json("users", &huge).unwrap_err();
+        assert_eq!((e.code, e.message.contains("at most 18446744073709551615")), (Code::ValueNotAllowed, true), "{}", e.message);
+        let e = s.check_json("users", &serde_json::from_str("-9223372036854775809").unwrap()).unwrap_err();
+        assert_eq!((e.code, e.message.contains("cannot be negative")), (Code::ValueNotAllowed, true), "{}", e.message);
         assert_eq!(s.check_json("nope", &json!(1)).unwrap_err().code, Code::UnknownField);
         assert_eq!(s.check_json("edition", &json!("free")).unwrap_err().code, Code::ValueNotAllowed);
         assert_eq!(s.check_json("profiles", &json!(["pst", "pst"])).unwrap_err().code, Code::ValueNotAllowed);

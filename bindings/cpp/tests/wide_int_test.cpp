@@ -22,7 +22,7 @@ namespace {
 std::string config_json(const fs::path& state_dir) {
     return R"({"product":"Mock Archiver","product_version":"1.0.0","endpoint":"http://127.0.0.1:9/v1/report","state_dir":")" +
            state_dir.string() +
-           R"(","schema":{"version":1,"fields":[{"name":"archived_items","type":"count","description":{"en":"Archived e-mails."}}]}})";
+           R"(","schema":{"version":1,"fields":[{"name":"archived_items","type":"count","rounding":"1-2-5","description":{"en":"Archived e-mails."}}]}})";
 }
 }  // namespace
 

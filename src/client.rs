@@ -51,26 +51,33 @@ struct Shared {
 
 struct Inner {
     values: Vec<Option<FieldValue>>,
-    /// Id of the next report; fresh after each report is finished, never stored.
+    /// Id of the next report: the pending report's (saved in the schedule,
+    /// so its retries carry it from any process, also after a crash), or a
+    /// fresh one that has never left.
     report_id: String,
-    /// (anchor, slot) of the report `report_id` was transmitted for, if it
-    /// was: the id is kept only for that report's retries.
-    report_for: Option<(i64, i64)>,
+    /// Whether `report_id` is the saved pending report's.
+    report_pending: bool,
     warnings: Vec<String>,
 }
 
 impl Inner {
     /// A report id that went out is used again only by a retry of the same
-    /// report (same schedule, same slot, still open). Once that slot is
-    /// closed, skipped or cancelled, by this client or another one sharing
-    /// `state_dir`, the next report gets a fresh id.
-    fn forget_report_unless_pending(&mut self, schedule: Option<&Schedule>) {
-        if let Some((anchor, k)) = self.report_for {
-            let pending = schedule.is_some_and(|sc| sc.anchor == anchor && sc.done_slot.is_none_or(|d| d < k) && sc.slot_of(sc.due) == k);
-            if !pending {
-                self.report_id = new_report_id();
-                self.report_for = None;
+    /// report, which the saved schedule names. Once that report is finished
+    /// or cancelled, by this client or another one sharing `state_dir`, the
+    /// next report gets a fresh id.
+    fn sync_report_id(&mut self, schedule: Option<&Schedule>) {
+        match schedule.and_then(|sc| sc.pending.as_ref()) {
+            Some(p) => {
+                if self.report_id != p.report_id {
+                    self.report_id = p.report_id.clone();
+                }
+                self.report_pending = true;
             }
+            None if self.report_pending => {
+                self.report_id = new_report_id();
+                self.report_pending = false;
+            }
+            None => {}
         }
     }
 }
@@ -114,7 +121,7 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report_id: new_report_id(), report_for: None, warnings }),
+                inner: Mutex::new(Inner { values, report_id: new_report_id(), report_pending: false, warnings }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
@@ -144,7 +151,7 @@ impl Client {
             state.schedule = None;
             s.store.save(&guard, &state)?;
             s.generation.fetch_add(1, Ordering::SeqCst);
-            inner.forget_report_unless_pending(None);
+            inner.sync_report_id(None);
         }
         // "Look now", set under `inner` (see `look`).
         s.next_look.store(i64::MIN, Ordering::SeqCst);
@@ -376,7 +383,7 @@ impl Client {
         let mut inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
-        inner.forget_report_unless_pending(state.schedule.as_ref());
+        inner.sync_report_id(state.schedule.as_ref());
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
             self.shared.set_next_look(now, i64::MAX);
@@ -386,7 +393,7 @@ impl Client {
         }
         let mut rng = OsRng;
         let Some(schedule) = state.schedule.as_mut() else {
-            let drawn = Schedule::draw(now, state.last_sent, &mut rng);
+            let drawn = Schedule::draw(now, state.last_left, &mut rng);
             let due = drawn.due;
             state.schedule = Some(drawn);
             s.store.save(&guard, &state)?;
@@ -399,8 +406,8 @@ impl Client {
         // recorded; the OS releases it if that process dies. While it is held
         // the sender is alive, whatever the clocks say: a lease that looks
         // expired (a slow send, a clock stepped forward or back, another
-        // client of this process) is not taken over, which would send a second
-        // report in the slot. (With nothing in flight a held lock only makes
+        // client of this process) is not taken over, which would transmit the
+        // report twice at once. (With nothing in flight a held lock only makes
         // the next send go without it: it can make others wait, never send.)
         let send_lock = s.store.try_lock_send()?;
         if send_lock.is_none() && schedule.in_flight.is_some() {
@@ -410,20 +417,26 @@ impl Client {
             return Ok(());
         }
         let before = schedule.clone();
-        let (decision, interrupted) = schedule.tick(now, &mut rng);
-        inner.forget_report_unless_pending(Some(schedule));
+        let (decision, interrupted) = schedule.tick(now, state.last_left, &mut rng);
         let mut start = None;
-        if let TickDecision::Send { slot } = decision {
+        if decision == TickDecision::Send {
             let token = random_hex(8);
-            schedule.start(token.clone(), now, slot);
-            start = Some((token, slot));
+            // A new report leaves now: the floor for the next one is saved
+            // with the in-flight marker and the report's id, before any byte
+            // is sent, so neither a crash nor any outcome can lose it.
+            if let Some(left) = schedule.start(token.clone(), now, &inner.report_id) {
+                state.last_left = Some(left);
+            }
+            start = Some(token);
         }
+        inner.sync_report_id(state.schedule.as_ref());
+        let schedule = state.schedule.as_ref().expect("matched above");
         let next = schedule.in_flight.as_ref().map_or(schedule.due, |f| f.lease_until);
         if let Some(i) = &interrupted {
             state.last_error = Some(format!("the send started at {} did not finish (the process ended or hung); counted as a failed attempt", i.since));
             s.mark_interrupted(&guard, i);
         }
-        if state.schedule.as_ref() != Some(&before) || interrupted.is_some() {
+        if Some(schedule) != Some(&before) || interrupted.is_some() {
             s.store.save(&guard, &state)?;
         }
         // The next look is set while `inner` is held: a consent answer given
@@ -438,12 +451,12 @@ impl Client {
         }
         drop((guard, inner));
         self.shared.note(warning);
-        if let Some((token, slot)) = start {
+        if let Some(token) = start {
             let shared = Arc::clone(&self.shared);
             let generation = s.generation.load(Ordering::SeqCst);
             let spawned = std::thread::Builder::new()
                 .name("optin-telemetry-send".into())
-                .spawn(move || shared.send_in_background(token, now, slot, generation, send_lock));
+                .spawn(move || shared.send_in_background(token, now, generation, send_lock));
             if let Err(e) = spawned {
                 *lock(&s.sending) = false;
                 self.shared.set_next_look(now, i64::MIN);
@@ -525,7 +538,7 @@ impl Shared {
     /// Runs on its own thread. Never panics out (the sending flag is reset by
     /// a drop guard whatever happens).
     /// `send_lock` is held until the outcome is recorded (see `look`).
-    fn send_in_background(self: Arc<Self>, token: String, since: i64, slot: i64, generation: u64, send_lock: Option<Guard>) {
+    fn send_in_background(self: Arc<Self>, token: String, since: i64, generation: u64, send_lock: Option<Guard>) {
         struct Done<'a>(&'a Shared);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
@@ -536,7 +549,7 @@ impl Shared {
         }
         let _done = Done(&self);
         let _send_lock = send_lock; // released before the sending flag
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, slot, generation)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, generation)));
         let error = match result {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.message,
@@ -552,7 +565,7 @@ impl Shared {
         }
     }
 
-    fn send_once(&self, token: &str, since: i64, slot: i64, generation: u64) -> Result<()> {
+    fn send_once(&self, token: &str, since: i64, generation: u64) -> Result<()> {
         // 1. Right before the bytes go out: consent, policy and ownership of
         //    the send are checked again, under the lock.
         let body = {
@@ -571,8 +584,10 @@ impl Shared {
                 }
                 return Ok(()); // abandoned before anything was transmitted
             }
+            // The body carries the pending report's id as saved with the
+            // in-flight marker.
+            inner.sync_report_id(state.schedule.as_ref());
             let body = self.build_report(&inner);
-            inner.report_for = state.schedule.as_ref().map(|sc| (sc.anchor, slot));
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
@@ -600,16 +615,15 @@ impl Shared {
         let mut report_finished = !matches!(outcome, Outcome::Failed { .. });
         if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
             sc.in_flight = None;
-            sc.record(since, slot, outcome, &mut OsRng);
-            report_finished = sc.attempts == 0;
+            sc.record(since, outcome, &mut OsRng);
+            report_finished = sc.pending.is_none();
         }
-        // The state first: it decides whether anything is sent again in this
-        // slot, so a history that cannot be written (a full disk) must not
-        // keep a delivered report's slot open.
+        // The state first: it decides whether this report is finished, so a
+        // history that cannot be written (a full disk) must not leave a
+        // delivered report pending (and sent again).
         self.store.save(&guard, &state)?;
         if report_finished {
-            inner.report_id = new_report_id();
-            inner.report_for = None;
+            inner.sync_report_id(None);
         }
         self.set_attempt_outcome(&guard, token, outcome_name, status, error)
     }

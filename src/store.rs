@@ -18,7 +18,7 @@
 use crate::consent::Receipt;
 use crate::error::{Error, Result};
 use crate::platform;
-use crate::schedule::{self, InFlight, Schedule};
+use crate::schedule::{self, InFlight, Pending, Schedule};
 use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -35,6 +35,10 @@ pub struct State {
     pub consent: Option<Receipt>,
     pub schedule: Option<Schedule>,
     pub last_sent: Option<i64>,
+    /// When the last report left (its first attempt, whatever the outcome):
+    /// the 7-day floor. Kept outside the schedule, which a consent change
+    /// drops, so that nothing (a re-grant, a refusal, a crash) forgets it.
+    pub last_left: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -211,16 +215,16 @@ fn state_to_json(s: &State) -> Value {
         "format": STATE_FORMAT,
         "consent": s.consent.as_ref().map_or(Value::Null, Receipt::to_json),
         "schedule": s.schedule.as_ref().map_or(Value::Null, |sc| json!({
-            "anchor": sc.anchor,
             "due": sc.due,
-            "done_slot": opt_i64(sc.done_slot),
             "attempts": sc.attempts,
-            "catchup_slot": opt_i64(sc.catchup_slot),
+            "catchup_drawn": sc.catchup_drawn,
+            "pending": sc.pending.as_ref().map_or(Value::Null, |p| json!({"report_id": p.report_id, "left": p.left})),
             "in_flight": sc.in_flight.as_ref().map_or(Value::Null, |f| json!({
-                "token": f.token, "since": f.since, "lease_until": f.lease_until, "slot": f.slot,
+                "token": f.token, "since": f.since, "lease_until": f.lease_until,
             })),
         })),
         "last_sent": opt_i64(s.last_sent),
+        "last_left": opt_i64(s.last_left),
         "last_error": s.last_error,
     })
 }
@@ -240,53 +244,96 @@ fn exact_keys(o: &Map<String, Value>, keys: &[&str]) -> bool {
 fn parse_state(text: &str) -> Option<State> {
     let v: Value = serde_json::from_str(text).ok()?;
     let o = v.as_object()?;
-    if !exact_keys(o, &["format", "consent", "schedule", "last_sent", "last_error"]) || o["format"].as_u64()? != STATE_FORMAT {
+    const KEYS: [&str; 5] = ["format", "consent", "schedule", "last_sent", "last_error"];
+    // "last_left" came with the 7-day floor; a file without it is from the
+    // slot-based schedule (see `parse_old_schedule`).
+    let current = exact_keys(o, &[&KEYS[..], &["last_left"]].concat());
+    if !(current || exact_keys(o, &KEYS)) || o["format"].as_u64()? != STATE_FORMAT {
         return None;
     }
     let consent = match &o["consent"] {
         Value::Null => None,
         c => Some(Receipt::from_json(c)?),
     };
-    let schedule = match &o["schedule"] {
-        Value::Null => None,
-        s => {
-            let s = s.as_object()?;
-            if !exact_keys(s, &["anchor", "due", "done_slot", "attempts", "catchup_slot", "in_flight"]) {
-                return None;
-            }
-            let in_flight = match &s["in_flight"] {
-                Value::Null => None,
-                f => Some(InFlight {
-                    token: f.get("token")?.as_str()?.to_string(),
-                    since: f.get("since")?.as_i64()?,
-                    lease_until: f.get("lease_until")?.as_i64()?,
-                    slot: f.get("slot")?.as_i64()?,
-                }),
-            };
-            let schedule = Schedule {
-                anchor: s["anchor"].as_i64()?,
-                due: s["due"].as_i64()?,
-                done_slot: nullable_i64(s.get("done_slot"))?,
-                attempts: u32::try_from(s["attempts"].as_u64()?).ok()?,
-                catchup_slot: nullable_i64(s.get("catchup_slot"))?,
-                in_flight,
-            };
-            // Out-of-range times or slots (a tampered or foreign file) would
-            // make the schedule's arithmetic overflow: not our state.
-            let times_ok = [schedule.anchor, schedule.due].into_iter().all(schedule::valid_time)
-                && schedule.in_flight.as_ref().is_none_or(|f| schedule::valid_time(f.since) && schedule::valid_time(f.lease_until) && schedule::valid_slot(f.slot));
-            let slots_ok = [schedule.done_slot, schedule.catchup_slot].into_iter().flatten().all(schedule::valid_slot);
-            if !(times_ok && slots_ok) {
-                return None;
-            }
-            Some(schedule)
-        }
+    let last_sent = nullable_i64(o.get("last_sent"))?;
+    let (schedule, last_left) = if current {
+        let schedule = match &o["schedule"] {
+            Value::Null => None,
+            s => Some(parse_schedule(s)?),
+        };
+        (schedule, nullable_i64(o.get("last_left"))?)
+    } else {
+        // The old schedule is dropped (a new one is drawn at the next tick);
+        // what it knew about the last report that left becomes the floor.
+        let since = parse_old_schedule(&o["schedule"])?;
+        (None, since.into_iter().chain(last_sent).max())
     };
+    if ![last_sent, last_left].into_iter().flatten().all(schedule::valid_time) {
+        return None;
+    }
     let last_error = match &o["last_error"] {
         Value::Null => None,
         e => Some(e.as_str()?.to_string()),
     };
-    Some(State { consent, schedule, last_sent: nullable_i64(o.get("last_sent"))?, last_error })
+    Some(State { consent, schedule, last_sent, last_left, last_error })
+}
+
+fn parse_schedule(s: &Value) -> Option<Schedule> {
+    let s = s.as_object()?;
+    if !exact_keys(s, &["due", "attempts", "catchup_drawn", "pending", "in_flight"]) {
+        return None;
+    }
+    let in_flight = match &s["in_flight"] {
+        Value::Null => None,
+        f => Some(InFlight { token: f.get("token")?.as_str()?.to_string(), since: f.get("since")?.as_i64()?, lease_until: f.get("lease_until")?.as_i64()? }),
+    };
+    let pending = match &s["pending"] {
+        Value::Null => None,
+        p => {
+            let report_id = p.get("report_id")?.as_str()?;
+            if !is_report_id(report_id) {
+                return None;
+            }
+            Some(Pending { report_id: report_id.to_string(), left: p.get("left")?.as_i64()? })
+        }
+    };
+    let schedule = Schedule {
+        due: s["due"].as_i64()?,
+        attempts: u32::try_from(s["attempts"].as_u64()?).ok()?,
+        catchup_drawn: s["catchup_drawn"].as_bool()?,
+        pending,
+        in_flight,
+    };
+    // Out-of-range times (a tampered or foreign file) would make the
+    // schedule's arithmetic overflow: not our state.
+    let times = [Some(schedule.due), schedule.pending.as_ref().map(|p| p.left), schedule.in_flight.as_ref().map(|f| f.since), schedule.in_flight.as_ref().map(|f| f.lease_until)];
+    times.into_iter().flatten().all(schedule::valid_time).then_some(schedule)
+}
+
+/// 32 lowercase hex digits, as the client draws them.
+fn is_report_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A schedule of the slot-based format (before the 7-day floor): checked as
+/// strictly as before, and only the start of a send in flight is kept.
+fn parse_old_schedule(s: &Value) -> Option<Option<i64>> {
+    let s = match s {
+        Value::Null => return Some(None),
+        s => s.as_object()?,
+    };
+    if !exact_keys(s, &["anchor", "due", "done_slot", "attempts", "catchup_slot", "in_flight"]) {
+        return None;
+    }
+    for k in ["anchor", "due"] {
+        if !schedule::valid_time(s[k].as_i64()?) {
+            return None;
+        }
+    }
+    match &s["in_flight"] {
+        Value::Null => Some(None),
+        f => Some(Some(f.get("since")?.as_i64()?).filter(|&t| schedule::valid_time(t))),
+    }
 }
 
 fn entry_to_json(e: &HistoryEntry) -> Value {
@@ -351,8 +398,15 @@ mod tests {
         let schema = Schema::from_json(&json!({"version": 3, "fields": [{"name": "a", "type": "bool", "description": {"en": "a"}}]})).unwrap();
         State {
             consent: Some(Receipt::new(true, 42, &schema, "1.2.3")),
-            schedule: Some(Schedule { anchor: 100, due: 200, done_slot: Some(0), attempts: 2, catchup_slot: None, in_flight: Some(InFlight { token: "t".into(), since: 150, lease_until: 330, slot: 1 }) }),
+            schedule: Some(Schedule {
+                due: 200,
+                attempts: 2,
+                catchup_drawn: true,
+                pending: Some(Pending { report_id: "0123456789abcdef0123456789abcdef".into(), left: 150 }),
+                in_flight: Some(InFlight { token: "t".into(), since: 150, lease_until: 330 }),
+            }),
             last_sent: Some(99),
+            last_left: Some(150),
             last_error: Some("HTTP 503".into()),
         }
     }
@@ -388,8 +442,10 @@ mod tests {
             good.replace("\"format\":1", "\"format\":2").into_bytes(),
             good.replace("\"granted\"", "\"yes\"").into_bytes(),
             good.replace("\"last_error\"", "\"surprise\"").into_bytes(),
-            good.replace("\"anchor\":100", "\"anchor\":-9223372036854775808").into_bytes(),
-            good.replace("\"done_slot\":0", "\"done_slot\":9223372036854775807").into_bytes(),
+            good.replace("\"due\":200", "\"due\":-9223372036854775808").into_bytes(),
+            good.replace("\"last_left\":150", "\"last_left\":9223372036854775807").into_bytes(),
+            good.replace("\"left\":150", "\"left\":true").into_bytes(),
+            good.replace("0123456789abcdef0123456789abcdef", "x").into_bytes(),
             b"[]".to_vec(),
         ];
         for (i, bytes) in bad.iter().enumerate() {
@@ -407,6 +463,26 @@ mod tests {
             drop(g);
             fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_state_of_the_slot_based_format_keeps_consent_and_the_floor() {
+        let dir = tempdir("old");
+        let store = Store::open(&dir).unwrap();
+        let mut doc = state_to_json(&granted_state());
+        doc.as_object_mut().unwrap().remove("last_left");
+        doc["schedule"] = json!({"anchor": 100, "due": 200, "done_slot": 0, "attempts": 2, "catchup_slot": null,
+            "in_flight": {"token": "t", "since": 150, "lease_until": 330, "slot": 1}});
+        fs::write(dir.join("state.json"), doc.to_string()).unwrap();
+        let g = store.lock().unwrap();
+        let (st, warning) = store.load(&g);
+        assert_eq!(warning, None);
+        assert_eq!((st.consent, st.schedule, st.last_left), (granted_state().consent, None, Some(150)));
+        doc["schedule"]["anchor"] = json!(-1);
+        fs::write(dir.join("state.json"), doc.to_string()).unwrap();
+        assert_eq!(store.load(&g).0, State::default(), "still checked strictly");
+        drop(g);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

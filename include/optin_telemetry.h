@@ -144,7 +144,9 @@ extern "C" {
  * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
  * `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
- * TEL_ERR_IO (state_dir cannot be created or its lock file written).
+ * TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
+ * also a state_dir writable by group or others, or owned by a user other
+ * than the process's effective user or root: the message says which).
  */
 tel_result tel_open(const char *config_json, tel_client **out_client);
 
@@ -169,7 +171,10 @@ void tel_close(tel_client *client);
  *
  * Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
  * (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
- * be written; the previous answer stays in force).
+ * be written; the previous answer stays in force on disk and for other
+ * processes. A "no" that could not be written still takes effect for this
+ * client: it sends nothing more for the rest of its life, and
+ * tel_status_json says so in `blocked_by`).
  */
 tel_result tel_set_consent(tel_client *client, int32_t granted);
 
@@ -268,7 +273,9 @@ tel_result tel_describe_json(tel_client *client, const char *language, char **ou
  * from any thread. When nothing is due it costs two atomic loads: no I/O, no
  * allocation, no thread. When a report is due it starts the send on a
  * background thread and returns at once. Nothing is sent without consent for
- * the schema in use, or under a policy block.
+ * the schema in use, or under a policy block. Consent, policy and ownership
+ * of the send are read from the state file again once the connection and
+ * the TLS handshake are up, before the first byte of the report is written.
  *
  * Returns TEL_OK when nothing was due or a send was started (its outcome is
  * in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT
@@ -357,6 +364,8 @@ const char *tel_last_error_message(void);
  * The library version, e.g. "0.1.0". Never NULL; a static string: do not free.
  */
 const char *tel_version(void);
+
+extern uint32_t geteuid(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -47,6 +47,9 @@ struct Shared {
     /// generation is abandoned before it transmits.
     generation: AtomicU64,
     closed: AtomicBool,
+    /// A "no" that could not be saved: this client sends nothing more for
+    /// the rest of its life (it fails closed, whatever the disk says).
+    refused_unsaved: AtomicBool,
 }
 
 struct Inner {
@@ -92,8 +95,13 @@ fn new_report_id() -> String {
     random_hex(16)
 }
 
+/// Any non-empty value but `0`, `false`, `no` blocks, including one that is
+/// not UTF-8 (which `std::env::var` would report as "not set").
 fn env_disabled() -> bool {
-    std::env::var(DISABLE_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+    std::env::var_os(DISABLE_ENV).is_some_and(|v| match v.to_str() {
+        Some(v) => !matches!(v.trim(), "" | "0" | "false" | "no"),
+        None => true,
+    })
 }
 
 impl Client {
@@ -128,6 +136,7 @@ impl Client {
                 send_done: Condvar::new(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                refused_unsaved: AtomicBool::new(false),
             }),
         })
     }
@@ -139,6 +148,19 @@ impl Client {
     // ----- consent -----
 
     pub fn set_consent(&self, granted: bool) -> Result<()> {
+        let result = self.save_consent(granted);
+        if result.is_err() && !granted {
+            // The "no" is not on disk, but it is the user's answer: this
+            // client never sends again, and a send not yet transmitted is
+            // abandoned (the generation changes).
+            let s = &*self.shared;
+            s.refused_unsaved.store(true, Ordering::SeqCst);
+            s.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn save_consent(&self, granted: bool) -> Result<()> {
         let s = &*self.shared;
         let mut inner = lock(&s.inner);
         let guard = s.store.lock()?;
@@ -498,7 +520,9 @@ impl Shared {
     }
 
     fn blocked_by(&self) -> Option<String> {
-        if self.config.disabled {
+        if self.refused_unsaved.load(Ordering::SeqCst) {
+            Some("consent: a \"no\" could not be saved; this client sends nothing more".into())
+        } else if self.config.disabled {
             Some("policy: \"disabled\": true in the configuration".into())
         } else if env_disabled() {
             Some(format!("policy: {DISABLE_ENV} is set in the environment"))
@@ -565,18 +589,36 @@ impl Shared {
         }
     }
 
-    fn send_once(&self, token: &str, since: i64, generation: u64) -> Result<()> {
-        // 1. Right before the bytes go out: consent, policy and ownership of
-        //    the send are checked again, under the lock.
+    /// Whether the send `token` may still transmit: it still owns the
+    /// in-flight marker, this client was not closed and has seen no consent
+    /// answer since, the consent on disk is a yes for this schema and no
+    /// policy blocks.
+    fn may_send(&self, state: &State, token: &str, generation: u64) -> (bool, bool) {
+        let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
+        let allowed = generation == self.generation.load(Ordering::SeqCst)
+            && !self.closed.load(Ordering::SeqCst)
+            && consent::effective(state.consent.as_ref(), &self.config.schema.digest) == ConsentState::Granted
+            && self.blocked_by().is_none();
+        (ours, allowed)
+    }
+
+    /// The gate the transport asks once the connection (and the TLS
+    /// handshake) is up, before the first byte: the state file is read again,
+    /// so a "no" written by another process meanwhile stops the report.
+    fn still_may_send(&self, token: &str, generation: u64) -> bool {
+        let Ok(guard) = self.store.lock() else { return false };
+        let (state, _) = self.store.load(&guard);
+        matches!(self.may_send(&state, token, generation), (true, true))
+    }
+
+    fn send_once(self: &Arc<Self>, token: &str, since: i64, generation: u64) -> Result<()> {
+        // 1. Before connecting: consent, policy and ownership of the send are
+        //    checked again, under the lock (and once more by the gate).
         let body = {
             let mut inner = lock(&self.inner);
             let guard = self.store.lock()?;
             let (mut state, _) = self.store.load(&guard);
-            let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
-            let allowed = generation == self.generation.load(Ordering::SeqCst)
-                && !self.closed.load(Ordering::SeqCst)
-                && consent::effective(state.consent.as_ref(), &self.config.schema.digest) == ConsentState::Granted
-                && self.blocked_by().is_none();
+            let (ours, allowed) = self.may_send(&state, token, generation);
             if !allowed || !ours {
                 if ours {
                     state.schedule.as_mut().expect("ours implies a schedule").in_flight = None;
@@ -598,7 +640,15 @@ impl Shared {
             body
         };
         // 2. The network, with no lock held.
-        let delivery = self.transport.send(&body);
+        let gate = {
+            let me = Arc::clone(self);
+            let token = token.to_string();
+            move || me.still_may_send(&token, generation)
+        };
+        let delivery = self.transport.send(&body, gate);
+        if delivery == Delivery::Stopped {
+            return self.abandon_unsent(token);
+        }
         // 3. Record what happened.
         let mut inner = lock(&self.inner);
         let guard = self.store.lock()?;
@@ -607,6 +657,7 @@ impl Shared {
             Delivery::Delivered { status } => ("delivered", Some(*status), None, Outcome::Delivered),
             Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
             Delivery::Failed { status, retry_after, error } => ("failed", *status, Some(error.clone()), Outcome::Failed { retry_after: *retry_after }),
+            Delivery::Stopped => unreachable!("handled above"),
         };
         if outcome == Outcome::Delivered {
             state.last_sent = Some(since);
@@ -628,6 +679,31 @@ impl Shared {
         self.set_attempt_outcome(&guard, token, outcome_name, status, error)
     }
 
+}
+
+impl Shared {
+    /// The gate stopped a send before its first byte: the in-flight marker
+    /// goes (the schedule was already cancelled if the consent changed) and
+    /// the attempt leaves the history, since nothing left the machine. The
+    /// floor (`last_left`) stays: erring towards fewer reports.
+    fn abandon_unsent(&self, token: &str) -> Result<()> {
+        let guard = self.store.lock()?;
+        let (mut state, _) = self.store.load(&guard);
+        if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
+            sc.in_flight = None;
+            self.store.save(&guard, &state)?;
+        }
+        let (mut history, _) = self.store.load_history(&guard);
+        let before = history.iter().map(|e| e.attempts.len()).sum::<usize>();
+        for e in history.iter_mut() {
+            e.attempts.retain(|a| a.token != token);
+        }
+        history.retain(|e| !e.attempts.is_empty());
+        if history.iter().map(|e| e.attempts.len()).sum::<usize>() != before {
+            self.store.save_history(&guard, &history)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Client {

@@ -160,7 +160,9 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
 /// `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
-/// TEL_ERR_IO (state_dir cannot be created or its lock file written).
+/// TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
+/// also a state_dir writable by group or others, or owned by a user other
+/// than the process's effective user or root: the message says which).
 #[no_mangle]
 pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *mut tel_client) -> tel_result {
     boundary(|| {
@@ -200,7 +202,10 @@ pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
 ///
 /// Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
 /// (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
-/// be written; the previous answer stays in force).
+/// be written; the previous answer stays in force on disk and for other
+/// processes. A "no" that could not be written still takes effect for this
+/// client: it sends nothing more for the rest of its life, and
+/// tel_status_json says so in `blocked_by`).
 #[no_mangle]
 pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) -> tel_result {
     boundary(|| {
@@ -338,7 +343,9 @@ pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *c
 /// from any thread. When nothing is due it costs two atomic loads: no I/O, no
 /// allocation, no thread. When a report is due it starts the send on a
 /// background thread and returns at once. Nothing is sent without consent for
-/// the schema in use, or under a policy block.
+/// the schema in use, or under a policy block. Consent, policy and ownership
+/// of the send are read from the state file again once the connection and
+/// the TLS handshake are up, before the first byte of the report is written.
 ///
 /// Returns TEL_OK when nothing was due or a send was started (its outcome is
 /// in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT

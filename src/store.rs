@@ -78,6 +78,8 @@ impl Store {
     /// error if either cannot be created or opened for writing.
     pub fn open(dir: &Path) -> Result<Store> {
         platform::create_private_dir(dir).map_err(|e| Error::io(format!("cannot create state_dir {}", dir.display()), e))?;
+        #[cfg(unix)]
+        platform::check_private_dir(dir).map_err(|why| Error::new(crate::error::Code::Io, format!("state_dir {} {why}", dir.display())))?;
         let store = Store {
             dir: dir.to_path_buf(),
             state_path: dir.join("state.json"),

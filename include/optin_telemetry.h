@@ -18,6 +18,19 @@
  *    TEL_ERR_INTERNAL.
  *  - Every function may be called from any thread at the same time, except that
  *    tel_close() must not race any other call on the same client.
+ *  - Which calls may wait. Never: tel_tick, tel_tick_at (a state lock held by
+ *    another thread or process makes them return TEL_OK at once and look again
+ *    a few seconds of tick time later), tel_set_bool/count/choice,
+ *    tel_set_values_json, tel_preview_json, tel_string_free,
+ *    tel_last_error_message (the setters and the preview take a short
+ *    in-process lock that a concurrent tel_set_consent on the same client
+ *    holds while it waits as below). For as long as another process holds
+ *    the state lock (normally well under a millisecond; longer only if that
+ *    process is stopped or its disk stalls), plus one file read or durable
+ *    write:
+ *    tel_open, tel_set_consent, tel_get_consent, tel_describe_json,
+ *    tel_status_json, tel_history_json, tel_clear_history. Up to the given
+ *    timeout: tel_flush. Up to 3 seconds for a send in flight: tel_close.
  */
 
 
@@ -276,6 +289,8 @@ tel_result tel_describe_json(tel_client *client, const char *language, char **ou
  * the schema in use, or under a policy block. Consent, policy and ownership
  * of the send are read from the state file again once the connection and
  * the TLS handshake are up, before the first byte of the report is written.
+ * Never waits for the state lock: when another thread or process holds it,
+ * returns TEL_OK at once and looks again a few seconds (of tick time) later.
  *
  * Returns TEL_OK when nothing was due or a send was started (its outcome is
  * in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT

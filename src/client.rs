@@ -26,6 +26,9 @@ pub const RECHECK: i64 = 600;
 /// How long `close` waits for a send in flight before abandoning it.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
 pub const DISABLE_ENV: &str = "OPTIN_TELEMETRY_DISABLE";
+/// A tick that found the state locked by someone else looks again after this
+/// many seconds of tick time.
+pub(crate) const BUSY_RETRY: i64 = 5;
 
 pub struct Client {
     shared: Arc<Shared>,
@@ -364,6 +367,8 @@ impl Client {
                     "status": last.and_then(|a| a.status),
                     "http_status": last.and_then(|a| a.status), // alias of "status"
                     "body": e.body,
+                    "body_sha256": e.body_sha256,
+                    "body_length": e.body_length,
                     "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "when": a.at, "outcome": a.outcome, "status": a.status, "http_status": a.status, "error": a.error})).collect::<Vec<_>>(),
                 })
             })
@@ -402,8 +407,18 @@ impl Client {
         if s.closed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut inner = lock(&s.inner);
-        let guard = s.store.lock()?;
+        // Never wait, neither for another thread of this process nor for the
+        // lock file (another process may be stopped in a debugger or stuck
+        // on a slow disk): look again on a later tick.
+        let mut inner = match s.inner.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        let Some(guard) = s.store.try_lock()? else {
+            self.shared.set_next_look(now, now.saturating_add(BUSY_RETRY));
+            return Ok(());
+        };
         let (mut state, warning) = s.store.load(&guard);
         inner.sync_report_id(state.schedule.as_ref());
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
@@ -633,8 +648,8 @@ impl Shared {
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
-                Some(e) if e.report_id == inner.report_id && e.body == body => e.attempts.push(attempt),
-                _ => history.push(HistoryEntry { report_id: inner.report_id.clone(), body: body.clone(), attempts: vec![attempt] }),
+                Some(e) if e.report_id == inner.report_id && e.has_body(&body) => e.attempts.push(attempt),
+                _ => history.push(HistoryEntry::new(inner.report_id.clone(), &body, vec![attempt])),
             }
             self.store.save_history(&guard, &history)?;
             body

@@ -346,6 +346,8 @@ pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *c
 /// the schema in use, or under a policy block. Consent, policy and ownership
 /// of the send are read from the state file again once the connection and
 /// the TLS handshake are up, before the first byte of the report is written.
+/// Never waits for the state lock: when another thread or process holds it,
+/// returns TEL_OK at once and looks again a few seconds (of tick time) later.
 ///
 /// Returns TEL_OK when nothing was due or a send was started (its outcome is
 /// in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT

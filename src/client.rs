@@ -11,7 +11,7 @@ use crate::error::{parse_json, Code, Error, Result};
 use crate::report::{self, Builtins};
 use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
 use crate::schema::{self, FieldValue, Kind, BUILTIN_FIELDS};
-use crate::store::{Attempt, Guard, HistoryEntry, State, Store};
+use crate::store::{Attempt, Guard, HistoryEntry, NextReport, SharedValues, State, Store};
 use crate::transport::{Delivery, Transport};
 use crate::{now_unix, random_hex, OsRng};
 use serde_json::{json, Map, Value};
@@ -57,41 +57,30 @@ struct Shared {
 
 struct Inner {
     values: Vec<Option<FieldValue>>,
-    /// Id of the next report: the pending report's (saved in the schedule,
-    /// so its retries carry it from any process, also after a crash), or a
-    /// fresh one that has never left.
+    /// Id of the next report until the shared state holds one (it does
+    /// from the first look on; see `Shared::view`).
     report_id: String,
-    /// Whether `report_id` is the saved pending report's.
-    report_pending: bool,
+    /// Values were set here since they were last published to the state.
+    values_dirty: bool,
     warnings: Vec<String>,
-}
-
-impl Inner {
-    /// A report id that went out is used again only by a retry of the same
-    /// report, which the saved schedule names. Once that report is finished
-    /// or cancelled, by this client or another one sharing `state_dir`, the
-    /// next report gets a fresh id.
-    fn sync_report_id(&mut self, schedule: Option<&Schedule>) {
-        match schedule.and_then(|sc| sc.pending.as_ref()) {
-            Some(p) => {
-                if self.report_id != p.report_id {
-                    self.report_id = p.report_id.clone();
-                }
-                self.report_pending = true;
-            }
-            None if self.report_pending => {
-                self.report_id = new_report_id();
-                self.report_pending = false;
-            }
-            None => {}
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock is caught at the C boundary; the data it
     // guards is still consistent (every mutation is a single assignment).
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A value in the form `tel_set_values_json` takes (not the encoded form:
+/// a bucketed count stays a number), so another process can check it again.
+fn raw_value(sch: &schema::Schema, i: usize, v: &FieldValue) -> Value {
+    match (v, &sch.fields[i].kind) {
+        (FieldValue::Bool(b), _) => json!(b),
+        (FieldValue::Count(n), _) => json!(n),
+        (FieldValue::Choice(k), Kind::Choice { values }) => json!(values[*k]),
+        (FieldValue::Choices(set), Kind::Choices { values }) => json!(set.iter().map(|k| &values[*k]).collect::<Vec<_>>()),
+        _ => Value::Null,
+    }
 }
 
 fn new_report_id() -> String {
@@ -132,7 +121,7 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report_id: new_report_id(), report_pending: false, warnings }),
+                inner: Mutex::new(Inner { values, report_id: new_report_id(), values_dirty: false, warnings }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
@@ -165,7 +154,7 @@ impl Client {
 
     fn save_consent(&self, granted: bool) -> Result<()> {
         let s = &*self.shared;
-        let mut inner = lock(&s.inner);
+        let inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.schema, &s.config.product_version);
@@ -174,9 +163,9 @@ impl Client {
             // phase on the next tick.
             state.consent = Some(answer);
             state.schedule = None;
+            // (The next report's id stays: it never left, so it links nothing.)
             s.store.save(&guard, &state)?;
             s.generation.fetch_add(1, Ordering::SeqCst);
-            inner.sync_report_id(None);
         }
         // "Look now", set under `inner` (see `look`).
         s.next_look.store(i64::MIN, Ordering::SeqCst);
@@ -200,19 +189,19 @@ impl Client {
 
     pub fn set_bool(&self, field: &str, value: bool) -> Result<()> {
         let i = self.shared.config.schema.check_bool(field)?;
-        lock(&self.shared.inner).values[i] = Some(FieldValue::Bool(value));
+        self.shared.set_values(vec![(i, Some(FieldValue::Bool(value)))]);
         Ok(())
     }
 
     pub fn set_count(&self, field: &str, value: u64) -> Result<()> {
         let i = self.shared.config.schema.check_count(field)?;
-        lock(&self.shared.inner).values[i] = Some(FieldValue::Count(value));
+        self.shared.set_values(vec![(i, Some(FieldValue::Count(value)))]);
         Ok(())
     }
 
     pub fn set_choice(&self, field: &str, value: &str) -> Result<()> {
         let (i, v) = self.shared.config.schema.check_choice(field, value)?;
-        lock(&self.shared.inner).values[i] = Some(v);
+        self.shared.set_values(vec![(i, Some(v))]);
         Ok(())
     }
 
@@ -229,18 +218,20 @@ impl Client {
             .iter()
             .map(|(k, v)| self.shared.config.schema.check_json(k, v))
             .collect::<Result<Vec<_>>>()?;
-        let mut inner = lock(&self.shared.inner);
-        for (i, value) in checked {
-            inner.values[i] = value;
-        }
+        self.shared.set_values(checked);
         Ok(())
     }
 
     // ----- what the user sees -----
 
+    /// The next report's exact bytes as whichever process on this
+    /// `state_dir` sends it (see `Shared::view`). If the state cannot be read
+    /// (nothing can be sent then either), this process's own view.
     pub fn preview(&self) -> String {
+        let state = self.shared.read_state().map(|(st, _)| st).unwrap_or_default();
         let inner = lock(&self.shared.inner);
-        self.shared.build_report(&inner)
+        let (values, id) = self.shared.view(&state, &inner);
+        self.shared.build_report(&values, &id)
     }
 
     pub fn describe(&self, language: &str) -> Result<String> {
@@ -258,6 +249,7 @@ impl Client {
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
         let inner = lock(&s.inner);
+        let (values, id) = s.view(&state, &inner);
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -273,7 +265,7 @@ impl Client {
                 }
                 _ => {}
             }
-            d.insert("value".into(), inner.values[i].as_ref().map_or(Value::Null, |v| sch.encode(i, v)));
+            d.insert("value".into(), values[i].as_ref().map_or(Value::Null, |v| sch.encode(i, v)));
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -308,7 +300,7 @@ impl Client {
             "blocked_by": self.blocked_by(),
             "endpoint": s.config.endpoint,
             "fields": fields,
-            "next_report": self.shared.build_report(&inner),
+            "next_report": s.build_report(&values, &id),
             "warnings": inner.warnings,
         });
         Ok(out.to_string())
@@ -420,7 +412,12 @@ impl Client {
             return Ok(());
         };
         let (mut state, warning) = s.store.load(&guard);
-        inner.sync_report_id(state.schedule.as_ref());
+        // Values set here and the next report's identity go to the shared
+        // state first, consent or not: a GUI's consent dialog on the same
+        // directory shows what the service would send.
+        if s.publish(&mut state, &mut inner) {
+            s.store.save(&guard, &state)?;
+        }
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
             self.shared.set_next_look(now, i64::MAX);
@@ -461,19 +458,23 @@ impl Client {
             // A new report leaves now: the floor for the next one is saved
             // with the in-flight marker and the report's id, before any byte
             // is sent, so neither a crash nor any outcome can lose it.
-            if let Some(left) = schedule.start(token.clone(), now, &inner.report_id) {
+            let id = state.next_report.as_ref().map_or_else(|| inner.report_id.clone(), |n| n.report_id.clone());
+            if let Some(left) = schedule.start(token.clone(), now, &id) {
                 state.last_left = Some(left);
+                // The id now belongs to the report that left (and its
+                // retries); the next report gets one that never left.
+                inner.report_id = new_report_id();
+                state.next_report = Some(NextReport { report_id: inner.report_id.clone() });
             }
             start = Some(token);
         }
-        inner.sync_report_id(state.schedule.as_ref());
         let schedule = state.schedule.as_ref().expect("matched above");
         let next = schedule.in_flight.as_ref().map_or(schedule.due, |f| f.lease_until);
         if let Some(i) = &interrupted {
             state.last_error = Some(format!("the send started at {} did not finish (the process ended or hung); counted as a failed attempt", i.since));
             s.mark_interrupted(&guard, i);
         }
-        if Some(schedule) != Some(&before) || interrupted.is_some() {
+        if Some(schedule) != Some(&before) || interrupted.is_some() || start.is_some() {
             s.store.save(&guard, &state)?;
         }
         // The next look is set while `inner` is held: a consent answer given
@@ -546,8 +547,60 @@ impl Shared {
         }
     }
 
-    fn build_report(&self, inner: &Inner) -> String {
-        report::build(&self.config.schema, &inner.values, &self.builtins, &inner.report_id)
+    fn build_report(&self, values: &[Option<FieldValue>], report_id: &str) -> String {
+        report::build(&self.config.schema, values, &self.builtins, report_id)
+    }
+
+    fn set_values(&self, changes: Vec<(usize, Option<FieldValue>)>) {
+        let mut inner = lock(&self.inner);
+        for (i, value) in changes {
+            inner.values[i] = value;
+        }
+        inner.values_dirty = true;
+        // The next tick publishes them (set under `inner`, see `look`).
+        self.next_look.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    /// What any process on this `state_dir` shows and sends: the values last
+    /// published by a process that set values (last publisher wins), if they
+    /// are for this schema and valid, else this process's own; and the next
+    /// report's id (a pending report's while it is retried).
+    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, String) {
+        let sch = &self.config.schema;
+        let shared = state.values.as_ref().filter(|v| v.schema_digest == sch.digest).and_then(|v| {
+            let mut values = vec![None; sch.fields.len()];
+            for (name, raw) in &v.fields {
+                let (i, value) = sch.check_json(name, raw).ok()?;
+                values[i] = value;
+            }
+            Some(values)
+        });
+        let id = match (state.schedule.as_ref().and_then(|sc| sc.pending.as_ref()), &state.next_report) {
+            (Some(p), _) => p.report_id.clone(),
+            (None, Some(n)) => n.report_id.clone(),
+            (None, None) => inner.report_id.clone(),
+        };
+        (shared.unwrap_or_else(|| inner.values.clone()), id)
+    }
+
+    /// Writes this process's values (if it set any since the last time) and
+    /// the next report's identity (if none is saved) into `state`. Returns
+    /// whether anything changed.
+    fn publish(&self, state: &mut State, inner: &mut Inner) -> bool {
+        let mut changed = false;
+        if inner.values_dirty {
+            let sch = &self.config.schema;
+            let fields: Map<String, Value> = inner.values.iter().enumerate().filter_map(|(i, v)| Some((sch.fields[i].name.clone(), raw_value(sch, i, v.as_ref()?)))).collect();
+            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields });
+            changed |= state.values != values;
+            state.values = values;
+            inner.values_dirty = false;
+        }
+        if state.next_report.is_none() {
+            state.next_report = Some(NextReport { report_id: inner.report_id.clone() });
+            changed = true;
+        }
+        changed
     }
 
     fn set_next_look(&self, now: i64, next: i64) {
@@ -641,15 +694,19 @@ impl Shared {
                 }
                 return Ok(()); // abandoned before anything was transmitted
             }
-            // The body carries the pending report's id as saved with the
+            // The body is what every process on this directory shows: the
+            // shared values, and the pending report's id as saved with the
             // in-flight marker.
-            inner.sync_report_id(state.schedule.as_ref());
-            let body = self.build_report(&inner);
+            if self.publish(&mut state, &mut inner) {
+                self.store.save(&guard, &state)?;
+            }
+            let (values, id) = self.view(&state, &inner);
+            let body = self.build_report(&values, &id);
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
-                Some(e) if e.report_id == inner.report_id && e.has_body(&body) => e.attempts.push(attempt),
-                _ => history.push(HistoryEntry::new(inner.report_id.clone(), &body, vec![attempt])),
+                Some(e) if e.report_id == id && e.has_body(&body) => e.attempts.push(attempt),
+                _ => history.push(HistoryEntry::new(id, &body, vec![attempt])),
             }
             self.store.save_history(&guard, &history)?;
             body
@@ -665,7 +722,6 @@ impl Shared {
             return self.abandon_unsent(token);
         }
         // 3. Record what happened.
-        let mut inner = lock(&self.inner);
         let guard = self.store.lock()?;
         let (mut state, _) = self.store.load(&guard);
         let (outcome_name, status, error, outcome) = match &delivery {
@@ -678,19 +734,14 @@ impl Shared {
             state.last_sent = Some(since);
         }
         state.last_error = error.clone();
-        let mut report_finished = !matches!(outcome, Outcome::Failed { .. });
         if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
             sc.in_flight = None;
             sc.record(since, outcome, &mut OsRng);
-            report_finished = sc.pending.is_none();
         }
         // The state first: it decides whether this report is finished, so a
         // history that cannot be written (a full disk) must not leave a
         // delivered report pending (and sent again).
         self.store.save(&guard, &state)?;
-        if report_finished {
-            inner.sync_report_id(None);
-        }
         self.set_attempt_outcome(&guard, token, outcome_name, status, error)
     }
 

@@ -300,7 +300,12 @@ pub unsafe extern "C" fn tel_set_values_json(client: *mut tel_client, values_jso
 
 /// Writes the exact bytes of the next report to `*out_json` (NUL-terminated
 /// UTF-8). The next send transmits these bytes unless a value is changed in
-/// between. Works whatever the consent; sends nothing.
+/// between — whichever process sharing `state_dir` sends it: the values are
+/// the ones last published to `state_dir` by a process that set values (a
+/// process publishes its values at its next tel_tick), or this client's own
+/// when none are published; the report id is the one saved there for the
+/// next report. Works whatever the consent; sends nothing. Reads the state
+/// file (waits like tel_status_json).
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.
 ///

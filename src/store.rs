@@ -44,6 +44,27 @@ pub struct State {
     /// drops, so that nothing (a re-grant, a refusal, a crash) forgets it.
     pub last_left: Option<i64>,
     pub last_error: Option<String>,
+    /// The identity of the next report, shared by every process on this
+    /// directory so that all previews show the id the sender will use.
+    /// Kept as one unit: anything drawn per report belongs beside the id.
+    pub next_report: Option<NextReport>,
+    /// The field values last published by a process that has values of its
+    /// own (see `Client`): what any process on this directory shows and sends.
+    pub values: Option<SharedValues>,
+}
+
+/// Identity of a report that has not left yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextReport {
+    pub report_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedValues {
+    /// Values are only meaningful for the schema they were set under.
+    pub schema_digest: String,
+    /// Field name -> value in the form `tel_set_values_json` takes.
+    pub fields: Map<String, Value>,
 }
 
 /// One attempt to deliver a report.
@@ -288,6 +309,8 @@ fn state_to_json(s: &State) -> Value {
         "last_sent": opt_i64(s.last_sent),
         "last_left": opt_i64(s.last_left),
         "last_error": s.last_error,
+        "next_report": s.next_report.as_ref().map_or(Value::Null, |n| json!({"report_id": n.report_id})),
+        "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields})),
     })
 }
 
@@ -308,8 +331,10 @@ fn parse_state(text: &str) -> Option<State> {
     let o = v.as_object()?;
     const KEYS: [&str; 5] = ["format", "consent", "schedule", "last_sent", "last_error"];
     // "last_left" came with the 7-day floor; a file without it is from the
-    // slot-based schedule (see `parse_old_schedule`).
-    let current = exact_keys(o, &[&KEYS[..], &["last_left"]].concat());
+    // slot-based schedule (see `parse_old_schedule`). "next_report" and
+    // "values" came with sharing them between processes.
+    const NEW_KEYS: [&str; 3] = ["last_left", "next_report", "values"];
+    let current = exact_keys(o, &[&KEYS[..], &NEW_KEYS[..]].concat());
     if !(current || exact_keys(o, &KEYS)) || o["format"].as_u64()? != STATE_FORMAT {
         return None;
     }
@@ -337,7 +362,34 @@ fn parse_state(text: &str) -> Option<State> {
         Value::Null => None,
         e => Some(e.as_str()?.to_string()),
     };
-    Some(State { consent, schedule, last_sent, last_left, last_error })
+    let (next_report, values) = if current { (parse_next_report(&o["next_report"])?, parse_values(&o["values"])?) } else { (None, None) };
+    Some(State { consent, schedule, last_sent, last_left, last_error, next_report, values })
+}
+
+fn parse_next_report(v: &Value) -> Option<Option<NextReport>> {
+    match v {
+        Value::Null => Some(None),
+        v => {
+            let o = v.as_object()?;
+            let id = o.get("report_id")?.as_str()?;
+            (exact_keys(o, &["report_id"]) && is_report_id(id)).then(|| Some(NextReport { report_id: id.to_string() }))
+        }
+    }
+}
+
+/// Only the shape is checked here; each client checks the values against
+/// its schema before using them.
+fn parse_values(v: &Value) -> Option<Option<SharedValues>> {
+    match v {
+        Value::Null => Some(None),
+        v => {
+            let o = v.as_object()?;
+            if !exact_keys(o, &["schema_digest", "fields"]) {
+                return None;
+            }
+            Some(Some(SharedValues { schema_digest: o["schema_digest"].as_str()?.to_string(), fields: o["fields"].as_object()?.clone() }))
+        }
+    }
 }
 
 fn parse_schedule(s: &Value) -> Option<Schedule> {
@@ -483,6 +535,8 @@ mod tests {
             }),
             last_sent: Some(99),
             last_left: Some(150),
+            next_report: Some(NextReport { report_id: "fedcba9876543210fedcba9876543210".into() }),
+            values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone() }),
             last_error: Some("HTTP 503".into()),
         }
     }
@@ -546,7 +600,9 @@ mod tests {
         let dir = tempdir("old");
         let store = Store::open(&dir).unwrap();
         let mut doc = state_to_json(&granted_state());
-        doc.as_object_mut().unwrap().remove("last_left");
+        for k in ["last_left", "next_report", "values"] {
+            doc.as_object_mut().unwrap().remove(k);
+        }
         doc["schedule"] = json!({"anchor": 100, "due": 200, "done_slot": 0, "attempts": 2, "catchup_slot": null,
             "in_flight": {"token": "t", "since": 150, "lease_until": 330, "slot": 1}});
         fs::write(dir.join("state.json"), doc.to_string()).unwrap();

@@ -427,6 +427,11 @@ impl Client {
         }
         let mut rng = OsRng;
         let Some(schedule) = state.schedule.as_mut() else {
+            // The floor also survives a state file that was lost or set
+            // aside: the history remembers when reports left.
+            let (history, _) = s.store.load_history(&guard);
+            let from_history = history.iter().filter_map(|e| e.attempts.first().map(|a| a.at)).max();
+            state.last_left = state.last_left.max(from_history);
             let drawn = Schedule::draw(now, state.last_left, &mut rng);
             let due = drawn.due;
             state.schedule = Some(drawn);
@@ -580,7 +585,10 @@ impl Shared {
             (None, Some(n)) => n.report_id.clone(),
             (None, None) => inner.report_id.clone(),
         };
-        (shared.unwrap_or_else(|| inner.values.clone()), id)
+        // Values set here and not yet published win: they are published at
+        // this process's next tick, before anything is sent.
+        let values = if inner.values_dirty { None } else { shared };
+        (values.unwrap_or_else(|| inner.values.clone()), id)
     }
 
     /// Writes this process's values (if it set any since the last time) and

@@ -415,8 +415,11 @@ impl Client {
         // Values set here and the next report's identity go to the shared
         // state first, consent or not: a GUI's consent dialog on the same
         // directory shows what the service would send.
-        if s.publish(&mut state, &mut inner) {
-            s.store.save(&guard, &state)?;
+        if s.publish(&mut state, &mut inner) && s.store.save(&guard, &state).is_err() {
+            // A state_dir that cannot be written (read-only, full) must not
+            // turn every tick into an error: publish again on a later look.
+            // (Nothing can be sent from here then either.)
+            inner.values_dirty = true;
         }
         let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {

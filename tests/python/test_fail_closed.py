@@ -77,7 +77,7 @@ def test_a_no_that_cannot_be_saved_fails_closed_for_the_rest_of_the_clients_life
     other = clients(state_dir, collector.url)
     other.tick(due)
     other.flush(FLUSH_MS)
-    assert len(collector.wait_for(1, 5)) == 1
+    assert len(collector.wait_for(1, 5)) == 1, (other.status(), other.history())
 
 
 def test_disable_variable_that_is_not_utf8_blocks(clients, state_dir, collector):

@@ -31,7 +31,7 @@ from conftest import ROOT, SCHEMA, make_config
 
 WEEK = 7 * 24 * 3600
 FLUSH_MS = 15_000
-STEPS = 250
+STEPS = 400
 
 KILLED_SENDER = r"""
 import json, sys, time
@@ -88,28 +88,28 @@ class Walk:
 
     def step(self):
         r = self.rng.random()
-        if r < 0.04:
+        if r < 0.03:
             self.client.close()
             self.client = ot.Client(self.cfg)
-        elif r < 0.10:
-            self.consent = self.rng.random() < 0.7
+        elif r < 0.07:
+            self.consent = self.rng.random() < 0.85
             self.client.set_consent(self.consent)
-        elif r < 0.16:
+        elif r < 0.13:
             self.client.set_values(random_values(self.rng))
-        elif r < 0.24:
-            self.col.default = self.rng.choice([Reply(200), Reply(400), Reply(503), Reply(500, headers={"Retry-After": str(self.rng.randrange(0, 3 * 86400))})])
-        elif r < 0.26:
+        elif r < 0.19:
+            self.col.default = self.rng.choice([Reply(200), Reply(200), Reply(400), Reply(503), Reply(500, headers={"Retry-After": str(self.rng.randrange(0, 3 * 86400))})])
+        elif r < 0.20:
             self.corrupt()
-        elif r < 0.275:
+        elif r < 0.21:
             self.kill_a_sender()
         else:
             jump = self.rng.random()
-            if jump < 0.05:
+            if jump < 0.04:
                 self.now -= self.rng.randrange(1, 30 * 86400)  # clock set back
-            elif jump < 0.10:
+            elif jump < 0.08:
                 self.now += self.rng.randrange(1, 200 * 86400)  # clock set forward
             else:
-                self.now += self.rng.choice([60, 600, 3600, 6 * 3600, 86400])
+                self.now += self.rng.choice([60, 600, 3600, 6 * 3600, 86400, 2 * 86400])
             self.tick()
 
     def corrupt(self):

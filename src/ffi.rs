@@ -406,9 +406,14 @@ pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut
 
 /// Writes the last 52 reports that left the machine to `*out_json`, newest
 /// first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
-/// "attempts": [{"at", "outcome", "status", "error"}]}]}`. `at` (alias `when`)
-/// is the unix time of the latest attempt; `status` (alias `http_status`) its
-/// HTTP status or null when no response came; `body` is the exact text sent.
+/// "body_sha256", "body_length", "attempts": [{"at", "outcome", "status",
+/// "error"}]}]}`. `at` (alias `when`) is the unix time of the latest attempt;
+/// `status` (alias `http_status`) its HTTP status or null when no response
+/// came; `body` is the exact text sent, or null for a body over 32 KiB, which
+/// is listed by `body_sha256` (hex SHA-256 of its bytes) and `body_length`
+/// (bytes) instead, so the last 52 reports are always listed. A retry of a
+/// report is another attempt of the same entry (same report id), also when
+/// another process made it.
 /// Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.

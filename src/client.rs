@@ -159,8 +159,9 @@ impl Client {
         let (mut state, warning) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.schema, &s.config.product_version);
         if state.consent.as_ref() != Some(&answer) {
-            // Any change of answer cancels the schedule; a "yes" draws a new
-            // phase on the next tick.
+            // Any change of answer cancels the schedule; a "yes" draws the
+            // next report's moment on the next tick (never before the
+            // 7-day floor, which stays).
             state.consent = Some(answer);
             state.schedule = None;
             // (The next report's id stays: it never left, so it links nothing.)

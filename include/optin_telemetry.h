@@ -18,6 +18,18 @@
  *    TEL_ERR_INTERNAL.
  *  - Every function may be called from any thread at the same time, except that
  *    tel_close() must not race any other call on the same client.
+ *  - Which calls may wait. Never: tel_tick, tel_tick_at (a state lock held by
+ *    another thread or process makes them return TEL_OK at once and look again
+ *    a few seconds of tick time later), tel_set_bool/count/choice,
+ *    tel_set_values_json, tel_string_free, tel_last_error_message (the
+ *    setters take a short in-process lock that a concurrent tel_set_consent
+ *    on the same client holds while it waits as below). For as long as
+ *    another process holds the state lock (normally well under a
+ *    millisecond; longer only if that process is stopped or its disk
+ *    stalls), plus one file read or durable write: tel_open,
+ *    tel_set_consent, tel_get_consent, tel_preview_json, tel_describe_json,
+ *    tel_status_json, tel_history_json, tel_clear_history. Up to the given
+ *    timeout: tel_flush. Up to 3 seconds for a send in flight: tel_close.
  */
 
 
@@ -164,7 +176,9 @@ extern "C" {
  * `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
  * TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key, field or URL part
  * at fault; for max_bits, the widest fields),
- * TEL_ERR_IO (state_dir cannot be created or its lock file written).
+ * TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
+ * also a state_dir writable by group or others, or owned by a user other
+ * than the process's effective user or root: the message says which).
  */
 tel_result tel_open(const char *config_json,
                     tel_client **out_client);
@@ -190,7 +204,10 @@ void tel_close(tel_client *client);
  *
  * Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
  * (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
- * be written; the previous answer stays in force).
+ * be written; the previous answer stays in force on disk and for other
+ * processes. A "no" that could not be written still takes effect for this
+ * client: it sends nothing more for the rest of its life, and
+ * tel_status_json says so in `blocked_by`).
  */
 tel_result tel_set_consent(tel_client *client,
                            int32_t granted);
@@ -261,7 +278,12 @@ tel_result tel_set_values_json(tel_client *client, const char *values_json);
 /**
  * Writes the exact bytes of the next report to `*out_json` (NUL-terminated
  * UTF-8). The next send transmits these bytes unless a value is changed in
- * between. Works whatever the consent; sends nothing.
+ * between — whichever process sharing `state_dir` sends it: the values are
+ * the ones last published to `state_dir` by a process that set values (a
+ * process publishes its values at its next tel_tick), or this client's own
+ * when none are published; the report id is the one saved there for the
+ * next report. Works whatever the consent; sends nothing. Reads the state
+ * file (waits like tel_status_json).
  * The caller owns `*out_json` and frees it with tel_string_free();
  * `*out_json` is written only on success.
  *
@@ -302,7 +324,11 @@ tel_result tel_describe_json(tel_client *client, const char *language, char **ou
  * from any thread. When nothing is due it costs two atomic loads: no I/O, no
  * allocation, no thread. When a report is due it starts the send on a
  * background thread and returns at once. Nothing is sent without consent for
- * the schema in use, or under a policy block.
+ * the schema in use, or under a policy block. Consent, policy and ownership
+ * of the send are read from the state file again once the connection and
+ * the TLS handshake are up, before the first byte of the report is written.
+ * Never waits for the state lock: when another thread or process holds it,
+ * returns TEL_OK at once and looks again a few seconds (of tick time) later.
  *
  * Returns TEL_OK when nothing was due or a send was started (its outcome is
  * in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT
@@ -349,9 +375,14 @@ tel_result tel_status_json(tel_client *client, char **out_json);
 /**
  * Writes the last 52 reports that left the machine to `*out_json`, newest
  * first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
- * "attempts": [{"at", "outcome", "status", "error"}]}]}`. `at` (alias `when`)
- * is the unix time of the latest attempt; `status` (alias `http_status`) its
- * HTTP status or null when no response came; `body` is the exact text sent.
+ * "body_sha256", "body_length", "attempts": [{"at", "outcome", "status",
+ * "error"}]}]}`. `at` (alias `when`) is the unix time of the latest attempt;
+ * `status` (alias `http_status`) its HTTP status or null when no response
+ * came; `body` is the exact text sent, or null for a body over 32 KiB, which
+ * is listed by `body_sha256` (hex SHA-256 of its bytes) and `body_length`
+ * (bytes) instead, so the last 52 reports are always listed. A retry of a
+ * report is another attempt of the same entry (same report id), also when
+ * another process made it.
  * Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
  * The caller owns `*out_json` and frees it with tel_string_free();
  * `*out_json` is written only on success.
@@ -391,6 +422,8 @@ const char *tel_last_error_message(void);
  * The library version, e.g. "0.1.0". Never NULL; a static string: do not free.
  */
 const char *tel_version(void);
+
+extern uint32_t geteuid(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -11,7 +11,7 @@ use crate::error::{parse_json, Code, Error, Result};
 use crate::report::{self, Builtins, ReportIdentity};
 use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
 use crate::schema::{self, CountEncoding, FieldValue, Kind, Schema, BUILTIN_FIELDS};
-use crate::store::{Attempt, Guard, HistoryEntry, State, Store};
+use crate::store::{Attempt, Guard, HistoryEntry, SharedValues, State, Store};
 use crate::transport::{Delivery, Transport};
 use crate::{now_unix, random_hex, OsRng};
 use serde_json::{json, Map, Value};
@@ -26,6 +26,9 @@ pub const RECHECK: i64 = 600;
 /// How long `close` waits for a send in flight before abandoning it.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
 pub const DISABLE_ENV: &str = "OPTIN_TELEMETRY_DISABLE";
+/// A tick that found the state locked by someone else looks again after this
+/// many seconds of tick time.
+pub(crate) const BUSY_RETRY: i64 = 5;
 
 pub struct Client {
     shared: Arc<Shared>,
@@ -47,33 +50,19 @@ struct Shared {
     /// generation is abandoned before it transmits.
     generation: AtomicU64,
     closed: AtomicBool,
+    /// A "no" that could not be saved: this client sends nothing more for
+    /// the rest of its life (it fails closed, whatever the disk says).
+    refused_unsaved: AtomicBool,
 }
 
 struct Inner {
     values: Vec<Option<FieldValue>>,
-    /// Id and draw key of the next report; fresh after each report is
-    /// finished, never stored.
+    /// Id and draw key of the next report until the shared state holds
+    /// one (it does from the first look on; see `Shared::view`).
     report: ReportIdentity,
-    /// (anchor, slot) of the report `report` was transmitted for, if it
-    /// was: the id is kept only for that report's retries.
-    report_for: Option<(i64, i64)>,
+    /// Values were set here since they were last published to the state.
+    values_dirty: bool,
     warnings: Vec<String>,
-}
-
-impl Inner {
-    /// A report id that went out is used again only by a retry of the same
-    /// report (same schedule, same slot, still open). Once that slot is
-    /// closed, skipped or cancelled, by this client or another one sharing
-    /// `state_dir`, the next report gets a fresh id.
-    fn forget_report_unless_pending(&mut self, schedule: Option<&Schedule>) {
-        if let Some((anchor, k)) = self.report_for {
-            let pending = schedule.is_some_and(|sc| sc.anchor == anchor && sc.done_slot.is_none_or(|d| d < k) && sc.slot_of(sc.due) == k);
-            if !pending {
-                self.report = ReportIdentity::new();
-                self.report_for = None;
-            }
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,8 +80,25 @@ fn privacy(schema: &Schema, limit: f64) -> Value {
     json!({"max_bits": schema.total_bits(), "fields": fields, "limit": limit})
 }
 
+/// A value in the form `tel_set_values_json` takes (not the encoded form:
+/// a count stays the exact number), so another process can check it again.
+fn raw_value(sch: &schema::Schema, i: usize, v: &FieldValue) -> Value {
+    match (v, &sch.fields[i].kind) {
+        (FieldValue::Bool(b), _) => json!(b),
+        (FieldValue::Count(n), _) => json!(n),
+        (FieldValue::Choice(k), Kind::Choice { values }) => json!(values[*k]),
+        (FieldValue::Choices(set), Kind::Choices { values }) => json!(set.iter().map(|k| &values[*k]).collect::<Vec<_>>()),
+        _ => Value::Null,
+    }
+}
+
+/// Any non-empty value but `0`, `false`, `no` blocks, including one that is
+/// not UTF-8 (which `std::env::var` would report as "not set").
 fn env_disabled() -> bool {
-    std::env::var(DISABLE_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+    std::env::var_os(DISABLE_ENV).is_some_and(|v| match v.to_str() {
+        Some(v) => !matches!(v.trim(), "" | "0" | "false" | "no"),
+        None => true,
+    })
 }
 
 impl Client {
@@ -120,13 +126,14 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report: ReportIdentity::new(), report_for: None, warnings }),
+                inner: Mutex::new(Inner { values, report: ReportIdentity::new(), values_dirty: false, warnings }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
                 send_done: Condvar::new(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                refused_unsaved: AtomicBool::new(false),
             }),
         })
     }
@@ -138,19 +145,33 @@ impl Client {
     // ----- consent -----
 
     pub fn set_consent(&self, granted: bool) -> Result<()> {
+        let result = self.save_consent(granted);
+        if result.is_err() && !granted {
+            // The "no" is not on disk, but it is the user's answer: this
+            // client never sends again, and a send not yet transmitted is
+            // abandoned (the generation changes).
+            let s = &*self.shared;
+            s.refused_unsaved.store(true, Ordering::SeqCst);
+            s.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn save_consent(&self, granted: bool) -> Result<()> {
         let s = &*self.shared;
-        let mut inner = lock(&s.inner);
+        let inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.scope());
         if state.consent.as_ref() != Some(&answer) {
-            // Any change of answer cancels the schedule; a "yes" draws a new
-            // phase on the next tick.
+            // Any change of answer cancels the schedule; a "yes" draws the
+            // next report's moment on the next tick (never before the
+            // 7-day floor, which stays).
             state.consent = Some(answer);
             state.schedule = None;
+            // (The next report's id stays: it never left, so it links nothing.)
             s.store.save(&guard, &state)?;
             s.generation.fetch_add(1, Ordering::SeqCst);
-            inner.forget_report_unless_pending(None);
         }
         // "Look now", set under `inner` (see `look`).
         s.next_look.store(i64::MIN, Ordering::SeqCst);
@@ -174,19 +195,19 @@ impl Client {
 
     pub fn set_bool(&self, field: &str, value: bool) -> Result<()> {
         let i = self.shared.config.schema.check_bool(field)?;
-        lock(&self.shared.inner).values[i] = Some(FieldValue::Bool(value));
+        self.shared.set_values(vec![(i, Some(FieldValue::Bool(value)))]);
         Ok(())
     }
 
     pub fn set_count(&self, field: &str, value: u64) -> Result<()> {
         let i = self.shared.config.schema.check_count(field)?;
-        lock(&self.shared.inner).values[i] = Some(FieldValue::Count(value));
+        self.shared.set_values(vec![(i, Some(FieldValue::Count(value)))]);
         Ok(())
     }
 
     pub fn set_choice(&self, field: &str, value: &str) -> Result<()> {
         let (i, v) = self.shared.config.schema.check_choice(field, value)?;
-        lock(&self.shared.inner).values[i] = Some(v);
+        self.shared.set_values(vec![(i, Some(v))]);
         Ok(())
     }
 
@@ -203,18 +224,20 @@ impl Client {
             .iter()
             .map(|(k, v)| self.shared.config.schema.check_json(k, v))
             .collect::<Result<Vec<_>>>()?;
-        let mut inner = lock(&self.shared.inner);
-        for (i, value) in checked {
-            inner.values[i] = value;
-        }
+        self.shared.set_values(checked);
         Ok(())
     }
 
     // ----- what the user sees -----
 
+    /// The next report's exact bytes as whichever process on this
+    /// `state_dir` sends it (see `Shared::view`). If the state cannot be read
+    /// (nothing can be sent then either), this process's own view.
     pub fn preview(&self) -> String {
+        let state = self.shared.read_state().map(|(st, _)| st).unwrap_or_default();
         let inner = lock(&self.shared.inner);
-        self.shared.build_report(&inner)
+        let (values, identity) = self.shared.view(&state, &inner);
+        self.shared.build_report(&values, &identity)
     }
 
     pub fn describe(&self, language: &str) -> Result<String> {
@@ -232,6 +255,7 @@ impl Client {
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
         let inner = lock(&s.inner);
+        let (values, identity) = s.view(&state, &inner);
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -251,7 +275,7 @@ impl Client {
                 _ => {}
             }
             d.insert("bits".into(), json!(f.kind.bits()));
-            d.insert("value".into(), inner.values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &inner.report)));
+            d.insert("value".into(), values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)));
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -295,7 +319,7 @@ impl Client {
             "endpoint": s.config.endpoint,
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
-            "next_report": self.shared.build_report(&inner),
+            "next_report": s.build_report(&values, &identity),
             "warnings": inner.warnings,
         });
         Ok(out.to_string())
@@ -354,6 +378,8 @@ impl Client {
                     "status": last.and_then(|a| a.status),
                     "http_status": last.and_then(|a| a.status), // alias of "status"
                     "body": e.body,
+                    "body_sha256": e.body_sha256,
+                    "body_length": e.body_length,
                     "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "when": a.at, "outcome": a.outcome, "status": a.status, "http_status": a.status, "error": a.error})).collect::<Vec<_>>(),
                 })
             })
@@ -392,10 +418,28 @@ impl Client {
         if s.closed.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut inner = lock(&s.inner);
-        let guard = s.store.lock()?;
+        // Never wait, neither for another thread of this process nor for the
+        // lock file (another process may be stopped in a debugger or stuck
+        // on a slow disk): look again on a later tick.
+        let mut inner = match s.inner.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        let Some(guard) = s.store.try_lock()? else {
+            self.shared.set_next_look(now, now.saturating_add(BUSY_RETRY));
+            return Ok(());
+        };
         let (mut state, warning) = s.store.load(&guard);
-        inner.forget_report_unless_pending(state.schedule.as_ref());
+        // Values set here and the next report's identity go to the shared
+        // state first, consent or not: a GUI's consent dialog on the same
+        // directory shows what the service would send.
+        if s.publish(&mut state, &mut inner) && s.store.save(&guard, &state).is_err() {
+            // A state_dir that cannot be written (read-only, full) must not
+            // turn every tick into an error: publish again on a later look.
+            // (Nothing can be sent from here then either.)
+            inner.values_dirty = true;
+        }
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
             self.shared.set_next_look(now, i64::MAX);
@@ -405,7 +449,12 @@ impl Client {
         }
         let mut rng = OsRng;
         let Some(schedule) = state.schedule.as_mut() else {
-            let drawn = Schedule::draw(now, state.last_sent, &mut rng);
+            // The floor also survives a state file that was lost or set
+            // aside: the history remembers when reports left.
+            let (history, _) = s.store.load_history(&guard);
+            let from_history = history.iter().filter_map(|e| e.attempts.first().map(|a| a.at)).max();
+            state.last_left = state.last_left.max(from_history);
+            let drawn = Schedule::draw(now, state.last_left, &mut rng);
             let due = drawn.due;
             state.schedule = Some(drawn);
             s.store.save(&guard, &state)?;
@@ -418,8 +467,8 @@ impl Client {
         // recorded; the OS releases it if that process dies. While it is held
         // the sender is alive, whatever the clocks say: a lease that looks
         // expired (a slow send, a clock stepped forward or back, another
-        // client of this process) is not taken over, which would send a second
-        // report in the slot. (With nothing in flight a held lock only makes
+        // client of this process) is not taken over, which would transmit the
+        // report twice at once. (With nothing in flight a held lock only makes
         // the next send go without it: it can make others wait, never send.)
         let send_lock = s.store.try_lock_send()?;
         if send_lock.is_none() && schedule.in_flight.is_some() {
@@ -429,20 +478,30 @@ impl Client {
             return Ok(());
         }
         let before = schedule.clone();
-        let (decision, interrupted) = schedule.tick(now, &mut rng);
-        inner.forget_report_unless_pending(Some(schedule));
+        let (decision, interrupted) = schedule.tick(now, state.last_left, &mut rng);
         let mut start = None;
-        if let TickDecision::Send { slot } = decision {
+        if decision == TickDecision::Send {
             let token = random_hex(8);
-            schedule.start(token.clone(), now, slot);
-            start = Some((token, slot));
+            // A new report leaves now: the floor for the next one is saved
+            // with the in-flight marker and the report's id, before any byte
+            // is sent, so neither a crash nor any outcome can lose it.
+            let identity = state.next_report.clone().unwrap_or_else(|| inner.report.clone());
+            if let Some(left) = schedule.start(token.clone(), now, &identity) {
+                state.last_left = Some(left);
+                // The id now belongs to the report that left (and its
+                // retries); the next report gets one that never left.
+                inner.report = ReportIdentity::new();
+                state.next_report = Some(inner.report.clone());
+            }
+            start = Some(token);
         }
+        let schedule = state.schedule.as_ref().expect("matched above");
         let next = schedule.in_flight.as_ref().map_or(schedule.due, |f| f.lease_until);
         if let Some(i) = &interrupted {
             state.last_error = Some(format!("the send started at {} did not finish (the process ended or hung); counted as a failed attempt", i.since));
             s.mark_interrupted(&guard, i);
         }
-        if state.schedule.as_ref() != Some(&before) || interrupted.is_some() {
+        if Some(schedule) != Some(&before) || interrupted.is_some() || start.is_some() {
             s.store.save(&guard, &state)?;
         }
         // The next look is set while `inner` is held: a consent answer given
@@ -457,12 +516,12 @@ impl Client {
         }
         drop((guard, inner));
         self.shared.note(warning);
-        if let Some((token, slot)) = start {
+        if let Some(token) = start {
             let shared = Arc::clone(&self.shared);
             let generation = s.generation.load(Ordering::SeqCst);
             let spawned = std::thread::Builder::new()
                 .name("optin-telemetry-send".into())
-                .spawn(move || shared.send_in_background(token, now, slot, generation, send_lock));
+                .spawn(move || shared.send_in_background(token, now, generation, send_lock));
             if let Err(e) = spawned {
                 *lock(&s.sending) = false;
                 self.shared.set_next_look(now, i64::MIN);
@@ -504,7 +563,9 @@ impl Shared {
     }
 
     fn blocked_by(&self) -> Option<String> {
-        if self.config.disabled {
+        if self.refused_unsaved.load(Ordering::SeqCst) {
+            Some("consent: a \"no\" could not be saved; this client sends nothing more".into())
+        } else if self.config.disabled {
             Some("policy: \"disabled\": true in the configuration".into())
         } else if env_disabled() {
             Some(format!("policy: {DISABLE_ENV} is set in the environment"))
@@ -513,8 +574,63 @@ impl Shared {
         }
     }
 
-    fn build_report(&self, inner: &Inner) -> String {
-        report::build(&self.config.schema, &inner.values, &self.builtins, &inner.report)
+    fn build_report(&self, values: &[Option<FieldValue>], identity: &ReportIdentity) -> String {
+        report::build(&self.config.schema, values, &self.builtins, identity)
+    }
+
+    fn set_values(&self, changes: Vec<(usize, Option<FieldValue>)>) {
+        let mut inner = lock(&self.inner);
+        for (i, value) in changes {
+            inner.values[i] = value;
+        }
+        inner.values_dirty = true;
+        // The next tick publishes them (set under `inner`, see `look`).
+        self.next_look.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    /// What any process on this `state_dir` shows and sends: the values last
+    /// published by a process that set values (last publisher wins), if they
+    /// are for this schema and valid, else this process's own; and the next
+    /// report's identity (a pending report's while it is retried).
+    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, ReportIdentity) {
+        let sch = &self.config.schema;
+        let shared = state.values.as_ref().filter(|v| v.schema_digest == sch.digest).and_then(|v| {
+            let mut values = vec![None; sch.fields.len()];
+            for (name, raw) in &v.fields {
+                let (i, value) = sch.check_json(name, raw).ok()?;
+                values[i] = value;
+            }
+            Some(values)
+        });
+        let identity = match (state.schedule.as_ref().and_then(|sc| sc.pending.as_ref()), &state.next_report) {
+            (Some(p), _) => p.report.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => inner.report.clone(),
+        };
+        // Values set here and not yet published win: they are published at
+        // this process's next tick, before anything is sent.
+        let values = if inner.values_dirty { None } else { shared };
+        (values.unwrap_or_else(|| inner.values.clone()), identity)
+    }
+
+    /// Writes this process's values (if it set any since the last time) and
+    /// the next report's identity (if none is saved) into `state`. Returns
+    /// whether anything changed.
+    fn publish(&self, state: &mut State, inner: &mut Inner) -> bool {
+        let mut changed = false;
+        if inner.values_dirty {
+            let sch = &self.config.schema;
+            let fields: Map<String, Value> = inner.values.iter().enumerate().filter_map(|(i, v)| Some((sch.fields[i].name.clone(), raw_value(sch, i, v.as_ref()?)))).collect();
+            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields });
+            changed |= state.values != values;
+            state.values = values;
+            inner.values_dirty = false;
+        }
+        if state.next_report.is_none() {
+            state.next_report = Some(inner.report.clone());
+            changed = true;
+        }
+        changed
     }
 
     fn set_next_look(&self, now: i64, next: i64) {
@@ -544,7 +660,7 @@ impl Shared {
     /// Runs on its own thread. Never panics out (the sending flag is reset by
     /// a drop guard whatever happens).
     /// `send_lock` is held until the outcome is recorded (see `look`).
-    fn send_in_background(self: Arc<Self>, token: String, since: i64, slot: i64, generation: u64, send_lock: Option<Guard>) {
+    fn send_in_background(self: Arc<Self>, token: String, since: i64, generation: u64, send_lock: Option<Guard>) {
         struct Done<'a>(&'a Shared);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
@@ -555,7 +671,7 @@ impl Shared {
         }
         let _done = Done(&self);
         let _send_lock = send_lock; // released before the sending flag
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, slot, generation)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.send_once(&token, since, generation)));
         let error = match result {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.message,
@@ -571,18 +687,36 @@ impl Shared {
         }
     }
 
-    fn send_once(&self, token: &str, since: i64, slot: i64, generation: u64) -> Result<()> {
-        // 1. Right before the bytes go out: consent, policy and ownership of
-        //    the send are checked again, under the lock.
+    /// Whether the send `token` may still transmit: it still owns the
+    /// in-flight marker, this client was not closed and has seen no consent
+    /// answer since, the consent on disk is a yes for this schema and no
+    /// policy blocks.
+    fn may_send(&self, state: &State, token: &str, generation: u64) -> (bool, bool) {
+        let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
+        let allowed = generation == self.generation.load(Ordering::SeqCst)
+            && !self.closed.load(Ordering::SeqCst)
+            && consent::effective(state.consent.as_ref(), &self.config.scope()) == ConsentState::Granted
+            && self.blocked_by().is_none();
+        (ours, allowed)
+    }
+
+    /// The gate the transport asks once the connection (and the TLS
+    /// handshake) is up, before the first byte: the state file is read again,
+    /// so a "no" written by another process meanwhile stops the report.
+    fn still_may_send(&self, token: &str, generation: u64) -> bool {
+        let Ok(guard) = self.store.lock() else { return false };
+        let (state, _) = self.store.load(&guard);
+        matches!(self.may_send(&state, token, generation), (true, true))
+    }
+
+    fn send_once(self: &Arc<Self>, token: &str, since: i64, generation: u64) -> Result<()> {
+        // 1. Before connecting: consent, policy and ownership of the send are
+        //    checked again, under the lock (and once more by the gate).
         let body = {
             let mut inner = lock(&self.inner);
             let guard = self.store.lock()?;
             let (mut state, _) = self.store.load(&guard);
-            let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
-            let allowed = generation == self.generation.load(Ordering::SeqCst)
-                && !self.closed.load(Ordering::SeqCst)
-                && consent::effective(state.consent.as_ref(), &self.config.scope()) == ConsentState::Granted
-                && self.blocked_by().is_none();
+            let (ours, allowed) = self.may_send(&state, token, generation);
             if !allowed || !ours {
                 if ours {
                     state.schedule.as_mut().expect("ours implies a schedule").in_flight = None;
@@ -590,49 +724,82 @@ impl Shared {
                 }
                 return Ok(()); // abandoned before anything was transmitted
             }
-            let body = self.build_report(&inner);
-            inner.report_for = state.schedule.as_ref().map(|sc| (sc.anchor, slot));
+            // The body is what every process on this directory shows: the
+            // shared values, and the pending report's id as saved with the
+            // in-flight marker.
+            if self.publish(&mut state, &mut inner) {
+                self.store.save(&guard, &state)?;
+            }
+            let (values, identity) = self.view(&state, &inner);
+            let body = self.build_report(&values, &identity);
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
-                Some(e) if e.report_id == inner.report.id && e.body == body => e.attempts.push(attempt),
-                _ => history.push(HistoryEntry { report_id: inner.report.id.clone(), body: body.clone(), attempts: vec![attempt] }),
+                Some(e) if e.report_id == identity.id && e.has_body(&body) => e.attempts.push(attempt),
+                _ => history.push(HistoryEntry::new(identity.id.clone(), &body, vec![attempt])),
             }
             self.store.save_history(&guard, &history)?;
             body
         };
         // 2. The network, with no lock held.
-        let delivery = self.transport.send(&body);
+        let gate = {
+            let me = Arc::clone(self);
+            let token = token.to_string();
+            move || me.still_may_send(&token, generation)
+        };
+        let delivery = self.transport.send(&body, gate);
+        if delivery == Delivery::Stopped {
+            return self.abandon_unsent(token);
+        }
         // 3. Record what happened.
-        let mut inner = lock(&self.inner);
         let guard = self.store.lock()?;
         let (mut state, _) = self.store.load(&guard);
         let (outcome_name, status, error, outcome) = match &delivery {
             Delivery::Delivered { status } => ("delivered", Some(*status), None, Outcome::Delivered),
             Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
             Delivery::Failed { status, retry_after, error } => ("failed", *status, Some(error.clone()), Outcome::Failed { retry_after: *retry_after }),
+            Delivery::Stopped => unreachable!("handled above"),
         };
         if outcome == Outcome::Delivered {
             state.last_sent = Some(since);
         }
         state.last_error = error.clone();
-        let mut report_finished = !matches!(outcome, Outcome::Failed { .. });
         if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
             sc.in_flight = None;
-            sc.record(since, slot, outcome, &mut OsRng);
-            report_finished = sc.attempts == 0;
+            sc.record(since, outcome, &mut OsRng);
         }
-        // The state first: it decides whether anything is sent again in this
-        // slot, so a history that cannot be written (a full disk) must not
-        // keep a delivered report's slot open.
+        // The state first: it decides whether this report is finished, so a
+        // history that cannot be written (a full disk) must not leave a
+        // delivered report pending (and sent again).
         self.store.save(&guard, &state)?;
-        if report_finished {
-            inner.report = ReportIdentity::new();
-            inner.report_for = None;
-        }
         self.set_attempt_outcome(&guard, token, outcome_name, status, error)
     }
 
+}
+
+impl Shared {
+    /// The gate stopped a send before its first byte: the in-flight marker
+    /// goes (the schedule was already cancelled if the consent changed) and
+    /// the attempt leaves the history, since nothing left the machine. The
+    /// floor (`last_left`) stays: erring towards fewer reports.
+    fn abandon_unsent(&self, token: &str) -> Result<()> {
+        let guard = self.store.lock()?;
+        let (mut state, _) = self.store.load(&guard);
+        if let Some(sc) = state.schedule.as_mut().filter(|sc| sc.in_flight.as_ref().is_some_and(|f| f.token == token)) {
+            sc.in_flight = None;
+            self.store.save(&guard, &state)?;
+        }
+        let (mut history, _) = self.store.load_history(&guard);
+        let before = history.iter().map(|e| e.attempts.len()).sum::<usize>();
+        for e in history.iter_mut() {
+            e.attempts.retain(|a| a.token != token);
+        }
+        history.retain(|e| !e.attempts.is_empty());
+        if history.iter().map(|e| e.attempts.len()).sum::<usize>() != before {
+            self.store.save_history(&guard, &history)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Client {

@@ -171,7 +171,9 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
 /// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key, field or URL part
 /// at fault; for max_bits, the widest fields),
-/// TEL_ERR_IO (state_dir cannot be created or its lock file written).
+/// TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
+/// also a state_dir writable by group or others, or owned by a user other
+/// than the process's effective user or root: the message says which).
 #[no_mangle]
 pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *mut tel_client) -> tel_result {
     boundary(|| {
@@ -211,7 +213,10 @@ pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
 ///
 /// Returns TEL_OK once the answer is on disk. Errors: TEL_ERR_NULL_ARGUMENT
 /// (`client` is NULL), TEL_ERR_INVALID_ARGUMENT, TEL_ERR_IO (state could not
-/// be written; the previous answer stays in force).
+/// be written; the previous answer stays in force on disk and for other
+/// processes. A "no" that could not be written still takes effect for this
+/// client: it sends nothing more for the rest of its life, and
+/// tel_status_json says so in `blocked_by`).
 #[no_mangle]
 pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) -> tel_result {
     boundary(|| {
@@ -311,7 +316,12 @@ pub unsafe extern "C" fn tel_set_values_json(client: *mut tel_client, values_jso
 
 /// Writes the exact bytes of the next report to `*out_json` (NUL-terminated
 /// UTF-8). The next send transmits these bytes unless a value is changed in
-/// between. Works whatever the consent; sends nothing.
+/// between — whichever process sharing `state_dir` sends it: the values are
+/// the ones last published to `state_dir` by a process that set values (a
+/// process publishes its values at its next tel_tick), or this client's own
+/// when none are published; the report id is the one saved there for the
+/// next report. Works whatever the consent; sends nothing. Reads the state
+/// file (waits like tel_status_json).
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.
 ///
@@ -361,7 +371,11 @@ pub unsafe extern "C" fn tel_describe_json(client: *mut tel_client, language: *c
 /// from any thread. When nothing is due it costs two atomic loads: no I/O, no
 /// allocation, no thread. When a report is due it starts the send on a
 /// background thread and returns at once. Nothing is sent without consent for
-/// the schema in use, or under a policy block.
+/// the schema in use, or under a policy block. Consent, policy and ownership
+/// of the send are read from the state file again once the connection and
+/// the TLS handshake are up, before the first byte of the report is written.
+/// Never waits for the state lock: when another thread or process holds it,
+/// returns TEL_OK at once and looks again a few seconds (of tick time) later.
 ///
 /// Returns TEL_OK when nothing was due or a send was started (its outcome is
 /// in tel_status_json / tel_history_json). Errors: TEL_ERR_NULL_ARGUMENT
@@ -415,9 +429,14 @@ pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut
 
 /// Writes the last 52 reports that left the machine to `*out_json`, newest
 /// first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
-/// "attempts": [{"at", "outcome", "status", "error"}]}]}`. `at` (alias `when`)
-/// is the unix time of the latest attempt; `status` (alias `http_status`) its
-/// HTTP status or null when no response came; `body` is the exact text sent.
+/// "body_sha256", "body_length", "attempts": [{"at", "outcome", "status",
+/// "error"}]}]}`. `at` (alias `when`) is the unix time of the latest attempt;
+/// `status` (alias `http_status`) its HTTP status or null when no response
+/// came; `body` is the exact text sent, or null for a body over 32 KiB, which
+/// is listed by `body_sha256` (hex SHA-256 of its bytes) and `body_length`
+/// (bytes) instead, so the last 52 reports are always listed. A retry of a
+/// report is another attempt of the same entry (same report id), also when
+/// another process made it.
 /// Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.

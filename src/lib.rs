@@ -4,7 +4,8 @@
 //! (the user's answer, bound to the schema digest), [`report`] (the exact
 //! bytes), [`schedule`] (when), [`store`] (state on disk), [`transport`]
 //! (HTTPS). [`client::Client`] ties them together; `ffi` is the C ABI and the
-//! only place with `unsafe` beyond two Windows system calls.
+//! only place with `unsafe` beyond a few system calls in `platform`
+//! (Windows version, replace and directory ACL; `geteuid` on Unix).
 
 pub mod client;
 pub mod config;

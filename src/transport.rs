@@ -1,8 +1,23 @@
 //! One HTTPS POST per attempt, with every limit set explicitly (ureq's
 //! defaults have no timeouts, follow redirects and read 10 MB bodies).
+//!
+//! Nothing links two reports at the transport level: every attempt builds a
+//! fresh agent (its own connection pool and its own rustls configuration, so
+//! its own TLS session cache), asks for `Connection: close`, keeps no idle
+//! connection, and drops the agent with its socket when the outcome is known.
+//! No TLS session or ticket from one report is offered in the next.
+//!
+//! A gate runs once the connection (and, for https, the TLS handshake) is
+//! established and before the first byte of the request is written: the
+//! caller re-reads consent, policy and ownership there, so a "no" given
+//! during a slow connect or handshake stops the report.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport as Wire};
 use ureq::http::Uri;
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 
@@ -19,6 +34,75 @@ pub enum Delivery {
     Refused { status: u16, error: String },
     /// Network error, 408, 429 or 5xx: retried later.
     Failed { status: Option<u16>, retry_after: Option<i64>, error: String },
+    /// The gate said no once the connection was up: not a byte of the
+    /// request was written.
+    Stopped,
+}
+
+/// Asked once per attempt, after connect and TLS handshake, before the first
+/// byte of the request: may it still be sent?
+type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The last link of the connector chain: wraps the finished (TCP or TLS)
+/// transport so that its first write asks the gate.
+struct GateConnector {
+    gate: Gate,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl fmt::Debug for GateConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GateConnector")
+    }
+}
+
+impl<In: Wire> Connector<In> for GateConnector {
+    type Out = GatedWire<In>;
+
+    fn connect(&self, _details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| GatedWire { inner, gate: Some(self.gate.clone()), stopped: self.stopped.clone() }))
+    }
+}
+
+struct GatedWire<T> {
+    inner: T,
+    /// Taken by the first write.
+    gate: Option<Gate>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> fmt::Debug for GatedWire<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GatedWire")
+    }
+}
+
+impl<T: Wire> Wire for GatedWire<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        if let Some(gate) = self.gate.take() {
+            if !gate() {
+                self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(ureq::Error::Io(std::io::Error::other("stopped before the first byte: consent, policy or ownership changed")));
+            }
+        }
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -61,7 +145,8 @@ pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
 }
 
 pub struct Transport {
-    agent: ureq::Agent,
+    /// The configuration each attempt's fresh agent is built from.
+    config: ureq::config::Config,
     endpoint: String,
 }
 
@@ -85,18 +170,27 @@ impl Transport {
             .proxy(proxy)
             .user_agent(concat!("optin-telemetry/", env!("CARGO_PKG_VERSION")))
             .tls_config(TlsConfig::builder().root_certs(roots).build())
+            // Nothing outlives the attempt (see the module docs).
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build();
-        Ok(Transport { agent: config.into(), endpoint: endpoint.to_string() })
+        Ok(Transport { config, endpoint: endpoint.to_string() })
     }
 
-    pub fn send(&self, body: &str) -> Delivery {
-        let response = self
-            .agent
+    /// One attempt on a connection of its own. `gate` is asked after the
+    /// connection is established and before the first byte is written.
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static) -> Delivery {
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connector = DefaultConnector::new().chain(GateConnector { gate: Arc::new(gate), stopped: stopped.clone() });
+        let agent = ureq::Agent::with_parts(self.config.clone(), connector, DefaultResolver::default());
+        let response = agent
             .post(&self.endpoint)
             .header("Content-Type", "application/json")
+            .header("Connection", "close")
             .send(body.as_bytes());
         let mut response = match response {
             Ok(r) => r,
+            Err(_) if stopped.load(std::sync::atomic::Ordering::SeqCst) => return Delivery::Stopped,
             Err(e) => return Delivery::Failed { status: None, retry_after: None, error: format!("network error: {e}") },
         };
         let status = response.status().as_u16();

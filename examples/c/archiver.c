@@ -304,7 +304,7 @@ int main(int argc, char **argv)
     CHECK(tel_preview_json(client, &preview));
     printf("PREVIEW: %s\n", preview);
 
-    /* The first tick draws the weekly phase; the second, at that moment, sends. */
+    /* The first tick draws the first report's random moment; the second, at that moment, sends. */
     CHECK(tel_tick_at(client, now));
     CHECK(tel_status_json(client, &status));
     if (parse_next_due(status, &next_due)) {

@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
         std::cout << "DESCRIBE: " << client.describe_json() << "\n";
         std::cout << "PREVIEW: " << client.preview_json() << "\n";
 
-        // The first tick draws the weekly phase; the second, at that moment, sends.
+        // The first tick draws the first report's random moment; the second, at that moment, sends.
         client.tick_at(now);
         if (const auto due = next_due(client.status_json())) {
             std::cout << "TICK: now=" << now << " next_due=" << *due << "\n";

@@ -34,6 +34,31 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// Refuses a state directory that another user could write into (and so
+/// plant a `state.json` with a "yes"): writable by group or others, or owned
+/// by someone other than this process's effective user or root.
+pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot inspect it ({e})"))?;
+    if !meta.is_dir() {
+        return Err("is not a directory".into());
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!("is writable by group or others (mode {mode:04o}); other users could plant a consent there. Use a directory only its owner can write (chmod go-w)"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { geteuid() };
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(format!("is owned by uid {}, not by this process's user (uid {euid}) or root; that user could plant a consent there", meta.uid()));
+    }
+    Ok(())
+}
+
 /// New file readable only by its owner.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
@@ -50,6 +75,22 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("optin-perm-{}", crate::random_hex(6)));
+        super::create_private_dir(&d).unwrap();
+        assert_eq!(super::check_private_dir(&d), Ok(()));
+        for mode in [0o770, 0o707, 0o777, 0o1777] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = super::check_private_dir(&d).unwrap_err();
+            assert!(e.contains("writable by group or others"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(super::check_private_dir(&d), Ok(()));
+        std::fs::remove_dir(&d).unwrap();
+    }
+
     #[test]
     fn coarse_version_drops_details() {
         assert_eq!(super::coarse("6.1.0-28-cloud-amd64\n").as_deref(), Some("6.1"));

@@ -61,10 +61,60 @@ pub fn os_version() -> String {
     format!("{}.{}.{}", info.major, info.minor, info.build)
 }
 
+/// Creates the state directory (its parents as usual) with a protected DACL
+/// that allows only SYSTEM, Administrators and the directory's owner (the
+/// creating user), inherited by everything inside, so no other user can
+/// plant a consent there. An existing directory is used as it is: its ACL is
+/// not inspected (the installer or administrator that made it owns that).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    // The profile or ProgramData directory's ACL is inherited; tightening it
-    // is the installer's job on Windows.
-    fs::create_dir_all(dir)
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    create_dir_with_private_dacl(dir)
+}
+
+/// SDDL: protected DACL (no ACEs inherited from the parent); full access for
+/// SYSTEM (SY), Administrators (BA) and OWNER RIGHTS (OW), inherited by
+/// files and subdirectories.
+const PRIVATE_DIR_SDDL: &str = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;OW)";
+
+#[repr(C)]
+struct SecurityAttributes {
+    length: u32,
+    descriptor: *mut std::ffi::c_void,
+    inherit_handle: i32,
+}
+
+#[link(name = "advapi32")]
+extern "system" {
+    fn ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl: *const u16, revision: u32, descriptor: *mut *mut std::ffi::c_void, size: *mut u32) -> i32;
+}
+
+#[link(name = "kernel32")]
+extern "system" {
+    fn CreateDirectoryW(path: *const u16, attributes: *const SecurityAttributes) -> i32;
+    fn LocalFree(mem: *mut std::ffi::c_void) -> *mut std::ffi::c_void;
+}
+
+fn create_dir_with_private_dacl(dir: &Path) -> io::Result<()> {
+    let sddl: Vec<u16> = OsStr::new(PRIVATE_DIR_SDDL).encode_wide().chain(std::iter::once(0)).collect();
+    let mut descriptor = std::ptr::null_mut();
+    // SAFETY: `sddl` is NUL-terminated; `descriptor` receives a LocalAlloc'd
+    // buffer that is freed below; the size output is optional.
+    if unsafe { ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.as_ptr(), 1, &mut descriptor, std::ptr::null_mut()) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attributes = SecurityAttributes { length: std::mem::size_of::<SecurityAttributes>() as u32, descriptor, inherit_handle: 0 };
+    // SAFETY: the path is NUL-terminated and `attributes` points to a valid
+    // security descriptor for the duration of the call.
+    let ok = unsafe { CreateDirectoryW(wide(dir).as_ptr(), &attributes) } != 0;
+    let result = if ok || dir.is_dir() { Ok(()) } else { Err(io::Error::last_os_error()) };
+    // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
+    unsafe { LocalFree(descriptor) };
+    result
 }
 
 pub fn create_private_file(path: &Path) -> io::Result<File> {
@@ -238,6 +288,69 @@ mod tests {
         }).collect();
         assert_eq!(parts.len(), 3, "os_version {v:?} is not major.minor.build");
         (parts[0], parts[1], parts[2])
+    }
+
+    #[link(name = "advapi32")]
+    extern "system" {
+        fn GetFileSecurityW(path: *const u16, info: u32, descriptor: *mut std::ffi::c_void, len: u32, needed: *mut u32) -> i32;
+        fn ConvertSecurityDescriptorToStringSecurityDescriptorW(descriptor: *const std::ffi::c_void, revision: u32, info: u32, out: *mut *mut u16, len: *mut u32) -> i32;
+    }
+
+    const DACL_SECURITY_INFORMATION: u32 = 4;
+
+    /// A security descriptor's DACL as SDDL.
+    fn sddl_of(descriptor: *const std::ffi::c_void) -> String {
+        let mut out = std::ptr::null_mut();
+        let mut len = 0u32;
+        // SAFETY: `descriptor` is valid; the output string is LocalFree'd.
+        unsafe {
+            assert_ne!(ConvertSecurityDescriptorToStringSecurityDescriptorW(descriptor, 1, DACL_SECURITY_INFORMATION, &mut out, &mut len), 0);
+            let text = String::from_utf16_lossy(std::slice::from_raw_parts(out, len as usize)).trim_end_matches('\0').to_string();
+            LocalFree(out.cast());
+            text
+        }
+    }
+
+    fn assert_private(sddl: &str) {
+        assert!(sddl.starts_with("D:P"), "inherits from the parent: {sddl}");
+        for who in [";;;SY)", ";;;BA)", ";;;OW)"] {
+            assert!(sddl.contains(who), "{who} missing in {sddl}");
+        }
+        assert_eq!(sddl.matches("(A;").count(), 3, "other principals allowed: {sddl}");
+    }
+
+    #[test]
+    fn the_descriptor_given_to_create_directory_is_protected_and_names_three_principals() {
+        let sddl: Vec<u16> = OsStr::new(PRIVATE_DIR_SDDL).encode_wide().chain(std::iter::once(0)).collect();
+        let mut descriptor = std::ptr::null_mut();
+        // SAFETY: as in create_dir_with_private_dacl.
+        assert_ne!(unsafe { ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.as_ptr(), 1, &mut descriptor, std::ptr::null_mut()) }, 0);
+        assert_private(&sddl_of(descriptor));
+        // SAFETY: allocated by the conversion above.
+        unsafe { LocalFree(descriptor) };
+        let base = tempdir("dacl");
+        let d = base.join("a").join("state");
+        create_private_dir(&d).unwrap();
+        assert!(d.is_dir());
+        create_private_dir(&d).unwrap(); // an existing one is fine
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    /// Wine 8 does not keep the DACL given to CreateDirectoryW (it reports
+    /// one made from the Unix mode), so this runs on real Windows only.
+    #[test]
+    #[ignore = "needs real Windows: Wine does not store ACLs given at creation"]
+    fn a_new_state_dir_gets_a_dacl_for_system_administrators_and_the_owner_only() {
+        let base = tempdir("dacl-disk");
+        let d = base.join("state");
+        create_private_dir(&d).unwrap();
+        let w = wide(&d);
+        let mut buf = vec![0u8; 4096];
+        let mut needed = 0u32;
+        // SAFETY: buffer and length match.
+        assert_ne!(unsafe { GetFileSecurityW(w.as_ptr(), DACL_SECURITY_INFORMATION, buf.as_mut_ptr().cast(), buf.len() as u32, &mut needed) }, 0);
+        assert_private(&sddl_of(buf.as_ptr().cast()));
+        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]

@@ -1133,7 +1133,7 @@ def consent(h):
     rc = lib.tel_get_consent(h, ctypes.byref(u))
     return rc, u.value
 # 1. A fresh read-only mount: tel_open must fail with TEL_ERR_IO.
-run("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", mnt)
+run("mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", mnt)  # private: a world-writable state_dir is refused first
 h = ctypes.c_void_p(0x5EA7BEEF)
 rc = lib.tel_open(cfg_json.replace("@DIR@", mnt + "/state").encode(), ctypes.byref(h))
 out["open_ro"] = [rc, err(), h.value]

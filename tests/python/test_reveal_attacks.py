@@ -151,13 +151,24 @@ def test_the_draw_follows_the_value_and_the_body_is_the_last_preview(tmp_path):
         c.tick(c.status()["next_due"])
         c.flush(15_000)
         assert [r.body for r in col.requests] == [at7.encode()], "the body is the last preview's bytes"
-    # The secret draw key is nowhere on disk: the only 64-hex run is the schema digest.
+        outputs = [c.preview(), json.dumps(c.describe()), json.dumps(c.status()), json.dumps(c.history())]
+    # The secret draw key is shared by the processes on this state_dir (so a
+    # GUI previews what the service sends) only through state.json, which is
+    # private to the user; no other file and no output of the API holds it.
     digest = json.loads(at7)["schema_digest"].split(":")[1]
+    state = json.loads((tmp_path / "s" / "state.json").read_text())
+    keys = {state["next_report"]["draw_key"]}
+    assert all(len(k) == 64 for k in keys)
+    assert (tmp_path / "s" / "state.json").stat().st_mode & 0o077 == 0, "state.json is private to the user"
+    # The key of the report that left (now in history) and the next one's.
+    keys |= {k for k in re.findall(r'"draw_key":\s*"([0-9a-f]{64})"', (tmp_path / "s" / "state.json").read_text())}
+    assert digest not in keys
     for f in (tmp_path / "s").iterdir():
-        if f.is_file():
+        if f.is_file() and f.name != "state.json":
             text = f.read_text(errors="replace")
-            runs = set(re.findall(r"[0-9a-f]{64}", text))
-            assert runs <= {digest}, (f.name, runs)
+            assert not any(k in text for k in keys), f.name
+    for text in outputs:
+        assert not any(k in text for k in keys), text[:200]
 
 
 @pytest.mark.parametrize("value,want", [(0, {0}), (1, {1}), (10**19, {TOP}), (10**19 + 1, {TOP}), (2**64 - 1, {TOP}),

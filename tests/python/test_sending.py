@@ -38,6 +38,7 @@ CATCHUP_MAX_DELAY = 3600
 MAX_ATTEMPTS = 5
 BACKOFF_FIRST_CEILING = 60  # the first retry is due within 60 s (full jitter)
 LEASE = 180
+LATER_JITTER = 6 * HOUR  # a later report: 7 days plus 0-6 h after the previous one left
 FLUSH_MS = 15_000
 
 # A fixed "now" close to the real clock, so that anything the library compares
@@ -79,6 +80,14 @@ def drive(client, collectors, start, stop, step):
             seen = n
             sent.append(t)
     return sent
+
+
+def later_due(client, left):
+    """The next report's due time, checked against the rule: 7 days plus a
+    fresh random 0-6 h after the previous report left at `left`."""
+    due = client.status()["next_due"]
+    assert left + WEEK <= due <= left + WEEK + LATER_JITTER, f"next due {due - left - WEEK} s after left + 7 days"
+    return due
 
 
 def send_due(client, collector, due):
@@ -318,11 +327,12 @@ def test_history_newest_first_bodies_as_received_and_clearable(clients, state_di
     c.set_values({"edition": "standard"})
     send_due(c, collector, due)
     c.set_values({"edition": "smb", "users": 60})
-    send_due(c, collector, due + WEEK)
+    due2 = later_due(c, due)
+    send_due(c, collector, due2)
     h = reports(c)
     assert len(h) == 2
     assert [r["body"] for r in h] == [collector.requests[1].body.decode(), collector.requests[0].body.decode()]
-    assert h[0]["at"] == due + WEEK and h[1]["at"] == due
+    assert h[0]["at"] == due2 and h[1]["at"] == due
     for r in h:
         assert r["outcome"] == "delivered" and r["status"] == 200
         assert json.loads(r["body"])["report_id"] == r["report_id"]
@@ -334,7 +344,7 @@ def test_history_newest_first_bodies_as_received_and_clearable(clients, state_di
     c.clear_history()
     assert c.history() == {"reports": []}
     assert other.history() == {"reports": []}
-    send_due(c, collector, due + 2 * WEEK)
+    send_due(c, collector, later_due(c, due2))
     h = reports(c)
     assert len(h) == 1 and h[0]["body"] == collector.requests[2].body.decode()
 
@@ -389,18 +399,21 @@ def test_first_due_time_is_uniform_over_seven_days(tmp_path, clients):
     assert len({round(x * WEEK) % 60 for x in offsets}) > 30
 
 
-def test_a_simulated_year_sends_one_report_per_slot(clients, state_dir, collector):
-    c, anchor = scheduled(clients, state_dir, collector.url)
+def test_a_simulated_year_sends_weekly_and_the_time_of_week_drifts(clients, state_dir, collector):
+    c, first = scheduled(clients, state_dir, collector.url)
     step = 600
     end = T0 + 365 * DAY
     sent = drive(c, collector, T0 + step, end, step)
-    last_tick = T0 + step * ((end - 1 - T0) // step)
-    slots = [anchor + k * WEEK for k in range(60) if anchor + k * WEEK <= last_tick]
-    assert len(sent) == len(slots), f"{len(sent)} reports for {len(slots)} slots"
-    for t, start in zip(sent, slots):
-        assert start <= t < start + step, f"report at {t} is not at its slot's phase {start}"
+    assert first <= sent[0] < first + step
+    # About 51 a year: every gap is 7 days plus 0-6 h (plus the tick step).
+    assert 50 <= len(sent) <= 52, f"{len(sent)} reports in a year"
     gaps = [b - a for a, b in zip(sent, sent[1:])]
-    assert min(gaps) >= WEEK - CATCHUP_MAX_DELAY
+    assert all(WEEK <= g < WEEK + LATER_JITTER + step for g in gaps), [(g - WEEK) / HOUR for g in gaps]
+    # Issue 10: the arrival time modulo a week must not be a per-installation
+    # tag. Drawn afresh, it wanders over most of a day within a year.
+    phases = sorted((t - first) % WEEK for t in sent)
+    assert phases[-1] - phases[0] > 12 * HOUR, "the time of week stays put"
+    assert len({p // step for p in phases}) > 30
     assert len(collector.requests) == len(sent)
     h = reports(c)
     assert len(h) == min(len(sent), 52)
@@ -415,33 +428,68 @@ def test_far_forward_jump_catches_up_once(clients, state_dir, collector, jump):
     c, due = scheduled(clients, state_dir, collector.url)
     send_due(c, collector, due)
     far = due + jump
-    boundary = due + WEEK * ((far - due) // WEEK + 1)  # next slot start after `far`
     step = 300
-    sent = drive(c, collector, far, boundary + 2 * DAY, step)
+    sent = drive(c, collector, far, far + WEEK + LATER_JITTER + 2 * HOUR, step)
     assert len(sent) == 2, f"expected one catch-up and one on-schedule report, got {[(t - far) for t in sent]}"
     assert far < sent[0] <= far + CATCHUP_MAX_DELAY + step, "the catch-up waits a small random delay"
-    assert boundary <= sent[1] < boundary + step, "then back on the phase"
+    assert sent[0] + WEEK <= sent[1] < sent[0] + WEEK + LATER_JITTER + step, "then 7 days + 0-6 h later"
 
 
-def test_clock_set_back_a_few_days_waits_for_the_next_slot(clients, state_dir, collector):
+def test_clock_set_back_a_few_days_waits_for_seven_days(clients, state_dir, collector):
     c, due = scheduled(clients, state_dir, collector.url)
     send_due(c, collector, due)
-    assert drive(c, collector, due - 3 * DAY, due + WEEK, 600) == [], "a report before the next slot boundary"
-    send_due(c, collector, due + WEEK)
-    assert drive(c, collector, due + WEEK - HOUR, due + 2 * WEEK, 600) == []
+    due2 = later_due(c, due)
+    assert drive(c, collector, due - 3 * DAY, due2, 600) == [], "a report within 7 days"
+    send_due(c, collector, due2)
+    assert drive(c, collector, due2 - 3 * DAY, due2 + WEEK, 600) == []
 
 
-def test_clock_set_back_a_year_sends_nothing_before_a_slot_boundary(clients, state_dir, collector):
+def test_clock_set_back_three_weeks_for_one_tick_sends_nothing_twice(clients, state_dir, collector):
+    """Issue 10: the slot schedule re-based on a clock three weeks back and sent
+    the delivered slot again ten minutes after the first report."""
+    c, due = scheduled(clients, state_dir, collector.url)
+    send_due(c, collector, due)
+    c.tick(due + 300 - 3 * WEEK)
+    c.flush(FLUSH_MS)
+    sent = drive(c, collector, due + 600, due + 2 * WEEK, 600)
+    assert sent and sent[0] >= due + WEEK, f"second report {(sent[0] - due) / 60:.0f} min after the first"
+    assert len(collector.requests) == 1 + len(sent)
+
+
+def test_clock_set_back_a_year_sends_nothing_within_seven_days_of_the_last_report(clients, state_dir, collector):
     c, due = scheduled(clients, state_dir, collector.url)
     send_due(c, collector, due)
     back = due - 365 * DAY + 12345
-    boundary = due + WEEK * ((back - due) // WEEK + 1)  # first slot start after `back`
-    assert back < boundary <= back + WEEK
-    step = 600
-    sent = drive(c, collector, back, boundary + 9 * DAY, step)
-    assert len(sent) == 2, [(t - back) / DAY for t in sent]
-    assert boundary <= sent[0] < boundary + step
-    assert boundary + WEEK <= sent[1] < boundary + WEEK + step
+    step = 3600
+    # Living a year in the past: the last report left "in the future", so a
+    # new one would be within 7 days of it by the clock's reading.
+    assert drive(c, collector, back, back + 30 * DAY, step) == []
+    # Back to the real time: the floor still holds.
+    sent = drive(c, collector, due + step, due + 2 * WEEK, 600)
+    assert sent and sent[0] >= due + WEEK
+
+
+def test_refused_report_then_consent_no_yes_keeps_seven_days(clients, state_dir):
+    """Issue 10: a 400 did not count as sent, and a consent no -> yes then sent
+    a second report within hours."""
+    with Collector() as col:
+        col.replies.append(Reply(400, body=b"bad"))
+        c, due = scheduled(clients, state_dir, col.url)
+        send_due(c, col, due)
+        c.set_consent(False)
+        c.set_consent(True)
+        sent = drive(c, col, due + 60, due + 2 * WEEK, 600)
+        assert sent and sent[0] >= due + WEEK, f"{(sent[0] - due) / HOUR:.1f} h after the refused report"
+
+
+def test_catch_up_late_in_the_week_then_the_next_report_keeps_seven_days(clients, state_dir, collector):
+    """Issue 10: a catch-up at the end of a slot and the next slot's report
+    left 51 minutes apart."""
+    c, due = scheduled(clients, state_dir, collector.url)
+    late = due + WEEK - HOUR  # the host comes back an hour before a slot would have ended
+    sent = drive(c, collector, late, late + HOUR, 60) + drive(c, collector, late + HOUR, late + 2 * WEEK, 600)
+    assert late < sent[0] <= late + CATCHUP_MAX_DELAY + 60
+    assert all(b - a >= WEEK for a, b in zip(sent, sent[1:])), [(b - a) / 60 for a, b in zip(sent, sent[1:])]
 
 
 # --------------------------------------------------------------------------
@@ -482,7 +530,7 @@ def test_retryable_status_is_retried_then_delivered(clients, state_dir, status):
         assert second.body == first.body, "the retry sends the same report"
         st = c.status()
         assert st["last_error"] is None and st["attempts"] == 0 and st["last_sent"] == retry_at
-        assert st["next_due"] == due + WEEK
+        later_due(c, due)  # counted from the first attempt: the moment the report left
         h = reports(c)
         assert len(h) == 1, "a retry is an attempt of the same report"
         assert [(a["outcome"], a["status"]) for a in h[0]["attempts"]] == [("failed", status), ("delivered", 200)]
@@ -513,11 +561,12 @@ def test_other_4xx_drops_the_report_without_retry(clients, state_dir, status):
         first = send_due(c, col, due)
         st = c.status()
         assert str(status) in (st["last_error"] or "")
-        assert st["next_due"] == due + WEEK and st["attempts"] == 0
-        assert drive(c, col, due + 1, due + WEEK, 15 * 60) == [], "a refused report was retried"
+        due2 = later_due(c, due)
+        assert st["attempts"] == 0
+        assert drive(c, col, due + 1, due2, 15 * 60) == [], "a refused report was retried"
         h = reports(c)
         assert (h[0]["outcome"], h[0]["status"]) == ("refused", status)
-        second = send_due(c, col, due + WEEK)
+        second = send_due(c, col, due2)
         assert json.loads(second.body)["report_id"] != json.loads(first.body)["report_id"], "the dropped report came back"
         assert c.status()["last_error"] is None
 
@@ -537,20 +586,22 @@ def test_redirect_is_not_followed(clients, state_dir, status):
         assert target.requests == []
 
 
-def test_all_retries_stop_after_five_attempts_in_a_slot(clients, state_dir):
+def test_all_retries_stop_after_five_attempts_of_a_report(clients, state_dir):
     with Collector(default=Reply(500, body=b"down")) as col:
         c, due = scheduled(clients, state_dir, col.url)
         sent = drive(c, col, due, due + WEEK, 60)
-        assert len(sent) == MAX_ATTEMPTS, f"{len(sent)} attempts in one slot"
+        assert len(sent) == MAX_ATTEMPTS, f"{len(sent)} attempts of one report"
         assert sent[-1] - sent[0] < 2 * HOUR, "backoff is capped, attempts do not spread over days"
         st = c.status()
         assert st["last_error"] and "500" in st["last_error"]
-        assert st["next_due"] == due + WEEK and st["attempts"] == 0
+        due2 = later_due(c, due)
+        assert st["attempts"] == 0
         h = reports(c)
         assert len(h) == 1 and [a["outcome"] for a in h[0]["attempts"]] == ["failed"] * MAX_ATTEMPTS
         assert [a["at"] for a in h[0]["attempts"]] == sent
+        assert len({json.loads(r.body)["report_id"] for r in col.requests}) == 1, "retries carry the report's id"
         col.default = Reply(200)
-        send_due(c, col, due + WEEK)
+        send_due(c, col, due2)
         assert c.status()["last_error"] is None
         assert reports(c)[0]["outcome"] == "delivered"
 
@@ -673,8 +724,8 @@ def test_close_during_a_long_send_returns_within_seconds(clients, state_dir):
 def test_processes_ticking_the_same_due_time_send_once(clients, state_dir, collector, child):
     c, due = scheduled(clients, state_dir, collector.url)
     cfg = make_config(state_dir, endpoint=collector.url)
+    at = due
     for slot in range(3):
-        at = due + slot * WEEK
         cmds = [["wait"], ["tick", at], ["flush", FLUSH_MS], ["tick", at + 120], ["flush", FLUSH_MS]]
         procs = [child(cfg, cmds) for _ in range(4)]
         for p in procs:  # all are open and waiting: release them together
@@ -687,10 +738,10 @@ def test_processes_ticking_the_same_due_time_send_once(clients, state_dir, colle
         assert len(h) == slot + 1 and h[0]["outcome"] == "delivered" and h[0]["at"] == at
         assert h[0]["body"] == collector.requests[-1].body.decode()
         assert all(o["status"]["consent"] == "granted" for o in outs)
-        assert c.status()["next_due"] == due + (slot + 1) * WEEK
+        at = later_due(c, at)
 
 
-def test_killed_sender_counts_as_interrupted_and_a_retry_delivers_once(clients, state_dir, collector, child):
+def test_killed_sender_counts_as_interrupted_and_a_retry_delivers_once_under_the_same_id(clients, state_dir, collector, child):
     collector.replies.append(Reply(200, delay=30))
     c, due = scheduled(clients, state_dir, collector.url)
     p = child(make_config(state_dir, endpoint=collector.url), [["tick", due], ["sleep", 60]])
@@ -709,17 +760,20 @@ def test_killed_sender_counts_as_interrupted_and_a_retry_delivers_once(clients, 
     c.tick(due + LEASE)
     c.flush(FLUSH_MS)
     assert len(collector.requests) == 2
+    # Issue 10: the retry carries the killed send's report id (saved with the
+    # in-flight marker), so the collector can de-duplicate the two.
+    ids = [json.loads(r.body)["report_id"] for r in collector.requests]
+    assert ids[0] == ids[1], ids
+    assert collector.requests[0].body == collector.requests[1].body
     h = reports(c)
-    assert [r["outcome"] for r in h] == ["delivered", "interrupted"]
-    assert h[1]["attempts"][0]["error"]
-    assert h[0]["body"] == collector.requests[1].body.decode()
-    assert h[1]["body"] == collector.requests[0].body.decode()
+    assert len(h) == 1 and h[0]["report_id"] == ids[0]
+    assert [a["outcome"] for a in h[0]["attempts"]] == ["interrupted", "delivered"]
+    assert h[0]["attempts"][0]["error"]
     st = c.status()
-    assert st["last_error"] is None and st["next_due"] == due + WEEK and st["last_sent"] == due + LEASE
-    # Nothing more in this slot.
-    assert drive(c, collector, due + LEASE + 60, due + WEEK, 15 * 60) == []
-    delivered = [r for r in h if r["outcome"] == "delivered"]
-    assert len(delivered) == 1
+    assert st["last_error"] is None and st["last_sent"] == due + LEASE
+    # The report left at the killed attempt: the next one 7 days + 0-6 h after it.
+    due2 = later_due(c, due)
+    assert drive(c, collector, due + LEASE + 60, due2, 15 * 60) == []
 
 
 # ----------------------------------------------------------------------------- status "sending" across processes

@@ -12,6 +12,7 @@ pub mod consent;
 pub mod error;
 pub mod ffi;
 mod platform;
+pub mod policy;
 pub mod report;
 pub mod schedule;
 pub mod schema;

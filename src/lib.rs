@@ -18,6 +18,8 @@ pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod transport;
+#[cfg(windows)]
+mod transport_winhttp;
 
 pub use client::Client;
 pub use consent::ConsentState;

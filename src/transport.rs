@@ -1,10 +1,17 @@
 //! One HTTPS POST per attempt, with every limit set explicitly (ureq's
 //! defaults have no timeouts, follow redirects and read 10 MB bodies).
 
+use http::Uri;
 use std::net::IpAddr;
 use std::time::Duration;
-use ureq::http::Uri;
+#[cfg(not(windows))]
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
+
+// On Windows the transport is WinHTTP (system proxy, PAC, proxy
+// authentication, certificate store); this file keeps the pure helpers both
+// share and the ureq transport everywhere else.
+#[cfg(windows)]
+pub use crate::transport_winhttp::{parse_ca, Transport};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OVERALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +53,7 @@ pub fn check_endpoint(url: &str) -> Result<bool, String> {
     }
 }
 
+#[cfg(not(windows))]
 pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = vec![];
     for item in parse_pem(pem.as_bytes()) {
@@ -60,16 +68,39 @@ pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
     Ok(certs)
 }
 
+/// The `proxy` key: `"none"` (*fixed*: always a direct connection) or a proxy
+/// URL without credentials (proxy credentials never come from the
+/// configuration; on Windows the process identity answers a challenge).
+pub fn check_proxy(p: &str) -> Result<(), String> {
+    if p == PROXY_NONE {
+        return Ok(());
+    }
+    if p.contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    #[cfg(not(windows))]
+    ureq::Proxy::new(p).map_err(|e| e.to_string())?;
+    #[cfg(windows)]
+    crate::transport_winhttp::named_proxy(p)?;
+    Ok(())
+}
+
+/// The `proxy` value that forces a direct connection. *fixed*
+pub const PROXY_NONE: &str = "none";
+
+#[cfg(not(windows))]
 pub struct Transport {
     agent: ureq::Agent,
     endpoint: String,
 }
 
+#[cfg(not(windows))]
 impl Transport {
     pub fn new(endpoint: &str, proxy: Option<&str>, ca_cert_pem: Option<&str>) -> Result<Transport, String> {
         let loopback = check_endpoint(endpoint)?;
         let proxy = match proxy {
             _ if loopback => None,
+            Some(PROXY_NONE) => None,
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| e.to_string())?),
             None => ureq::Proxy::try_from_env(),
         };
@@ -116,7 +147,9 @@ impl Transport {
         let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
         match status {
             200..=299 => Delivery::Delivered { status },
-            408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
+            // 407: a proxy wants credentials, which never come from the
+            // configuration; retried like a network error, not dropped.
+            407 | 408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
             300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
             _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
         }

@@ -204,6 +204,8 @@ fn describe(code: u32) -> String {
         12030 => "the connection was aborted",
         12037 | 12038 | 12045 | 12057 | 12169 | 12175 | 12179 => "the server's certificate is not trusted or not valid for it",
         12152 => "invalid answer from the server",
+        // Wine also reports a failed certificate check or a CONNECT refused by the proxy this way.
+        12157 => "the TLS connection failed or the server's certificate was not accepted",
         12166 | 12167 => "the proxy auto-configuration script failed",
         12178 | 12180 => "no proxy auto-configuration found",
         _ => "",

@@ -116,7 +116,7 @@ def main():
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
             c.server.socket = ctx.wrap_socket(c.server.socket, server_side=True)
-            url = f"https://127.0.0.1:{c.port}/v1/report"
+            url = f"https://localhost:{c.port}/v1/report"  # Wine checks DNS names only
             rc, out, err = run(runner, exe, url, work / "state-tls", "--yes", "--ca-file", windows_path(pki / "ca.pem"))
             time.sleep(0.5)
             reqs = list(c.requests)

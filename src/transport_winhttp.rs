@@ -731,7 +731,7 @@ fn verify_chain(request: &Handle, roots: &[Vec<u8>]) -> Result<(), String> {
         }
         // The intermediates the server sent.
         let mut prev = null();
-        loop {
+        while !(*cert).store.is_null() {
             prev = CertEnumCertificatesInStore((*cert).store, prev);
             if prev.is_null() {
                 break;

@@ -208,6 +208,17 @@ mod tests {
         }
     }
 
+    #[cfg(not(windows))]
+    #[test]
+    fn proxy_none_means_no_proxy_at_all() {
+        let remote = "https://telemetry.example.com/r";
+        let none = Transport::new(remote, Some(PROXY_NONE), None).unwrap();
+        assert!(none.agent.config().proxy().is_none());
+        let named = Transport::new(remote, Some("http://proxy.example.com:3128"), None).unwrap();
+        assert!(named.agent.config().proxy().is_some());
+        assert!(check_proxy("http://user:pw@proxy.example.com:3128").unwrap_err().contains("credentials"));
+    }
+
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120", 0), Some(120));

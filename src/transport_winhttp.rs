@@ -790,6 +790,73 @@ mod tests {
         assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
     }
 
+    /// A one-request HTTP server on 127.0.0.1: returns everything it
+    /// received (headers and as much body as arrived before the client
+    /// closed), answering `reply` once the whole body is in.
+    fn serve_once(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            let mut got = vec![];
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    return got; // the client closed
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..end].lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+                    if got.len() >= end + 4 + len {
+                        let _ = s.write_all(reply);
+                        return got;
+                    }
+                }
+            }
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn send_checked_writes_no_byte_of_the_report_when_may_send_says_no() {
+        let (port, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let asked = std::cell::Cell::new(0);
+        let d = t.send_checked("{\"secret\":1}", &|| {
+            asked.set(asked.get() + 1);
+            false
+        });
+        assert_eq!(asked.get(), 1);
+        assert!(matches!(&d, Delivery::Failed { status: None, error, .. } if error.contains("not sent")), "{d:?}");
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        // The connection was made and the headers went out; the body did not.
+        assert!(got.starts_with("POST /v1/report HTTP/1.1\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\n") && !got.contains("secret"), "{got}");
+    }
+
+    #[test]
+    fn send_checked_sends_the_body_after_may_send_says_yes() {
+        let (port, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        assert_eq!(t.send_checked("{\"a\":1}", &|| true), Delivery::Delivered { status: 200 });
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(got.ends_with("\r\n\r\n{\"a\":1}") && got.to_ascii_lowercase().contains("content-type: application/json"), "{got}");
+        assert!(got.contains("User-Agent: optin-telemetry/"), "{got}");
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed() {
+        let (port, server) = serve_once(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n");
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let d = t.send("{}");
+        assert!(matches!(d, Delivery::Refused { status: 302, .. }), "{d:?}");
+        server.join().unwrap();
+    }
+
     #[test]
     fn proxy_none_goes_direct_and_loopback_ignores_a_configured_proxy() {
         let t = Transport::new("https://telemetry.example.com/r", Some("none"), None).unwrap();

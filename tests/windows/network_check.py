@@ -317,6 +317,26 @@ def main():
         reg_delete(CONNECTIONS_HKCU, "DefaultConnectionSettings")
         proxy.close()
 
+    print("Internet Options proxy script (PAC URL):")
+    proxy = Proxy()
+    pac = Collector()
+    from collector import Reply
+    script = f'function FindProxyForURL(url, host) {{ return "PROXY {proxy.address}"; }}'.encode()
+    pac.default = Reply(200, {"Content-Type": "application/x-ns-proxy-autoconfig"}, script)
+    try:
+        with pac:
+            pac_url = f"http://127.0.0.1:{pac.port}/proxy.pac"
+            reg("add", CONNECTIONS_HKCU, "/v", "DefaultConnectionSettings", "/t", "REG_BINARY", "/d", ie_settings(pac=pac_url))
+            with Collector() as c:
+                url = tls(c, pki)
+                r = run_host(runner, exe, work, "pac-https", url, ca_cert_pem=pem)
+                delivered_through(r, c, "https via the proxy the PAC script names")
+                check(any(l.startswith(f"CONNECT localhost:{c.port} ") for l in proxy.lines), f"the PAC's proxy logged the CONNECT (got {proxy.lines})")
+                check(any(q.path == "/proxy.pac" for q in pac.requests), f"the PAC script was fetched (got {[q.path for q in pac.requests]})")
+    finally:
+        reg_delete(CONNECTIONS_HKCU, "DefaultConnectionSettings")
+        proxy.close()
+
     print("Proxy asking for credentials (407, Basic):")
     proxy = Proxy(require_auth=True)
     try:

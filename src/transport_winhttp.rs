@@ -849,6 +849,42 @@ mod tests {
     }
 
     #[test]
+    fn at_most_8_kib_of_the_answer_is_read_and_the_connection_is_not_kept() {
+        use std::io::{Read, Write};
+        const HUGE: usize = 100 << 20;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            s.set_write_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            let mut got = vec![];
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"{}") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before sending the body");
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {HUGE}\r\n\r\n").as_bytes()).unwrap();
+            let chunk = [b'x'; 65536];
+            let mut sent = 0;
+            while sent < HUGE {
+                match s.write(&chunk) {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break, // the client closed the connection
+                }
+            }
+            sent
+        });
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        assert_eq!(t.send("{}"), Delivery::Delivered { status: 200 });
+        // send() has returned: the connection must be closed, not kept for
+        // the rest of the answer or for a next report.
+        let sent = server.join().unwrap();
+        assert!(sent < HUGE, "the server could write the whole {HUGE} bytes: the answer was read or the connection kept");
+    }
+
+    #[test]
     fn a_redirect_is_not_followed() {
         let (port, server) = serve_once(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n");
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();

@@ -145,6 +145,9 @@ const WINHTTP_OPTION_REDIRECT_POLICY: u32 = 88;
 const WINHTTP_OPTION_SEND_TIMEOUT: u32 = 5;
 const WINHTTP_OPTION_RECEIVE_TIMEOUT: u32 = 7;
 const WINHTTP_OPTION_REDIRECT_POLICY_NEVER: u32 = 0;
+const WINHTTP_OPTION_AUTOLOGON_POLICY: u32 = 77;
+const WINHTTP_AUTOLOGON_SECURITY_LEVEL_MEDIUM: u32 = 0;
+const WINHTTP_AUTOLOGON_SECURITY_LEVEL_HIGH: u32 = 2;
 const WINHTTP_DISABLE_COOKIES: u32 = 0x1;
 const WINHTTP_DISABLE_REDIRECTS: u32 = 0x2;
 const WINHTTP_DISABLE_KEEP_ALIVE: u32 = 0x8;
@@ -565,6 +568,9 @@ impl Transport {
         }
         // Belt and braces; older WinHTTP versions know only the feature flag above.
         let _ = request.set_u32(WINHTTP_OPTION_REDIRECT_POLICY, WINHTTP_OPTION_REDIRECT_POLICY_NEVER);
+        // The Windows identity is for the proxy only, and only once it asks
+        // (below): never log on to the collector with it.
+        let _ = request.set_u32(WINHTTP_OPTION_AUTOLOGON_POLICY, WINHTTP_AUTOLOGON_SECURITY_LEVEL_HIGH);
         if self.roots.is_some() && self.secure {
             // The private CA is not in the Windows store: let the handshake
             // finish without a trusted root, then check the chain against
@@ -621,6 +627,8 @@ impl Transport {
             let scheme = [WINHTTP_AUTH_SCHEME_NEGOTIATE, WINHTTP_AUTH_SCHEME_NTLM].into_iter().find(|s| known && supported & s != 0);
             match scheme {
                 Some(s) if !answered_challenge => {
+                    // The default policy, which lets the logged-on identity answer a proxy.
+                    let _ = request.set_u32(WINHTTP_OPTION_AUTOLOGON_POLICY, WINHTTP_AUTOLOGON_SECURITY_LEVEL_MEDIUM);
                     // SAFETY: valid handle; NULL user and password mean "the logged-on identity".
                     if unsafe { WinHttpSetCredentials(request.0, WINHTTP_AUTH_TARGET_PROXY, s, null(), null(), null_mut()) } == 0 {
                         return Err(format!("proxy authentication: {}", describe(last_error())));

@@ -8,9 +8,9 @@
 use crate::config::Config;
 use crate::consent::{self, ConsentState, Receipt};
 use crate::error::{parse_json, Code, Error, Result};
-use crate::report::{self, Builtins};
+use crate::report::{self, Builtins, ReportIdentity};
 use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
-use crate::schema::{self, FieldValue, Kind, BUILTIN_FIELDS};
+use crate::schema::{self, CountEncoding, FieldValue, Kind, Schema, BUILTIN_FIELDS};
 use crate::store::{Attempt, Guard, HistoryEntry, State, Store};
 use crate::transport::{Delivery, Transport};
 use crate::{now_unix, random_hex, OsRng};
@@ -51,9 +51,10 @@ struct Shared {
 
 struct Inner {
     values: Vec<Option<FieldValue>>,
-    /// Id of the next report; fresh after each report is finished, never stored.
-    report_id: String,
-    /// (anchor, slot) of the report `report_id` was transmitted for, if it
+    /// Id and draw key of the next report; fresh after each report is
+    /// finished, never stored.
+    report: ReportIdentity,
+    /// (anchor, slot) of the report `report` was transmitted for, if it
     /// was: the id is kept only for that report's retries.
     report_for: Option<(i64, i64)>,
     warnings: Vec<String>,
@@ -68,7 +69,7 @@ impl Inner {
         if let Some((anchor, k)) = self.report_for {
             let pending = schedule.is_some_and(|sc| sc.anchor == anchor && sc.done_slot.is_none_or(|d| d < k) && sc.slot_of(sc.due) == k);
             if !pending {
-                self.report_id = new_report_id();
+                self.report = ReportIdentity::new();
                 self.report_for = None;
             }
         }
@@ -81,8 +82,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn new_report_id() -> String {
-    random_hex(16)
+/// describe's "privacy" object: the identifying-bits bound of the schema, so
+/// a dialog can say "this report is one of at most 2^max_bits possible".
+/// Built-in fields are bounded by the configuration rules, not counted.
+/// "limit" is the configuration's `max_bits` the schema was checked against.
+fn privacy(schema: &Schema, limit: f64) -> Value {
+    let fields: Map<String, Value> = schema.fields.iter().map(|f| (f.name.clone(), json!(f.kind.bits()))).collect();
+    json!({"max_bits": schema.total_bits(), "fields": fields, "limit": limit})
 }
 
 fn env_disabled() -> bool {
@@ -114,7 +120,7 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report_id: new_report_id(), report_for: None, warnings }),
+                inner: Mutex::new(Inner { values, report: ReportIdentity::new(), report_for: None, warnings }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
@@ -136,7 +142,7 @@ impl Client {
         let mut inner = lock(&s.inner);
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
-        let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.schema, &s.config.product_version);
+        let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.scope());
         if state.consent.as_ref() != Some(&answer) {
             // Any change of answer cancels the schedule; a "yes" draws a new
             // phase on the next tick.
@@ -156,7 +162,7 @@ impl Client {
 
     pub fn consent(&self) -> Result<ConsentState> {
         let (state, _) = self.shared.read_state()?;
-        Ok(consent::effective(state.consent.as_ref(), &self.shared.config.schema.digest))
+        Ok(consent::effective(state.consent.as_ref(), &self.shared.config.scope()))
     }
 
     /// Why nothing will be sent whatever the consent, if a policy says so.
@@ -218,7 +224,7 @@ impl Client {
         let s = &*self.shared;
         let sch = &s.config.schema;
         let (state, _) = self.shared.read_state()?;
-        let consent = consent::effective(state.consent.as_ref(), &sch.digest);
+        let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
         let mut fields = vec![];
         for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
             let german = language.split('-').next().is_some_and(|b| b.eq_ignore_ascii_case("de"));
@@ -233,15 +239,19 @@ impl Client {
             d.insert("kind".into(), json!(f.kind.name()));
             d.insert("description".into(), json!(schema::pick_description(&f.description, language)));
             match &f.kind {
-                Kind::Count { buckets: Some(b) } => {
+                Kind::Count { encoding: CountEncoding::Buckets(b) } => {
                     d.insert("buckets".into(), json!(b));
+                }
+                Kind::Count { encoding: CountEncoding::Round125 } => {
+                    d.insert("rounding".into(), json!(schema::ROUNDING_125));
                 }
                 Kind::Choice { values } | Kind::Choices { values } => {
                     d.insert("values".into(), json!(values));
                 }
                 _ => {}
             }
-            d.insert("value".into(), inner.values[i].as_ref().map_or(Value::Null, |v| sch.encode(i, v)));
+            d.insert("bits".into(), json!(f.kind.bits()));
+            d.insert("value".into(), inner.values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &inner.report)));
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -252,6 +262,8 @@ impl Client {
                 "schema_version": r.schema_version,
                 "schema_digest": r.schema_digest,
                 "product_version": r.product_version,
+                "product": r.product,
+                "endpoint": r.endpoint,
             })
         });
         let changes = match (&state.consent, consent) {
@@ -262,6 +274,12 @@ impl Client {
                     "to_schema_version": sch.version,
                     "added": c.added, "removed": c.removed, "changed": c.changed,
                     "builtins_changed": c.builtins_changed,
+                    // Who sends and where to are covered like the fields: a
+                    // receipt from before they were bound has null here.
+                    "product_changed": r.product.as_deref() != Some(s.config.product.as_str()),
+                    "from_product": r.product, "to_product": s.config.product,
+                    "endpoint_changed": r.endpoint.as_deref() != Some(s.config.endpoint.as_str()),
+                    "from_endpoint": r.endpoint, "to_endpoint": s.config.endpoint,
                 })
             }
             _ => Value::Null,
@@ -276,6 +294,7 @@ impl Client {
             "blocked_by": self.blocked_by(),
             "endpoint": s.config.endpoint,
             "fields": fields,
+            "privacy": privacy(sch, s.config.max_bits),
             "next_report": self.shared.build_report(&inner),
             "warnings": inner.warnings,
         });
@@ -285,7 +304,7 @@ impl Client {
     pub fn status(&self) -> Result<String> {
         let s = &*self.shared;
         let (state, _) = self.shared.read_state()?;
-        let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
+        let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
         let blocked = self.blocked_by();
         let sending_here = *lock(&s.sending);
         let schedule = state.schedule.as_ref();
@@ -377,7 +396,7 @@ impl Client {
         let guard = s.store.lock()?;
         let (mut state, warning) = s.store.load(&guard);
         inner.forget_report_unless_pending(state.schedule.as_ref());
-        let consent = consent::effective(state.consent.as_ref(), &s.config.schema.digest);
+        let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
             self.shared.set_next_look(now, i64::MAX);
             drop((guard, inner));
@@ -495,7 +514,7 @@ impl Shared {
     }
 
     fn build_report(&self, inner: &Inner) -> String {
-        report::build(&self.config.schema, &inner.values, &self.builtins, &inner.report_id)
+        report::build(&self.config.schema, &inner.values, &self.builtins, &inner.report)
     }
 
     fn set_next_look(&self, now: i64, next: i64) {
@@ -562,7 +581,7 @@ impl Shared {
             let ours = state.schedule.as_ref().and_then(|sc| sc.in_flight.as_ref()).is_some_and(|f| f.token == token);
             let allowed = generation == self.generation.load(Ordering::SeqCst)
                 && !self.closed.load(Ordering::SeqCst)
-                && consent::effective(state.consent.as_ref(), &self.config.schema.digest) == ConsentState::Granted
+                && consent::effective(state.consent.as_ref(), &self.config.scope()) == ConsentState::Granted
                 && self.blocked_by().is_none();
             if !allowed || !ours {
                 if ours {
@@ -576,8 +595,8 @@ impl Shared {
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {
-                Some(e) if e.report_id == inner.report_id && e.body == body => e.attempts.push(attempt),
-                _ => history.push(HistoryEntry { report_id: inner.report_id.clone(), body: body.clone(), attempts: vec![attempt] }),
+                Some(e) if e.report_id == inner.report.id && e.body == body => e.attempts.push(attempt),
+                _ => history.push(HistoryEntry { report_id: inner.report.id.clone(), body: body.clone(), attempts: vec![attempt] }),
             }
             self.store.save_history(&guard, &history)?;
             body
@@ -608,7 +627,7 @@ impl Shared {
         // keep a delivered report's slot open.
         self.store.save(&guard, &state)?;
         if report_finished {
-            inner.report_id = new_report_id();
+            inner.report = ReportIdentity::new();
             inner.report_for = None;
         }
         self.set_attempt_outcome(&guard, token, outcome_name, status, error)

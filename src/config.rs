@@ -1,6 +1,7 @@
 //! The configuration object given to `tel_open`. Unknown keys are errors: a
 //! typo such as "disable" for "disabled" must not silently change behaviour.
 
+use crate::consent::Scope;
 use crate::error::{parse_json, Error, Result};
 use crate::schema::{truncate, Schema};
 use crate::transport;
@@ -20,9 +21,15 @@ pub struct Config {
     pub disabled: bool,
     pub proxy: Option<String>,
     pub ca_cert_pem: Option<String>,
+    /// Most identifying bits a schema may have (`Schema::total_bits`).
+    pub max_bits: f64,
 }
 
-const KEYS: &[&str] = &["product", "product_version", "endpoint", "state_dir", "schema", "disabled", "proxy", "ca_cert_pem"];
+/// Default of `max_bits`: a report is then one of at most 2^32 possible ones.
+pub const DEFAULT_MAX_BITS: f64 = 32.0;
+pub const MAX_ENDPOINT_PATH: usize = 64;
+
+const KEYS: &[&str] = &["product", "product_version", "endpoint", "state_dir", "schema", "disabled", "proxy", "ca_cert_pem", "max_bits"];
 
 fn string<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
     match o.get(key) {
@@ -52,13 +59,62 @@ fn check_product(s: &str) -> Result<()> {
     }
 }
 
+/// 1 to 4 dot-separated decimal numbers of at most 9 digits: room for a
+/// release and a build number, none for a per-installation id or a name. A
+/// release channel is a `choice` field of the schema instead.
 fn check_version(s: &str) -> Result<()> {
-    let ok = (1..=32).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-' | b'_'));
+    let parts: Vec<&str> = s.split('.').collect();
+    let ok = parts.len() <= 4 && parts.iter().all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
-        Err(Error::config(format!("config.product_version: \"{}\" must be 1-32 of A-Z a-z 0-9 . + - _", truncate(s, 64))))
+        Err(Error::config(format!(
+            "config.product_version: \"{}\" must be 1 to 4 dot-separated decimal numbers of at most 9 digits each (e.g. 24.1.3); report a release channel as a choice field",
+            truncate(s, 64)
+        )))
     }
+}
+
+/// What the endpoint may carry besides scheme and host: it leaves with every
+/// report and is bound to the consent, so nothing in it may vary per user or
+/// installation. No query, fragment or user info; a short plain path.
+fn check_endpoint_parts(url: &str) -> Result<()> {
+    let bad = |part: &str| -> Result<()> { Err(Error::config(format!("config.endpoint: must not have a {part}"))) };
+    if url.contains('#') {
+        return bad("fragment (#...)");
+    }
+    if url.contains('?') {
+        return bad("query (?...)");
+    }
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return bad("user info (user@ or user:password@ carries credentials or names)");
+    }
+    let path_ok = path.chars().count() <= MAX_ENDPOINT_PATH
+        && path.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'.' | b'-'));
+    if !path_ok {
+        return Err(Error::config(format!(
+            "config.endpoint: the path \"{}\" must be at most {MAX_ENDPOINT_PATH} characters of A-Z a-z 0-9 / _ . -",
+            truncate(path, 80)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a schema whose identifying-bits bound exceeds `max_bits`.
+fn check_bits(schema: &Schema, max_bits: f64) -> Result<()> {
+    let total = schema.total_bits();
+    if total <= max_bits {
+        return Ok(());
+    }
+    let mut widest: Vec<(&str, f64)> = schema.fields.iter().map(|f| (f.name.as_str(), f.kind.bits())).collect();
+    widest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let named: Vec<String> = widest.iter().take(3).map(|(n, b)| format!("\"{n}\" {b:.2}")).collect();
+    Err(Error::config(format!(
+        "config.schema: {total:.2} identifying bits, above config.max_bits {max_bits}; the widest fields: {} (use buckets, fewer values or fewer fields)",
+        named.join(", ")
+    )))
 }
 
 impl Config {
@@ -73,12 +129,21 @@ impl Config {
         let product_version = required(o, "product_version")?;
         check_version(product_version)?;
         let endpoint = required(o, "endpoint")?;
+        check_endpoint_parts(endpoint)?;
         transport::check_endpoint(endpoint).map_err(|m| Error::config(format!("config.endpoint: {m}")))?;
         let state_dir = required(o, "state_dir")?;
         if state_dir.is_empty() {
             return Err(Error::config("config.state_dir: must not be empty"));
         }
         let schema = Schema::from_json(o.get("schema").ok_or_else(|| Error::config("config.schema: missing"))?)?;
+        let max_bits = match o.get("max_bits") {
+            None | Some(Value::Null) => DEFAULT_MAX_BITS,
+            Some(v) => v
+                .as_f64()
+                .filter(|b| b.is_finite() && *b >= 0.0)
+                .ok_or_else(|| Error::config("config.max_bits: must be a non-negative number"))?,
+        };
+        check_bits(&schema, max_bits)?;
         let disabled = match o.get("disabled") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -101,6 +166,46 @@ impl Config {
             disabled,
             proxy,
             ca_cert_pem,
+            max_bits,
         })
+    }
+
+    /// What a consent answer given under this configuration covers.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope { schema: &self.schema, product: &self.product, product_version: &self.product_version, endpoint: &self.endpoint }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_version_is_numbers_only() {
+        for ok in ["1", "24.1.3", "10.2.1.21234", "999999999.1.2.3"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1.2.3.4.5", "1..2", "1.", "1234567890", "1.0-beta", "24.1.3+abc", "v1", " 1"] {
+            let e = check_version(bad).unwrap_err();
+            assert!(e.message.contains("config.product_version"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn endpoint_parts_name_the_part_at_fault() {
+        for ok in ["https://c.example", "https://c.example/v1/report", "http://127.0.0.1:9/a_b.c-d"] {
+            assert!(check_endpoint_parts(ok).is_ok(), "{ok}");
+        }
+        let long = format!("https://c.example/{}", "a".repeat(64));
+        for (bad, part) in [
+            ("https://c.example/r?x=1", "query"),
+            ("https://c.example/r#x", "fragment"),
+            ("https://jsmith@c.example/r", "user info"),
+            ("https://c.example/j%20smith", "path"),
+            (long.as_str(), "path"),
+        ] {
+            let e = check_endpoint_parts(bad).unwrap_err();
+            assert!(e.message.contains(part), "{bad}: {}", e.message);
+        }
     }
 }

@@ -28,7 +28,8 @@ pub const TEL_ERR_NULL_ARGUMENT: tel_result = 1;
 pub const TEL_ERR_INVALID_UTF8: tel_result = 2;
 /// An argument was outside its documented range (e.g. consent not 0 or 1).
 pub const TEL_ERR_INVALID_ARGUMENT: tel_result = 3;
-/// The configuration given to tel_open was rejected (unknown key, bad schema, bad endpoint...).
+/// The configuration given to tel_open was rejected (unknown key, bad schema, a count with neither
+/// buckets nor rounding, a schema above max_bits, bad product_version or endpoint...).
 pub const TEL_ERR_CONFIG: tel_result = 4;
 /// The state directory could not be created, read, locked or written.
 pub const TEL_ERR_IO: tel_result = 5;
@@ -49,11 +50,12 @@ pub const TEL_ERR_TIMEOUT: tel_result = 12;
 
 /// No answer yet: nothing is sent.
 pub const TEL_CONSENT_UNDECIDED: u32 = 0;
-/// The user agreed to the schema in use: reports may be sent.
+/// The user agreed to the schema, product and endpoint in use: reports may be sent.
 pub const TEL_CONSENT_GRANTED: u32 = 1;
 /// The user declined: nothing is sent, and a schema change does not ask again.
 pub const TEL_CONSENT_DENIED: u32 = 2;
-/// The user agreed to an earlier schema: nothing is sent until they answer again.
+/// The user agreed to another schema, product or endpoint (or answered before product and
+/// endpoint were bound): nothing is sent until they answer again.
 pub const TEL_CONSENT_OUTDATED: u32 = 3;
 
 const MAX_JSON: usize = 1 << 20;
@@ -150,7 +152,14 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
 /// `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
 /// `disabled`, `proxy` (a proxy URL without credentials, or "none" for a direct
-/// connection), `ca_cert_pem`; unknown keys are rejected. See README.
+/// connection), `ca_cert_pem`, `max_bits`; unknown keys are rejected.
+/// See README. `product_version`: 1 to 4 dot-separated decimal numbers of at
+/// most 9 digits each. `endpoint`: no query, fragment or user info; its path
+/// at most 64 characters of `A-Z a-z 0-9 / _ . -`. Every `count` field of the
+/// schema declares exactly one of `"buckets": [...]` or `"rounding": "1-2-5"`;
+/// a count is never sent exactly. The schema's identifying bits (the sum over
+/// its fields of log2(1 + the number of values the field can take)) must not
+/// exceed `max_bits` (default 32).
 /// `config_json` is only read during the call. `out_client`: receives the new
 /// client on success; untouched on failure. The client is owned by the caller
 /// and must be released with tel_close().
@@ -160,7 +169,8 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 ///
 /// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
 /// `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
-/// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key at fault),
+/// TEL_ERR_MALFORMED_JSON, TEL_ERR_CONFIG (names the key, field or URL part
+/// at fault; for max_bits, the widest fields),
 /// TEL_ERR_IO (state_dir cannot be created or its lock file written).
 #[no_mangle]
 pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *mut tel_client) -> tel_result {
@@ -194,8 +204,8 @@ pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
 /// Records the user's answer: `granted` = 1 (yes) or 0 (no); anything else is
 /// TEL_ERR_INVALID_ARGUMENT. The answer is on disk before the call returns.
 ///
-/// A "yes" covers exactly the schema in use (its version and digest) and
-/// schedules the first report at a random moment within 7 days. A "no" takes
+/// A "yes" covers exactly the schema in use (its version and digest), the
+/// configured `product` and the `endpoint`, and schedules the first report at a random moment within 7 days. A "no" takes
 /// effect at once: no request starts afterwards and a prepared send is
 /// abandoned; it stays a "no" across schema changes.
 ///
@@ -212,7 +222,8 @@ pub unsafe extern "C" fn tel_set_consent(client: *mut tel_client, granted: i32) 
 
 /// Writes the consent in force for the schema in use to `*out_consent`: one of
 /// TEL_CONSENT_UNDECIDED, TEL_CONSENT_GRANTED, TEL_CONSENT_DENIED,
-/// TEL_CONSENT_OUTDATED (granted for another schema: ask again).
+/// TEL_CONSENT_OUTDATED (granted for another schema, product or endpoint, or
+/// by a receipt from before product and endpoint were bound: ask again).
 /// `*out_consent` is written only on success.
 ///
 /// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
@@ -245,9 +256,13 @@ pub unsafe extern "C" fn tel_set_bool(client: *mut tel_client, field: *const c_c
     })
 }
 
-/// Sets a `count` field. A field with buckets is reported as the bucket the
-/// value falls in, never as the exact number. `field` is only read during
-/// the call.
+/// Sets a `count` field. It is never reported as the exact number: a field
+/// with buckets is reported as the bucket the value falls in; a field with
+/// `"rounding": "1-2-5"` as a neighbour in the series 0, 1, 2, 5, 10, 20, 50,
+/// ..., 10^19, drawn at random without bias (v between a and b is sent as b
+/// with probability (v-a)/(b-a)); values above 10^19 are sent as 10^19. The
+/// draw is made once per report: preview, describe and the body sent agree,
+/// and the next report draws again. `field` is only read during the call.
 ///
 /// Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`client` or
 /// `field` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
@@ -312,14 +327,21 @@ pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mu
 
 /// Writes what a consent or "view data" dialog needs to `*out_json`: every
 /// field (built-in ones too) with its name, description in `language` (falling
-/// back to the base language, then English), kind and current value as it
-/// would be sent; the consent state with its receipt; when the consent is
-/// outdated, the fields added, removed or changed since the consented schema;
-/// and the next report's exact bytes. `language`: a BCP 47 tag such as "de"
+/// back to the base language, then English), kind, `buckets`, `rounding` or
+/// `values`, identifying `bits` and current value as it would be sent (a
+/// rounded count as drawn for the next report); the consent state with its
+/// receipt; when the consent is outdated, the fields added, removed or
+/// changed since the consented schema and whether the product or endpoint
+/// changed (`product_changed`, `from_product`, `to_product`,
+/// `endpoint_changed`, `from_endpoint`, `to_endpoint`); a `privacy` object
+/// (`max_bits`: the schema's identifying bits, `fields`: name -> bits,
+/// `limit`: the configured max_bits): a report is one of at most 2^max_bits
+/// possible reports; and the next report's exact bytes. `language`: a BCP 47 tag such as "de"
 /// or "de-AT", matched case-insensitively; NULL or "" means English; only
 /// read during the call. The receipt
 /// carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
-/// `schema_digest`, `product_version`.
+/// `schema_digest`, `product_version`, `product`, `endpoint` (null in a
+/// receipt from before they were bound).
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.
 ///

@@ -34,7 +34,7 @@ pub(crate) fn now_unix() -> i64 {
     }
 }
 
-fn random_bytes(buf: &mut [u8]) {
+pub(crate) fn random_bytes(buf: &mut [u8]) {
     // The OS generator failing is not something a report can work around;
     // the panic is caught at the C boundary and becomes TEL_ERR_INTERNAL.
     getrandom::getrandom(buf).expect("the operating system's random generator failed");

@@ -25,16 +25,101 @@ pub const BUILTIN_FIELDS: &[(&str, &str, &str)] = &[
     ("library_version", "Version of the telemetry library.", "Version der Telemetrie-Bibliothek."),
 ];
 
+/// How a count leaves the machine. There is no exact encoding: an exact,
+/// slowly moving number links the weekly reports of one installation, and 64
+/// free bits per field could carry anything a host packs into them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CountEncoding {
+    /// Ascending lower bounds; the report carries the bucket's label.
+    Buckets(Vec<u64>),
+    /// `"rounding": "1-2-5"`: unbiased random rounding to a neighbour in
+    /// [`SERIES_125`]; the report carries that integer.
+    Round125,
+}
+
+/// The value of the schema key `rounding` for [`CountEncoding::Round125`].
+pub const ROUNDING_125: &str = "1-2-5";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bool,
-    /// `buckets`: ascending lower bounds; the report carries the bucket's label.
-    Count { buckets: Option<Vec<u64>> },
+    Count { encoding: CountEncoding },
     Choice { values: Vec<String> },
     Choices { values: Vec<String> },
 }
 
+/// The 1-2-5 series within 64 bits: 0, then 1, 2, 5 times each power of ten
+/// up to 5·10^18, then 10^19 (the next member, 2·10^19, is above 2^64 − 1).
+pub const SERIES_125: [u64; 59] = series_125();
+
+const fn series_125() -> [u64; 59] {
+    let mut s = [0u64; 59];
+    let (mut i, mut p) = (1, 1u64);
+    while i < 58 {
+        s[i] = p;
+        s[i + 1] = 2 * p;
+        s[i + 2] = 5 * p;
+        i += 3;
+        p *= 10;
+    }
+    s[58] = p;
+    s
+}
+
+/// Whether `v` is a member of the 1-2-5 series, i.e. a value a rounded count
+/// may carry in a report (for collectors that validate reports).
+pub fn is_125(v: u64) -> bool {
+    SERIES_125.binary_search(&v).is_ok()
+}
+
+/// The series members around `v`: (a, b) with a <= v <= b, a == b when `v`
+/// is a member. Above 10^19, the largest member that fits in 64 bits, both
+/// are 10^19 (see [`round_125`]).
+pub fn neighbours_125(v: u64) -> (u64, u64) {
+    let top = SERIES_125[SERIES_125.len() - 1];
+    if v >= top {
+        return (top, top);
+    }
+    let i = SERIES_125.partition_point(|&x| x <= v); // >= 1: SERIES_125[0] == 0
+    let a = SERIES_125[i - 1];
+    if a == v {
+        (v, v)
+    } else {
+        (a, SERIES_125[i])
+    }
+}
+
+/// Unbiased random rounding: between neighbours a < v < b, `v` becomes b with
+/// probability exactly (v − a)/(b − a), else a, so the expectation is v.
+/// `below(n)` must return a uniform draw from 0..n. One exception, stated in
+/// the README: values above 10^19 become 10^19 (2·10^19 is no 64-bit
+/// integer); there the expectation is low by less than 46 %.
+pub fn round_125(v: u64, below: &mut dyn FnMut(u64) -> u64) -> u64 {
+    let (a, b) = neighbours_125(v);
+    if a == b {
+        return a;
+    }
+    if below(b - a) < v - a {
+        b
+    } else {
+        a
+    }
+}
+
 impl Kind {
+    /// Identifying bits: log2(1 + the number of distinct values the field can
+    /// take in a report), the 1 being "not set".
+    pub fn bits(&self) -> f64 {
+        let outcomes = match self {
+            Kind::Bool => 2.0,
+            Kind::Count { encoding: CountEncoding::Buckets(b) } => b.len() as f64 + 1.0,
+            Kind::Count { encoding: CountEncoding::Round125 } => SERIES_125.len() as f64,
+            Kind::Choice { values } => values.len() as f64,
+            Kind::Choices { values } => 2f64.powi(values.len() as i32),
+        };
+        (1.0 + outcomes).log2()
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Bool => "bool",
@@ -165,6 +250,18 @@ fn buckets(v: &Value, at: &str) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Exactly one of `buckets` and `rounding`: a count is never sent exactly.
+fn count_encoding(fo: &Map<String, Value>, at: &str) -> Result<CountEncoding> {
+    let options = format!("declare exactly one of \"buckets\": [ascending bounds] or \"rounding\": \"{ROUNDING_125}\"");
+    match (fo.get("buckets"), fo.get("rounding")) {
+        (Some(b), None) => Ok(CountEncoding::Buckets(buckets(b, &format!("{at}.buckets"))?)),
+        (None, Some(r)) if r.as_str() == Some(ROUNDING_125) => Ok(CountEncoding::Round125),
+        (None, Some(_)) => Err(Error::config(format!("{at}.rounding: must be \"{ROUNDING_125}\" (the only rounding there is); {options}"))),
+        (Some(_), Some(_)) => Err(Error::config(format!("{at}: a count has either \"buckets\" or \"rounding\", not both; {options}"))),
+        (None, None) => Err(Error::config(format!("{at}: a count is never sent exactly; {options}"))),
+    }
+}
+
 fn description(v: &Value, at: &str) -> Result<BTreeMap<String, String>> {
     let obj = v
         .as_object()
@@ -229,7 +326,7 @@ impl Schema {
         for (i, f) in list.iter().enumerate() {
             let at = format!("schema.fields[{i}]");
             let fo = f.as_object().ok_or_else(|| Error::config(format!("{at}: must be an object")))?;
-            only_keys(fo, &["name", "type", "buckets", "values", "description"], &at)?;
+            only_keys(fo, &["name", "type", "buckets", "rounding", "values", "description"], &at)?;
             let name = fo
                 .get("name")
                 .and_then(Value::as_str)
@@ -246,7 +343,7 @@ impl Schema {
                 .and_then(Value::as_str)
                 .ok_or_else(|| Error::config(format!("{at}.type: missing or not a string")))?;
             let allowed_extra: &[&str] = match ty {
-                "count" => &["buckets"],
+                "count" => &["buckets", "rounding"],
                 "choice" | "choices" => &["values"],
                 "bool" => &[],
                 other => {
@@ -256,16 +353,14 @@ impl Schema {
                     )))
                 }
             };
-            for key in ["buckets", "values"] {
+            for key in ["buckets", "rounding", "values"] {
                 if fo.contains_key(key) && !allowed_extra.contains(&key) {
                     return Err(Error::config(format!("{at}.{key}: not allowed for type {ty}")));
                 }
             }
             let kind = match ty {
                 "bool" => Kind::Bool,
-                "count" => Kind::Count {
-                    buckets: fo.get("buckets").map(|b| buckets(b, &format!("{at}.buckets"))).transpose()?,
-                },
+                "count" => Kind::Count { encoding: count_encoding(fo, &at)? },
                 _ => {
                     let values = token_list(
                         fo.get("values").ok_or_else(|| Error::config(format!("{at}.values: missing")))?,
@@ -286,6 +381,20 @@ impl Schema {
         let canonical = canonical_form(version, &fields);
         let digest = digest_of(&canonical);
         Ok(Schema { version, fields, index, canonical, digest })
+    }
+
+    /// Sum of the fields' [`Kind::bits`]: a report of this schema is one of
+    /// at most 2^total possible reports (built-in fields aside).
+    pub fn total_bits(&self) -> f64 {
+        self.fields.iter().map(|f| f.kind.bits()).sum()
+    }
+
+    /// How the count field `name` is sent; `None` if it is no count field.
+    pub fn count_encoding(&self, name: &str) -> Option<&CountEncoding> {
+        match self.field(name) {
+            Some((_, Field { kind: Kind::Count { encoding }, .. })) => Some(encoding),
+            _ => None,
+        }
     }
 
     pub fn field(&self, name: &str) -> Option<(usize, &Field)> {
@@ -361,12 +470,14 @@ impl Schema {
         Ok(i)
     }
 
-    /// The value exactly as it appears in a report.
-    pub fn encode(&self, i: usize, v: &FieldValue) -> Value {
+    /// The value exactly as it appears in a report. `below(n)` is the
+    /// report's uniform draw from 0..n for this field and value (used only by
+    /// a rounded count): the same report always draws the same.
+    pub fn encode(&self, i: usize, v: &FieldValue, below: &mut dyn FnMut(u64) -> u64) -> Value {
         match (&self.fields[i].kind, v) {
             (_, FieldValue::Bool(b)) => Value::Bool(*b),
-            (Kind::Count { buckets: Some(b) }, FieldValue::Count(n)) => Value::String(bucket_label(b, *n)),
-            (_, FieldValue::Count(n)) => json!(n),
+            (Kind::Count { encoding: CountEncoding::Buckets(b) }, FieldValue::Count(n)) => Value::String(bucket_label(b, *n)),
+            (Kind::Count { encoding: CountEncoding::Round125 }, FieldValue::Count(n)) => json!(round_125(*n, below)),
             (Kind::Choice { values }, FieldValue::Choice(p)) => Value::String(values[*p].clone()),
             (Kind::Choices { values }, FieldValue::Choices(set)) => {
                 Value::Array(set.iter().map(|&p| Value::String(values[p].clone())).collect())
@@ -430,8 +541,11 @@ fn canonical_field(f: &Field) -> Value {
     m.insert("name".into(), json!(f.name));
     m.insert("type".into(), json!(f.kind.name()));
     match &f.kind {
-        Kind::Count { buckets: Some(b) } => {
+        Kind::Count { encoding: CountEncoding::Buckets(b) } => {
             m.insert("buckets".into(), json!(b));
+        }
+        Kind::Count { encoding: CountEncoding::Round125 } => {
+            m.insert("rounding".into(), json!(ROUNDING_125));
         }
         // Values keep their declared order: it is the order `choices` are sent in.
         Kind::Choice { values } | Kind::Choices { values } => {
@@ -526,7 +640,11 @@ mod tests {
             Box::new(|v| v["version"] = json!(2)),
             Box::new(|v| v["fields"][0]["name"] = json!("seats")),
             Box::new(|v| v["fields"][0]["buckets"] = json!([1, 5, 10])),
-            Box::new(|v| v["fields"][1]["type"] = json!("count")),
+            Box::new(|v| v["fields"][1] = json!({"name": "trial", "type": "count", "rounding": "1-2-5", "description": {"en": "x"}})),
+            Box::new(|v| {
+                v["fields"][0].as_object_mut().unwrap().remove("buckets");
+                v["fields"][0]["rounding"] = json!("1-2-5");
+            }),
             Box::new(|v| v["fields"][2]["values"] = json!(["standard", "enterprise", "oem"])),
             Box::new(|v| v["fields"].as_array_mut().unwrap().pop().map(|_| ()).unwrap()),
         ];
@@ -548,6 +666,16 @@ mod tests {
         );
         assert_eq!(s.digest, digest_of(&s.canonical));
         assert_eq!(s.digest, "sha256:ad27b14760968843e9efd07f9ea633dfe1bd279f7340c397d66e9de38cbb5ccb");
+        // The rounding mode is part of the digest, beside the buckets.
+        let s = schema(json!({"version": 1, "fields": [
+            {"name": "items", "type": "count", "rounding": "1-2-5", "description": {"en": "x"}},
+            {"name": "users", "type": "count", "buckets": [1, 10], "description": {"en": "x"}}]}))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&s.canonical).unwrap(),
+            r#"{"builtins":["os_family","os_version","arch","product","product_version","library_version"],"fields":[{"name":"items","rounding":"1-2-5","type":"count"},{"buckets":[1,10],"name":"users","type":"count"}],"report_format":1,"version":1}"#
+        );
+        assert_eq!(s.digest, "sha256:0eb7baa4ce8c0ecd200084bd4db161435913862146cceac3ca70d3cd599fb98f");
     }
 
     #[test]
@@ -561,6 +689,10 @@ mod tests {
             (json!({"version": 1, "fields": [{"name": "e", "type": "choice", "values": ["a@b.c"], "description": {"en": "x"}}]}), "not a token"),
             (json!({"version": 1, "fields": [{"name": "e", "type": "choice", "values": ["a", "a"], "description": {"en": "x"}}]}), "listed twice"),
             (json!({"version": 1, "fields": [{"name": "n", "type": "count", "buckets": [5, 5], "description": {"en": "x"}}]}), "strictly increasing"),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "count", "description": {"en": "x"}}]}), "\"n\"): a count is never sent exactly; declare exactly one of \"buckets\": [ascending bounds] or \"rounding\": \"1-2-5\""),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "count", "buckets": [1], "rounding": "1-2-5", "description": {"en": "x"}}]}), "not both; declare exactly one of \"buckets\""),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "count", "rounding": "1-3-10", "description": {"en": "x"}}]}), "rounding: must be \"1-2-5\""),
+            (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "rounding": "1-2-5", "description": {"en": "x"}}]}), "not allowed for type bool"),
             (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "buckets": [1], "description": {"en": "x"}}]}), "not allowed for type bool"),
             (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "description": {"de": "x"}}]}), "\"en\""),
             (json!({"version": 1, "fields": [{"name": "n", "type": "bool", "description": {"en": "x"}}, {"name": "n", "type": "bool", "description": {"en": "x"}}]}), "used twice"),
@@ -593,7 +725,7 @@ mod tests {
         assert_eq!(s.check_json("profiles", &json!(["pst", "pst"])).unwrap_err().code, Code::ValueNotAllowed);
         assert_eq!(s.check_json("trial", &Value::Null).unwrap(), (1, None));
         let (i, v) = s.check_json("profiles", &json!(["pst", "imap"])).unwrap();
-        assert_eq!(s.encode(i, &v.unwrap()), json!(["imap", "pst"]));
+        assert_eq!(s.encode(i, &v.unwrap(), &mut |_| unreachable!("no draw for choices")), json!(["imap", "pst"]));
     }
 
     #[test]
@@ -602,12 +734,86 @@ mod tests {
         let mut v = sample();
         v["fields"][0]["buckets"] = json!([1, 10, 100]);
         v["fields"].as_array_mut().unwrap().remove(1);
-        v["fields"].as_array_mut().unwrap().push(json!({"name": "pst_files", "type": "count", "description": {"en": "x"}}));
+        v["fields"].as_array_mut().unwrap().push(json!({"name": "pst_files", "type": "count", "rounding": "1-2-5", "description": {"en": "x"}}));
         let b = schema(v).unwrap();
         let d = diff(&a.canonical, &b.canonical);
         assert_eq!(d.added, ["pst_files"]);
         assert_eq!(d.removed, ["trial"]);
         assert_eq!(d.changed, ["users"]);
         assert!(!d.version_changed);
+    }
+
+    #[test]
+    fn series_125_covers_u64() {
+        assert_eq!(&SERIES_125[..8], &[0, 1, 2, 5, 10, 20, 50, 100]);
+        assert_eq!(SERIES_125.len(), 59);
+        assert_eq!(SERIES_125[57], 5_000_000_000_000_000_000);
+        assert_eq!(SERIES_125[58], 10_000_000_000_000_000_000);
+        assert!(SERIES_125.windows(2).all(|w| w[0] < w[1]));
+        assert!(SERIES_125.iter().all(|&v| is_125(v)));
+        for v in [3, 4, 6, 7, 11, 99, 101, 1234567, u64::MAX] {
+            assert!(!is_125(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn neighbours_at_the_edges() {
+        assert_eq!(neighbours_125(0), (0, 0));
+        assert_eq!(neighbours_125(1), (1, 1));
+        assert_eq!(neighbours_125(3), (2, 5));
+        assert_eq!(neighbours_125(1234567), (1_000_000, 2_000_000));
+        assert_eq!(neighbours_125(5_000_000_000_000_000_001), (5_000_000_000_000_000_000, 10_000_000_000_000_000_000));
+        assert_eq!(neighbours_125(9_999_999_999_999_999_999), (5_000_000_000_000_000_000, 10_000_000_000_000_000_000));
+        // Above the top member no larger 64-bit member exists: stated rule.
+        assert_eq!(neighbours_125(10_000_000_000_000_000_001), (10_000_000_000_000_000_000, 10_000_000_000_000_000_000));
+        assert_eq!(neighbours_125(u64::MAX), (10_000_000_000_000_000_000, 10_000_000_000_000_000_000));
+    }
+
+    #[test]
+    fn rounding_is_exactly_unbiased() {
+        // Every possible draw, counted: v goes up for exactly v - a of the
+        // b - a equally likely draws, so the expectation is exactly v.
+        for v in [3u64, 4, 7, 13, 99, 150, 1234567] {
+            let (a, b) = neighbours_125(v);
+            let mut total: u128 = 0;
+            for r in 0..(b - a).min(2_000_000) {
+                let got = round_125(v, &mut |n| {
+                    assert_eq!(n, b - a);
+                    r
+                });
+                assert!(got == a || got == b);
+                total += got as u128;
+            }
+            if b - a <= 2_000_000 {
+                assert_eq!(total, v as u128 * (b - a) as u128, "v={v}");
+            }
+        }
+        assert_eq!(round_125(5, &mut |_| unreachable!("a member is not drawn")), 5);
+        assert_eq!(round_125(u64::MAX, &mut |_| unreachable!()), 10_000_000_000_000_000_000);
+        // Next to the top: draws near both ends, no overflow.
+        let v = 9_999_999_999_999_999_999u64;
+        assert_eq!(round_125(v, &mut |n| n - 1), 5_000_000_000_000_000_000);
+        assert_eq!(round_125(v, &mut |_| 0), 10_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn identifying_bits_per_kind() {
+        let s = schema(json!({"version": 1, "fields": [
+            {"name": "b", "type": "bool", "description": {"en": "x"}},
+            {"name": "c", "type": "choice", "values": ["x", "y", "z"], "description": {"en": "x"}},
+            {"name": "cs", "type": "choices", "values": ["x", "y", "z"], "description": {"en": "x"}},
+            {"name": "k", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "x"}},
+            {"name": "r", "type": "count", "rounding": "1-2-5", "description": {"en": "x"}}]}))
+        .unwrap();
+        let bits: Vec<f64> = s.fields.iter().map(|f| f.kind.bits()).collect();
+        let want = [3f64.log2(), 2.0, 9f64.log2(), 3.0, 60f64.log2()];
+        for (got, want) in bits.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        assert!((s.total_bits() - 15.661_778_1).abs() < 1e-6, "{}", s.total_bits());
+        assert!((60f64.log2() - 5.906_890_6).abs() < 1e-6);
+        assert_eq!(s.count_encoding("r"), Some(&CountEncoding::Round125));
+        assert_eq!(s.count_encoding("k"), Some(&CountEncoding::Buckets(vec![1, 5, 10, 25, 50, 100])));
+        assert_eq!(s.count_encoding("b"), None);
     }
 }

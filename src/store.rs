@@ -350,7 +350,7 @@ mod tests {
     fn granted_state() -> State {
         let schema = Schema::from_json(&json!({"version": 3, "fields": [{"name": "a", "type": "bool", "description": {"en": "a"}}]})).unwrap();
         State {
-            consent: Some(Receipt::new(true, 42, &schema, "1.2.3")),
+            consent: Some(Receipt::new(true, 42, &crate::consent::Scope { schema: &schema, product: "P", product_version: "1.2.3", endpoint: "https://t.example/r" })),
             schedule: Some(Schedule { anchor: 100, due: 200, done_slot: Some(0), attempts: 2, catchup_slot: None, in_flight: Some(InFlight { token: "t".into(), since: 150, lease_until: 330, slot: 1 }) }),
             last_sent: Some(99),
             last_error: Some("HTTP 503".into()),

@@ -36,8 +36,8 @@ namespace MockArchiver
    ""description"": {""en"": ""Licensed edition."", ""de"": ""Lizenzierte Edition.""}},
   {""name"": ""users"", ""type"": ""count"", ""buckets"": [1, 5, 10, 25, 50, 100],
    ""description"": {""en"": ""Number of archive users, as a range."", ""de"": ""Anzahl der Archivbenutzer, als Bereich.""}},
-  {""name"": ""archived_items"", ""type"": ""count"",
-   ""description"": {""en"": ""Number of archived e-mails."", ""de"": ""Anzahl archivierter E-Mails.""}},
+  {""name"": ""archived_items"", ""type"": ""count"", ""rounding"": ""1-2-5"",
+   ""description"": {""en"": ""Number of archived e-mails, rounded at random to 0, 1, 2, 5, 10, 20, 50, ..."", ""de"": ""Anzahl archivierter E-Mails, zufällig gerundet auf 0, 1, 2, 5, 10, 20, 50, ...""}},
   {""name"": ""profiles"", ""type"": ""choices"", ""values"": [""imap"", ""exchange"", ""m365"", ""gmail"", ""pst""],
    ""description"": {""en"": ""Kinds of archiving profiles that exist (not their settings)."", ""de"": ""Arten vorhandener Archivierungsprofile (nicht deren Einstellungen).""}}
 ]}";

@@ -26,7 +26,8 @@ SCHEMA = {
         {"name": "trial", "type": "bool", "description": {"en": "Whether this installation runs a trial licence."}},
         {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"], "description": {"en": "Licensed edition."}},
         {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100], "description": {"en": "Number of archive users, as a range."}},
-        {"name": "archived_items", "type": "count", "buckets": [1000, 10000, 100000, 1000000], "description": {"en": "Number of archived e-mails, as a range."}},
+        {"name": "archived_items", "type": "count", "rounding": "1-2-5",
+         "description": {"en": "Number of archived e-mails, rounded at random to 0, 1, 2, 5, 10, 20, 50, ... (never the exact number)."}},
         {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Kinds of archiving profiles that exist."}},
     ],
 }
@@ -54,6 +55,7 @@ def view_data(client):
     print(f"\n  What would be sent to {d['endpoint']}:")
     for f in d["fields"]:
         print(f"    {f['name']:<16} {json.dumps(f['value']):<22} {f['description']}")
+    print(f"\n  This report is one of at most 2^{d['privacy']['max_bits']:.1f} possible reports.")
     print(f"\n  Exact bytes of the next report:\n    {client.preview()}\n")
 
 
@@ -96,6 +98,9 @@ def main():
             client.flush(15000)
             identical = received == [preview.encode()]
             print(f"Collector received {len(received)} report(s); byte-identical to preview: {identical}")
+            if received:
+                drawn = json.loads(received[0])["fields"]["archived_items"]
+                print(f"archived_items 1234567 was sent as {drawn} (1000000 or 2000000, drawn once for this report, unbiased)")
         print("Status:", json.dumps(client.status()))
     server.shutdown()
     ok = identical if args.yes else (len(received) == 0)

@@ -16,6 +16,8 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+const ARCHIVED_ITEMS: u64 = 1_234_567;
+
 fn schema() -> Value {
     json!({"version": 1, "fields": [
         {"name": "trial", "type": "bool",
@@ -24,8 +26,9 @@ fn schema() -> Value {
          "description": {"en": "Licensed edition.", "de": "Lizenzierte Edition."}},
         {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100],
          "description": {"en": "Number of archive users, as a range.", "de": "Anzahl der Archivbenutzer, als Bereich."}},
-        {"name": "archived_items", "type": "count", "buckets": [1000, 10000, 100000, 1000000, 10000000],
-         "description": {"en": "Number of archived e-mails, as a range.", "de": "Anzahl archivierter E-Mails, als Bereich."}},
+        {"name": "archived_items", "type": "count", "rounding": "1-2-5",
+         "description": {"en": "Number of archived e-mails, rounded at random to 0, 1, 2, 5, 10, 20, 50, ... (never the exact number).",
+                         "de": "Anzahl archivierter E-Mails, zufällig gerundet auf 0, 1, 2, 5, 10, 20, 50, ... (nie die genaue Zahl)."}},
         {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"],
          "description": {"en": "Kinds of archiving profiles that exist (not their settings).", "de": "Arten vorhandener Archivierungsprofile (nicht deren Einstellungen)."}}
     ]})
@@ -80,7 +83,16 @@ fn view_data(client: &Client, language: &str) {
     for f in d["fields"].as_array().into_iter().flatten() {
         println!("    {:<16} {:<22} {}", f["name"].as_str().unwrap_or(""), f["value"].to_string(), f["description"].as_str().unwrap_or(""));
     }
+    println!(
+        "\n  This report is one of at most 2^{:.1} possible reports (identifying-bits bound of the schema).",
+        d["privacy"]["max_bits"].as_f64().unwrap_or(f64::NAN)
+    );
     println!("\n  The exact bytes of the next report:\n    {}\n", client.preview());
+}
+
+/// The rounded value of `archived_items` in a report's bytes.
+fn archived_items(report: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(report).ok()?["fields"]["archived_items"].as_u64()
 }
 
 fn ask(question: &str) -> Option<String> {
@@ -112,7 +124,7 @@ fn main() {
     };
     // The archiver's static state: counts and kinds only, never names or addresses.
     client
-        .set_values_json(r#"{"trial": false, "edition": "enterprise", "users": 37, "archived_items": 1234567, "profiles": ["imap", "m365", "pst"]}"#)
+        .set_values_json(&json!({"trial": false, "edition": "enterprise", "users": 37, "archived_items": ARCHIVED_ITEMS, "profiles": ["imap", "m365", "pst"]}).to_string())
         .expect("values match the schema");
 
     let answer = if args.iter().any(|a| a == "--yes") {
@@ -150,6 +162,12 @@ fn main() {
     };
     println!("First report due {} (a random moment within 7 days); fast-forwarding the clock to it.", date(due));
     let preview = client.preview();
+    let drawn = archived_items(preview.as_bytes());
+    println!(
+        "archived_items is {ARCHIVED_ITEMS}: sent as 1000000 or 2000000, 2000000 with probability {:.4} (unbiased); this report drew {}.",
+        (ARCHIVED_ITEMS - 1_000_000) as f64 / 1_000_000.0,
+        drawn.map_or("nothing".into(), |v| v.to_string())
+    );
     client.tick_at(due).expect("tick");
     client.flush(Duration::from_secs(15)).expect("send finishes");
     let bodies: Vec<Vec<u8>> = received.try_iter().collect();
@@ -159,6 +177,10 @@ fn main() {
     }
     let identical = bodies.len() == 1 && bodies[0] == preview.as_bytes();
     println!("Received body is byte-identical to the preview: {}", if identical { "yes" } else { "NO" });
+    if let Some(b) = bodies.first() {
+        println!("The collector got archived_items = {} (the value drawn for this report).", archived_items(b).map_or("nothing".into(), |v| v.to_string()));
+    }
+    println!("The next report has a new id and draws again: archived_items = {}.", archived_items(client.preview().as_bytes()).map_or("nothing".into(), |v| v.to_string()));
 
     if consent == ConsentState::Granted {
         client.set_consent(false).expect("revoke");

@@ -1,5 +1,11 @@
 //! Windows: the real version API and a write-through atomic replace, declared
-//! by hand (three functions do not justify a bindings crate).
+//! by hand (four functions do not justify a bindings crate).
+//!
+//! Every path this module hands to a Windows API itself goes through
+//! [`win32_path`], which gives it the long-path treatment Rust's own file
+//! functions apply: without it, a `state_dir` near 260 characters works for
+//! `std::fs` but fails in `MoveFileExW` on a Windows without the long-path
+//! opt-in.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -36,6 +42,7 @@ extern "system" {
 #[link(name = "kernel32")]
 extern "system" {
     fn MoveFileExW(existing: *const u16, new: *const u16, flags: u32) -> i32;
+    fn GetFullPathNameW(name: *const u16, buffer_len: u32, buffer: *mut u16, file_part: *mut *mut u16) -> u32;
 }
 
 pub fn os_family() -> &'static str {
@@ -64,8 +71,87 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 
-fn wide(p: &Path) -> Vec<u16> {
-    OsStr::new(p).encode_wide().chain(std::iter::once(0)).collect()
+const BACKSLASH: u16 = b'\\' as u16;
+const SLASH: u16 = b'/' as u16;
+const QUESTION: u16 = b'?' as u16;
+const COLON: u16 = b':' as u16;
+const DOT: u16 = b'.' as u16;
+
+/// Win32 APIs without the long-path opt-in limit a path to MAX_PATH (260)
+/// UTF-16 units, directory APIs to 248; std switches to the `\\?\` form from
+/// that length on, and so does [`win32_path`].
+const SHORT_PATH_LIMIT: usize = 248;
+
+fn is_sep(c: u16) -> bool {
+    c == BACKSLASH || c == SLASH
+}
+
+/// `\\?\...` or `\??\...`: already in the form Windows takes verbatim.
+fn is_verbatim(p: &[u16]) -> bool {
+    matches!(p, [BACKSLASH, BACKSLASH | QUESTION, QUESTION, BACKSLASH, ..])
+}
+
+/// A path as a NUL-terminated UTF-16 string for a Windows API call, in the
+/// form Rust's std uses for its own file calls: short absolute paths as they
+/// are; a verbatim path as it is; anything else (long, relative, with `..`
+/// or `/`) made absolute and normalised by `GetFullPathNameW`, then given the
+/// `\\?\` prefix (`\\?\UNC\` for a share) that lifts the MAX_PATH limit.
+fn win32_path(p: &Path) -> io::Result<Vec<u16>> {
+    let mut path: Vec<u16> = OsStr::new(p).encode_wide().collect();
+    if path.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL character"));
+    }
+    let short_absolute = path.len() < SHORT_PATH_LIMIT
+        && match path.as_slice() {
+            [drive, COLON] => !is_sep(*drive),
+            [drive, COLON, sep, ..] => !is_sep(*drive) && is_sep(*sep),
+            [a, b, ..] => is_sep(*a) && is_sep(*b),
+            _ => false,
+        };
+    if path.is_empty() || is_verbatim(&path) || short_absolute {
+        path.push(0);
+        return Ok(path);
+    }
+    path.push(0);
+    let mut full = verbatim_form(&full_path_name(&path)?);
+    full.push(0);
+    Ok(full)
+}
+
+/// `GetFullPathNameW` of a NUL-terminated path (result without the NUL).
+fn full_path_name(path: &[u16]) -> io::Result<Vec<u16>> {
+    let mut buf = vec![0u16; 512];
+    loop {
+        let cap = u32::try_from(buf.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path too long"))?;
+        // SAFETY: `path` is NUL-terminated; `buf` is writable for `cap` units.
+        let n = unsafe { GetFullPathNameW(path.as_ptr(), cap, buf.as_mut_ptr(), std::ptr::null_mut()) } as usize;
+        if n == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        // Too small: `n` is the size needed, NUL included.
+        buf.resize(n, 0);
+    }
+}
+
+/// The `\\?\` form of an absolute, normalised path (GetFullPathNameW's
+/// output): `C:\x` -> `\\?\C:\x`, `\\server\share\x` -> `\\?\UNC\server\share\x`,
+/// `\\.\device` -> `\\?\device`; a verbatim path and anything unexpected are
+/// left as they are (a prefix on a path Windows did not normalise would
+/// change its meaning).
+fn verbatim_form(full: &[u16]) -> Vec<u16> {
+    let prefix: &[u16] = &[BACKSLASH, BACKSLASH, QUESTION, BACKSLASH];
+    let (head, rest): (Vec<u16>, &[u16]) = match full {
+        [_, COLON, BACKSLASH, ..] => (prefix.to_vec(), full),
+        _ if is_verbatim(full) => (Vec::new(), full),
+        [BACKSLASH, BACKSLASH, DOT, BACKSLASH, rest @ ..] => (prefix.to_vec(), rest),
+        [BACKSLASH, BACKSLASH, rest @ ..] => (prefix.iter().copied().chain("UNC\\".encode_utf16()).collect(), rest),
+        _ => (Vec::new(), full),
+    };
+    head.into_iter().chain(rest.iter().copied()).collect()
 }
 
 const ERROR_ACCESS_DENIED: i32 = 5;
@@ -82,7 +168,7 @@ const REPLACE_RETRY_MS: [u64; 6] = [10, 30, 60, 100, 150, 250];
 /// the lock file, but a virus scanner, the search indexer or a backup agent
 /// may open them briefly at any time: retry a few times before giving up.
 pub fn replace_file(from: &Path, to: &Path) -> io::Result<()> {
-    let (f, t) = (wide(from), wide(to));
+    let (f, t) = (win32_path(from)?, win32_path(to)?);
     let mut pauses = REPLACE_RETRY_MS.iter();
     loop {
         // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
@@ -170,6 +256,97 @@ mod tests {
         if (shimmed.major, shimmed.minor) != (major, minor) {
             eprintln!("GetVersionExW says {}.{}.{}, RtlGetVersion {v}: the compatibility shim is bypassed", shimmed.major, shimmed.minor, shimmed.build);
         }
+    }
+
+    fn w(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    fn unw(v: &[u16]) -> String {
+        String::from_utf16(v.strip_suffix(&[0]).expect("NUL-terminated")).unwrap()
+    }
+
+    #[test]
+    fn verbatim_form_prefixes_drive_unc_and_device_paths() {
+        let cases = [
+            (r"C:\Users\x\state", r"\\?\C:\Users\x\state"),
+            (r"z:\", r"\\?\z:\"),
+            (r"\\server\share\dir\state.json", r"\\?\UNC\server\share\dir\state.json"),
+            (r"\\.\C:\dir", r"\\?\C:\dir"),
+            (r"\\?\C:\already", r"\\?\C:\already"),
+            (r"\\?\UNC\server\share", r"\\?\UNC\server\share"),
+            (r"\??\C:\nt", r"\??\C:\nt"),
+            // Not what GetFullPathNameW returns: left alone rather than guessed at.
+            (r"relative\dir", r"relative\dir"),
+            ("", ""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(String::from_utf16(&verbatim_form(&w(input))).unwrap(), expected, "verbatim_form({input:?})");
+        }
+    }
+
+    #[test]
+    fn win32_path_gives_long_relative_and_odd_paths_the_verbatim_form() {
+        // Short absolute paths stay as they are (as std does).
+        assert_eq!(unw(&win32_path(Path::new(r"C:\Users\Jürgen\state.json")).unwrap()), r"C:\Users\Jürgen\state.json");
+        assert_eq!(unw(&win32_path(Path::new(r"\\server\share\s")).unwrap()), r"\\server\share\s");
+        assert_eq!(unw(&win32_path(Path::new(r"\\?\C:\x")).unwrap()), r"\\?\C:\x");
+        // Long absolute paths get the prefix, after normalisation.
+        let long = format!(r"C:\{}\state.json", ["Müller Archiv"; 30].join("\\"));
+        assert!(long.len() > 300);
+        assert_eq!(unw(&win32_path(Path::new(&long)).unwrap()), format!(r"\\?\{long}"));
+        let with_dots = format!(r"C:\a\..\{}/x/./state.json", "d".repeat(260));
+        assert_eq!(unw(&win32_path(Path::new(&with_dots)).unwrap()), format!(r"\\?\C:\{}\x\state.json", "d".repeat(260)));
+        let unc = format!(r"\\server\share\{}", "u".repeat(270));
+        assert_eq!(unw(&win32_path(Path::new(&unc)).unwrap()), format!(r"\\?\UNC\server\share\{}", "u".repeat(270)));
+        // A relative path is made absolute against the current directory.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = unw(&win32_path(Path::new(r"rel\state.json")).unwrap());
+        assert!(rel.starts_with(r"\\?\") && rel.ends_with(r"\rel\state.json"), "{rel}");
+        assert_eq!(PathBuf::from(&rel[4..]), cwd.join("rel").join("state.json"));
+        assert_eq!(win32_path(Path::new("a\0b")).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// An absolute directory whose path is well over MAX_PATH (260).
+    fn long_dir(name: &str) -> PathBuf {
+        let mut d = tempdir(name);
+        while d.as_os_str().len() <= 300 {
+            d.push("a-long-directory-name-of-forty-characters");
+        }
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn replace_file_and_the_store_work_in_a_state_dir_longer_than_max_path() {
+        let d = long_dir("long");
+        assert!(d.as_os_str().len() > 260, "{}", d.display());
+        let (from, to) = (d.join("new.tmp"), d.join("state.json"));
+        fs::write(&to, b"old").unwrap();
+        fs::write(&from, b"new").unwrap();
+        replace_file(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"new");
+        assert!(!from.exists());
+        // The whole store: create, lock, write twice (the second replaces), read back.
+        let state_dir = d.join("state");
+        let store = Store::open(&state_dir).unwrap();
+        let g = store.lock().unwrap();
+        for i in 0..2 {
+            let st = State { last_sent: Some(i), ..State::default() };
+            store.save(&g, &st).unwrap();
+            assert_eq!(store.load(&g), (st, None));
+        }
+        drop(g);
+        // The same long directory spelled with `..` and `/`, which only a
+        // normalised (GetFullPathNameW) verbatim path resolves correctly.
+        let odd = PathBuf::from(format!("{}/../{}/new.tmp", d.display(), d.file_name().unwrap().to_str().unwrap()));
+        fs::write(&from, b"newer").unwrap();
+        replace_file(&odd, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"newer");
+        assert!(!from.exists());
+        let mut top = d.clone();
+        while top.parent() != Some(&std::env::temp_dir()) && top.pop() {}
+        fs::remove_dir_all(top).unwrap();
     }
 
     #[test]

@@ -520,9 +520,10 @@ def test_set_values_json_is_all_or_nothing(client):
         assert client.preview() == before, f"partial update after {text}"
     assert json.loads(client.preview())["fields"] == before_fields
     # A good batch applies entirely, including null = unset.
-    client.set_values({"trial": True, "edition": None, "users": 50, "archived_items": 7})
+    client.set_values({"trial": True, "edition": None, "users": 50, "archived_items": 20})
     fields = json.loads(client.preview())["fields"]
-    assert fields == {"trial": True, "users": "50-99", "archived_items": 7, "profiles": ["gmail"]}
+    # 20 is in the 1-2-5 series, so rounding sends it as itself.
+    assert fields == {"trial": True, "users": "50-99", "archived_items": 20, "profiles": ["gmail"]}
 
 
 # ----------------------------------------------------------------------------- preview: exact report format
@@ -580,14 +581,14 @@ def test_preview_values_of_every_type_and_unset(client):
         "trial": True,
         "edition": "smb",
         "users": "5-9",
-        "archived_items": 2**64 - 1,  # no buckets: the exact number
+        "archived_items": 10**19,  # rounded 1-2-5: above 10^19 (the top member in 64 bits) always 10^19
         "profiles": ["imap", "m365", "pst"],  # declared order, not the order given
     }
     client.set_values({"profiles": []})
     assert json.loads(client.preview())["fields"]["profiles"] == []
     client.set_bool("trial", False)
     client.set_values({"users": None, "edition": None, "profiles": None})
-    assert json.loads(client.preview())["fields"] == {"trial": False, "archived_items": 2**64 - 1}
+    assert json.loads(client.preview())["fields"] == {"trial": False, "archived_items": 10**19}
 
 
 def test_preview_is_stable_and_report_ids_differ_between_clients(lib, tmp_path):
@@ -646,12 +647,12 @@ def _status(lib, h):
 
 SCHEMA_CHANGES = [
     ("new-field", lambda: {**SCHEMA, "fields": SCHEMA["fields"] + [
-        {"name": "pst_files", "type": "count", "description": {"en": "PST files."}}]}, {"added": ["pst_files"], "removed": [], "changed": []}),
+        {"name": "pst_files", "type": "count", "rounding": "1-2-5", "description": {"en": "PST files."}}]}, {"added": ["pst_files"], "removed": [], "changed": []}),
     ("removed-field", lambda: schema_with(trial=None), {"added": [], "removed": ["trial"], "changed": []}),
     ("changed-buckets", lambda: schema_with(users={"buckets": [1, 10, 100]}), {"added": [], "removed": [], "changed": ["users"]}),
     ("same-version-other-values", lambda: schema_with(edition={"values": ["standard", "enterprise", "smb", "oem"]}),
      {"added": [], "removed": [], "changed": ["edition"]}),
-    ("type-changed", lambda: schema_with(trial={"type": "count"}), {"added": [], "removed": [], "changed": ["trial"]}),
+    ("type-changed", lambda: schema_with(trial={"type": "count", "rounding": "1-2-5"}), {"added": [], "removed": [], "changed": ["trial"]}),
     ("version-bump-only", lambda: {**SCHEMA, "version": 2}, {"added": [], "removed": [], "changed": []}),
 ]
 
@@ -1221,7 +1222,8 @@ def test_eight_threads_hammering_one_client(lib, raw, state_dir):
 
     def tuple_for(i):
         # A set of values written together by set_values_json: a preview must show one whole tuple.
-        return {"archived_items": 1000 + i, "profiles": profiles[: 1 + i % len(profiles)]}
+        # archived_items: members of the 1-2-5 series, which rounding sends unchanged.
+        return {"archived_items": 10 ** (i + 1), "profiles": profiles[: 1 + i % len(profiles)]}
 
     expected_tuples = {json.dumps(tuple_for(i), sort_keys=True) for i in range(n_threads)}
     user_labels = {"0", "1-4", "5-9", "10-24", "25-49", "50-99", "100+"}

@@ -8,9 +8,10 @@ usage: c_host_check.py <runner> <archiver.exe> <work-dir>
 Checks, for --yes on a fresh state dir: exit 0; exactly one POST; its body is
 byte-identical to the PREVIEW line; os_family "windows", os_version N.N.N;
 STATUS says granted and sent. For --no on a fresh state dir: exit 0 and no
-request at all. Over https with a private CA (--ca-file; needs openssl): one
-report, byte-identical to the preview, through rustls and ring as built for
-Windows. Prints PASS/FAIL lines; exit status 1 on any failure.
+request at all. With a state_dir longer than MAX_PATH (260 characters): --yes
+sends one report == preview, then --no replaces the state file. Over https with a private CA (--ca-file; needs openssl): one
+report, byte-identical to the preview, through WinHTTP and SChannel.
+Prints PASS/FAIL lines; exit status 1 on any failure.
 """
 
 import json
@@ -106,6 +107,27 @@ def main():
     check(rc == 0, f"archiver --no exits 0 (got {rc})")
     check(len(reqs) == 0, f"no request after --no (got {len(reqs)})")
     check(lines_with(b"CONSENT: ", out) == [b"denied"], "CONSENT: denied")
+
+    print("C host under Wine, a state_dir longer than MAX_PATH (260), --yes then --no:")
+    long_dir = work / "long"
+    while len(windows_path(long_dir)) <= 300:
+        long_dir = long_dir / "a-state-directory-name-of-forty-chars-xx"
+    with Collector() as c:
+        rc, out, err = run(runner, exe, c.url, long_dir, "--yes")
+        time.sleep(0.5)
+        reqs = list(c.requests)
+    if not check(rc == 0, f"archiver --yes with a {len(windows_path(long_dir))}-character state_dir exits 0 (got {rc})"):
+        sys.stdout.write(err.decode("utf-8", "replace")[-2000:])
+    previews = lines_with(b"PREVIEW: ", out)
+    check(len(reqs) == 1 and len(previews) == 1 and reqs[0].body == previews[0], "one report, byte-identical to PREVIEW")
+    check((long_dir / "state.json").is_file(), "state.json written in the long state_dir")
+    with Collector() as c:
+        rc, out, err = run(runner, exe, c.url, long_dir, "--no")
+        time.sleep(0.5)
+        reqs = list(c.requests)
+    check(rc == 0 and lines_with(b"CONSENT: ", out) == [b"denied"], f"--no on the same long state_dir replaces the state: denied (exit {rc})")
+    check(len(reqs) == 0, f"no request after --no (got {len(reqs)})")
+    check('"denied"' in (long_dir / "state.json").read_text(encoding="utf-8", errors="replace"), "state.json now records the no")
 
     print("C host under Wine, --yes over https with a private CA:")
     if shutil.which("openssl") is None:

@@ -13,6 +13,13 @@
 // throws. Every failed call throws optin_telemetry::Error carrying the
 // tel_result code and tel_last_error_message() (read on the calling thread).
 //
+// Arguments are never converted into a consent or a value by accident:
+// set_consent() and set_bool() take exactly a bool (set_consent("no"),
+// set_consent(2) and set_bool("trial", "false") do not compile: C++ would
+// turn each into `true`); set_count() takes any integer type and throws Error
+// (ErrorCode::ValueNotAllowed) for a negative value instead of sending it
+// wrapped to 2^64 - 1; a string argument with an embedded NUL throws.
+//
 // Threads: every member function may be called from several threads at the
 // same time on one Client, except destruction, move and close(), which must
 // not race any other call on that Client (as for tel_close).
@@ -27,6 +34,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace optin_telemetry {
@@ -189,10 +197,15 @@ public:
 
     // ----- consent -----
 
-    /// Records the user's answer (tel_set_consent).
+    /// Records the user's answer (tel_set_consent): exactly `true` or `false`.
     void set_consent(bool granted) {
         detail::check(tel_set_consent(handle_.get(), granted ? 1 : 0), "tel_set_consent");
     }
+    /// Anything but a bool (a string such as "no", an int such as 2, a
+    /// pointer, an enum) would convert to a consent, mostly to "yes":
+    /// these calls do not compile.
+    template <typename T>
+    void set_consent(T) = delete;
 
     Consent consent() const {
         std::uint32_t c = 0;
@@ -208,9 +221,25 @@ public:
     void set_bool(const std::string& field, bool value) {
         detail::check(tel_set_bool(handle_.get(), detail::c_str(field, "field", "tel_set_bool"), value ? 1 : 0), "tel_set_bool");
     }
+    /// set_bool("trial", "false") would send true: only a bool compiles.
+    template <typename T>
+    void set_bool(const std::string& field, T value) = delete;
 
-    void set_count(const std::string& field, std::uint64_t value) {
-        detail::check(tel_set_count(handle_.get(), detail::c_str(field, "field", "tel_set_count"), value), "tel_set_count");
+    /// Any integer type; a negative value throws Error (ValueNotAllowed) and
+    /// changes nothing (converted to uint64_t it would be sent as ~1.8e19).
+    template <typename T>
+    void set_count(const std::string& field, T value) {
+        static_assert(std::is_integral<T>::value && !std::is_same<T, bool>::value,
+                      "optin_telemetry::Client::set_count takes an integer (not a bool, floating-point or other type)");
+        if constexpr (std::is_signed<T>::value) {
+            if (value < 0) {
+                throw Error(ErrorCode::ValueNotAllowed,
+                            "field \"" + field + "\": a count must not be negative, got " + std::to_string(value),
+                            "tel_set_count");
+            }
+        }
+        detail::check(tel_set_count(handle_.get(), detail::c_str(field, "field", "tel_set_count"), static_cast<std::uint64_t>(value)),
+                      "tel_set_count");
     }
 
     void set_choice(const std::string& field, const std::string& value) {

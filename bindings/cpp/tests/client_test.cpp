@@ -8,6 +8,8 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <limits>
+#include <typeinfo>
 #include <mutex>
 #include <regex>
 #include <string>
@@ -42,7 +44,7 @@ std::string schema_json(int version = 1, bool extra_field = false) {
                     R"({"name":"trial","type":"bool","description":{"en":"Trial installation.","de":"Testinstallation."}},)"
                     R"({"name":"edition","type":"choice","values":["standard","enterprise","smb"],"description":{"en":"Edition.","de":"Edition."}},)"
                     R"({"name":"users","type":"count","buckets":[1,5,10,25,50,100],"description":{"en":"Number of users.","de":"Anzahl der Benutzer."}},)"
-                    R"({"name":"archived_items","type":"count","description":{"en":"Archived e-mails.","de":"Archivierte E-Mails."}},)"
+                    R"({"name":"archived_items","type":"count","rounding":"1-2-5","description":{"en":"Archived e-mails.","de":"Archivierte E-Mails."}},)"
                     R"({"name":"profiles","type":"choices","values":["imap","exchange","m365","gmail","pst"],"description":{"en":"Profile kinds.","de":"Profilarten."}})";
     if (extra_field) s += R"(,{"name":"cluster","type":"bool","description":{"en":"Clustered."}})";
     return s + "]}";
@@ -274,6 +276,51 @@ TEST_F(ClientTest, ValueErrorsCarryCodeAndMessageAndChangeNothing) {
     expect_error([&] { client.set_choice("edition", "\xff"); }, ot::ErrorCode::InvalidUtf8, "");
 
     EXPECT_EQ(client.preview_json(), before) << "a rejected value changes nothing";
+}
+
+TEST_F(ClientTest, NegativeCountsOfAnySignedTypeThrowAndChangeNothing) {
+    // Converted to uint64_t, -1 would be sent as 18446744073709551615.
+    auto client = ot::Client::open(config_json("http://127.0.0.1:9/v1/report", dir()));
+    client.set_count("archived_items", 1234567);
+    const std::string before = client.preview_json();
+    auto expect_refused = [&](auto value) {
+        try {
+            client.set_count("archived_items", value);
+            ADD_FAILURE() << "set_count accepted the negative " << +value << " (" << typeid(value).name() << ")";
+        } catch (const ot::Error& e) {
+            EXPECT_EQ(e.code(), ot::ErrorCode::ValueNotAllowed) << e.what();
+            EXPECT_NE(e.message().find("archived_items"), std::string::npos) << e.message();
+            EXPECT_NE(e.message().find("negative"), std::string::npos) << e.message();
+        }
+    };
+    expect_refused(-1);
+    expect_refused(static_cast<signed char>(-1));
+    expect_refused(static_cast<std::int8_t>(-128));
+    expect_refused(static_cast<short>(-300));
+    expect_refused(-1L);
+    expect_refused(std::numeric_limits<long long>::min());
+    expect_refused(static_cast<std::int64_t>(-1));
+    expect_refused(static_cast<std::ptrdiff_t>(-42));
+    EXPECT_EQ(client.preview_json(), before) << "a refused count changed the report";
+    EXPECT_EQ(before.find("18446744073709551615"), std::string::npos);
+
+    // Unsigned types of every width, and non-negative signed values, go through.
+    const std::string fields_of = R"("archived_items":)";
+    auto sent = [&](const std::string& preview) {
+        const auto at = preview.find(fields_of);
+        return at == std::string::npos ? std::string() : preview.substr(at + fields_of.size(), preview.find_first_of(",}", at) - at - fields_of.size());
+    };
+    client.set_count("archived_items", static_cast<unsigned char>(200));
+    const std::string small = sent(client.preview_json());
+    client.set_count("archived_items", 200);
+    EXPECT_EQ(sent(client.preview_json()), small) << "int 200 and unsigned char 200 differ";
+    client.set_count("archived_items", static_cast<unsigned short>(60000));
+    client.set_count("archived_items", 4000000000u);
+    client.set_count("archived_items", std::size_t{1234567});
+    client.set_count("archived_items", std::uint64_t{1234567});
+    EXPECT_EQ(client.preview_json(), before) << "unsigned 1234567 is not the same count as before";
+    client.set_count("archived_items", static_cast<std::int64_t>(0));
+    EXPECT_NE(client.preview_json(), before);
 }
 
 TEST_F(ClientTest, FlushTimeoutIsAnException) {

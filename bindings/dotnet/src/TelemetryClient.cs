@@ -121,7 +121,7 @@ namespace OptInTelemetry
             Check(NativeMethods.tel_set_bool(handle, name, value ? 1 : 0), "tel_set_bool");
         }
 
-        /// <summary>Sets a count field (reported as its bucket when the field has buckets).</summary>
+        /// <summary>Sets a count field (never reported exactly: as its bucket, or rounded at random to 0, 1, 2, 5, 10, 20, 50, ... with "rounding": "1-2-5").</summary>
         public void Set(string field, ulong count)
         {
             byte[] name = Utf8.Encode(field, "field");

@@ -128,22 +128,40 @@ namespace OptInTelemetry
             NativeVersion = nativeVersion;
         }
 
+        /// <summary>The native library lacks <paramref name="missingFunction"/>, which this binding calls.</summary>
+        public TelemetryVersionMismatchException(string expectedVersion, string nativeVersion, string missingFunction, Exception innerException)
+            : base(string.Format(
+                "optin-telemetry version mismatch: the native library optin_telemetry (version {0}) does not export " +
+                "the function {1}, which this binding (OptInTelemetry.dll, for version {2}) calls: it is an older, " +
+                "newer or foreign library. Deploy the native library that ships with this OptInTelemetry package.",
+                nativeVersion, missingFunction, expectedVersion), innerException)
+        {
+            ExpectedVersion = expectedVersion;
+            NativeVersion = nativeVersion;
+            MissingFunction = missingFunction;
+        }
+
         protected TelemetryVersionMismatchException(SerializationInfo info, StreamingContext context)
             : base(info, context)
         {
             ExpectedVersion = info.GetString("ExpectedVersion");
             NativeVersion = info.GetString("NativeVersion");
+            MissingFunction = info.GetString("MissingFunction");
         }
 
         public string ExpectedVersion { get; private set; }
 
         public string NativeVersion { get; private set; }
 
+        /// <summary>The tel_* function the native library lacks; null when only the version differs.</summary>
+        public string MissingFunction { get; private set; }
+
         public override void GetObjectData(SerializationInfo info, StreamingContext context)
         {
             base.GetObjectData(info, context);
             info.AddValue("ExpectedVersion", ExpectedVersion);
             info.AddValue("NativeVersion", NativeVersion);
+            info.AddValue("MissingFunction", MissingFunction);
         }
     }
 }

@@ -1,4 +1,6 @@
 using System;
+using System.Reflection;
+using System.Runtime.InteropServices;
 using System.Threading;
 
 namespace OptInTelemetry
@@ -25,7 +27,8 @@ namespace OptInTelemetry
         /// Loads the native library and checks its version; runs once per process,
         /// and on every TelemetryClient.Open until it succeeds. Throws
         /// DllNotFoundException (library not found: see README), BadImageFormatException
-        /// (a 32-bit process loading the 64-bit DLL) or TelemetryVersionMismatchException.
+        /// (a 32-bit process loading the 64-bit DLL) or TelemetryVersionMismatchException
+        /// (another version, or a library lacking one of the tel_* functions this binding calls).
         /// </summary>
         public static void EnsureLoaded()
         {
@@ -51,8 +54,42 @@ namespace OptInTelemetry
                         "(optin_telemetry.dll beside the application on Windows; liboptin_telemetry.so via " +
                         "a dllmap in OptInTelemetry.dll.config or LD_LIBRARY_PATH under Mono): " + e.Message, e);
                 }
+                catch (EntryPointNotFoundException e)
+                {
+                    // A library of that name, but not ours (or far too old).
+                    throw new TelemetryVersionMismatchException(ExpectedVersion, "(unknown: no tel_version)", "tel_version", e);
+                }
                 CheckVersion(ExpectedVersion, native);
+                CheckExports(native);
                 Volatile.Write(ref checkedVersion, native);
+            }
+        }
+
+        /// <summary>
+        /// Resolves every P/Invoke in NativeMethods now: a library that reports the
+        /// right version but lacks a function (a foreign or hand-built DLL) is
+        /// refused here, with the binding's version-mismatch exception naming the
+        /// function, instead of an EntryPointNotFoundException from some later call.
+        /// </summary>
+        private static void CheckExports(string native)
+        {
+            MethodInfo[] methods = typeof(NativeMethods).GetMethods(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public);
+            // Declaration order, so the function named is always the same one.
+            Array.Sort(methods, (a, b) => a.MetadataToken.CompareTo(b.MetadataToken));
+            foreach (MethodInfo m in methods)
+            {
+                if ((m.Attributes & MethodAttributes.PinvokeImpl) == 0)
+                {
+                    continue;
+                }
+                try
+                {
+                    Marshal.Prelink(m);
+                }
+                catch (EntryPointNotFoundException e)
+                {
+                    throw new TelemetryVersionMismatchException(ExpectedVersion, native, m.Name, e);
+                }
             }
         }
 

@@ -117,7 +117,7 @@ namespace OptInTelemetry.Tests
                 "{\"name\": \"trial\", \"type\": \"bool\", \"description\": {\"en\": \"Whether this is a trial installation.\", \"de\": " + Json(TrialDe) + "}}",
                 "{\"name\": \"edition\", \"type\": \"choice\", \"values\": [\"standard\", \"enterprise\", \"smb\"], \"description\": {\"en\": \"Edition.\"}}",
                 "{\"name\": \"users\", \"type\": \"count\", \"buckets\": [1, 5, 10, 25, 50, 100], \"description\": {\"en\": \"Number of users.\", \"de\": " + Json(UsersDe) + "}}",
-                "{\"name\": \"archived_items\", \"type\": \"count\", \"description\": {\"en\": \"Number of archived e-mails.\"}}",
+                "{\"name\": \"archived_items\", \"type\": \"count\", \"rounding\": \"1-2-5\", \"description\": {\"en\": \"Number of archived e-mails.\"}}",
                 "{\"name\": \"profiles\", \"type\": \"choices\", \"values\": [\"imap\", \"exchange\", \"m365\", \"gmail\", \"pst\"], \"description\": {\"en\": \"Kinds of archiving profiles.\"}}",
             };
             if (extraField)

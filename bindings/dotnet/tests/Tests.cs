@@ -91,6 +91,44 @@ namespace OptInTelemetry.Tests
             }
         }
 
+        [Test]
+        public static void NativeLibraryLackingAnExportIsAVersionMismatch()
+        {
+            // A child process whose "optin_telemetry" reports the right version
+            // but exports only some tel_* functions (missing_exports.c), and one
+            // that lacks even tel_version.
+            ChildRefusesLibraryLacking("missing-exports", "tel_get_consent");
+            ChildRefusesLibraryLacking("no-version", "tel_version");
+        }
+
+        private static void ChildRefusesLibraryLacking(string dirName, string missing)
+        {
+            string dir = Path.Combine(Path.GetDirectoryName(Env.FakeNativeDir), dirName);
+            Assert.True(File.Exists(Path.Combine(dir, "liboptin_telemetry.so")), "scripts/test-dotnet built " + dir);
+            var psi = new ProcessStartInfo("mono")
+            {
+                Arguments = string.Format("\"{0}\" --expect-version-mismatch", Path.Combine(dir, "OptInTelemetry.Tests.exe")),
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            psi.EnvironmentVariables["LD_LIBRARY_PATH"] = dir;
+            using (Process p = Process.Start(psi))
+            {
+                string stderrText = null;
+                var errThread = new Thread(() => stderrText = p.StandardError.ReadToEnd());
+                errThread.Start();
+                string output = p.StandardOutput.ReadToEnd();
+                p.WaitForExit();
+                errThread.Join();
+                Assert.Equal(0, p.ExitCode, "child exit code (output: " + output + stderrText + ")");
+                Assert.Contains("TelemetryVersionMismatchException", output, "child output");
+                Assert.Contains("does not export the function " + missing + ",", output, "message names the missing function");
+                Assert.Contains(TelemetryLibrary.ExpectedVersion, output, "message names the expected version");
+                Assert.True(!output.Contains("EntryPointNotFoundException"), "no raw EntryPointNotFoundException: " + output);
+            }
+        }
+
         // ------------------------------------------------------------ consent
 
         [Test]
@@ -251,10 +289,13 @@ namespace OptInTelemetry.Tests
                 Assert.Throws<ArgumentOutOfRangeException>(() => c.Set("archived_items", long.MinValue), "long.MinValue");
                 Assert.Throws<ArgumentOutOfRangeException>(() => c.Set("no_such_field", -1), "checked before the field is looked up");
                 Assert.Equal(before, c.PreviewJson(), "nothing changed");
+                // archived_items is rounded 1-2-5: above 10^19 every value is sent as 10^19,
+                // and a member of the series (5 * 10^18) as itself.
                 c.Set("archived_items", ulong.MaxValue);
-                c.Set("archived_items", long.MaxValue);
+                Assert.Contains("\"archived_items\":10000000000000000000", c.PreviewJson(), "ulong.MaxValue rounds to the top member");
+                c.Set("archived_items", 5000000000000000000L);
                 c.Set("users", 0);
-                Assert.Contains("\"archived_items\":9223372036854775807", c.PreviewJson(), "exact count without buckets");
+                Assert.Contains("\"archived_items\":5000000000000000000", c.PreviewJson(), "a series member is sent as itself");
             }
         }
 
@@ -628,8 +669,9 @@ namespace OptInTelemetry.Tests
             Assert.Fails(ResultCode.Config, product, () => TelemetryClient.Open(Fixtures.Config(Env.NewDir("state"), product: product)), "non-ASCII product name is named in the error");
 
             string stateDir = Env.NewDir("zustand-größe-☃");
+            string endpoint;
             using (var collector = new CollectorProcess())
-            using (var c = OpenClient(stateDir, collector.Url))
+            using (var c = OpenClient(stateDir, endpoint = collector.Url))
             {
                 Assert.True(Directory.Exists(stateDir), "the state directory exists under its exact UTF-8 name " + stateDir);
                 Assert.True(File.Exists(Path.Combine(stateDir, "lock")), "the library created its lock file in it");
@@ -653,7 +695,8 @@ namespace OptInTelemetry.Tests
                 Assert.Equal(1, bodies.Count, "reports received");
                 Assert.BytesEqual(Encoding.UTF8.GetBytes(preview), bodies[0], "body vs preview");
             }
-            using (var c = OpenClient(stateDir))
+            // The same endpoint: a "yes" covers the endpoint it was given for.
+            using (var c = OpenClient(stateDir, endpoint))
             {
                 Assert.Equal(Consent.Granted, c.Consent, "consent read back from the non-ASCII state_dir");
             }

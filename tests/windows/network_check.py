@@ -268,6 +268,14 @@ def main():
             nothing_sent(r, c, "per-product Disabled=1 (machine-wide 0)")
             b = r.status.get("blocked_by") or ""
             check(r"optin-telemetry\Mock Archiver\Disabled" in b, f"per product: blocked_by names the product's key (got {b!r})")
+        # A value of the wrong type is not ignored: it counts as set.
+        reg("add", POLICY_KEY, "/v", "Disabled", "/t", "REG_SZ", "/d", "1")
+        with Collector() as c:
+            r = run_host(runner, exe, work, "gp-wrong-type", c.url, product="Other Product")
+            nothing_sent(r, c, "machine-wide Disabled as a string")
+            b = r.status.get("blocked_by") or ""
+            check("not a DWORD" in b and "treated as set" in b, f"wrong type: blocked_by says it is treated as set (got {b!r})")
+        reg("add", POLICY_KEY, "/v", "Disabled", "/t", "REG_DWORD", "/d", "0")
         with Collector() as c:
             r = run_host(runner, exe, work, "gp-other", c.url, product="Other Product")
             check(r.status.get("blocked_by") is None, f"another product is not blocked (got {r.status.get('blocked_by')!r})")

@@ -490,8 +490,8 @@ impl Transport {
     /// Where this send goes: `"proxy": "none"` (*fixed*) forces a direct
     /// connection; a configured proxy (never used for a loopback endpoint,
     /// as on other systems); the environment variables; else the system's
-    /// settings (which decide for loopback endpoints too, as for any Windows
-    /// program: add `<local>` or the address to the bypass list).
+    /// settings (whose bypass list decides for a loopback endpoint too:
+    /// `<local>` or the address).
     fn route(&self) -> Route {
         match self.proxy.as_deref() {
             Some(PROXY_NONE) => Route::Direct("\"proxy\": \"none\" in the configuration".into()),

@@ -156,7 +156,8 @@ extern "C" {
  *
  * `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
  * `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
- * `disabled`, `proxy`, `ca_cert_pem`, `max_bits`; unknown keys are rejected.
+ * `disabled`, `proxy` (a proxy URL without credentials, or "none" for a direct
+ * connection), `ca_cert_pem`, `max_bits`; unknown keys are rejected.
  * See README. `product_version`: 1 to 4 dot-separated decimal numbers of at
  * most 9 digits each. `endpoint`: no query, fragment or user info; the host
  * a DNS name or IP address (no IPv6 zone id), a port 1 to 65535 without
@@ -361,7 +362,10 @@ tel_result tel_flush(tel_client *client, uint32_t timeout_ms);
  * Writes the sending status to `*out_json`: `consent` ("undecided",
  * "granted", "denied", "outdated"), `next_due` and `last_sent` (unix seconds
  * or null), `sending` (bool), `blocked_by` (null or why a policy blocks
- * sending), `last_error` (null or the latest attempt's failure), `attempts`,
+ * sending: `disabled` in the configuration, OPTIN_TELEMETRY_DISABLE, or the
+ * administrator's switch, HKLM\SOFTWARE\Policies\optin-telemetry on Windows
+ * and /etc/optin-telemetry on Unix; see README), `last_error` (null or the
+ * latest attempt's failure; on Windows it names the proxy tried), `attempts`,
  * `schema_version`, `schema_digest`, `warnings` (e.g. a corrupted state file
  * that was set aside).
  * The caller owns `*out_json` and frees it with tel_string_free();

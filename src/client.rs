@@ -570,7 +570,7 @@ impl Shared {
         } else if env_disabled() {
             Some(format!("policy: {DISABLE_ENV} is set in the environment"))
         } else {
-            None
+            crate::policy::blocked(&self.config.product)
         }
     }
 

@@ -220,7 +220,7 @@ impl Config {
         };
         let proxy = string(o, "proxy")?.map(str::to_string);
         if let Some(p) = &proxy {
-            ureq::Proxy::new(p).map_err(|e| Error::config(format!("config.proxy: {e}")))?;
+            transport::check_proxy(p).map_err(|m| Error::config(format!("config.proxy: {m}")))?;
         }
         let ca_cert_pem = string(o, "ca_cert_pem")?.map(str::to_string);
         if let Some(pem) = &ca_cert_pem {

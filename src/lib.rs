@@ -13,11 +13,14 @@ pub mod consent;
 pub mod error;
 pub mod ffi;
 mod platform;
+pub mod policy;
 pub mod report;
 pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod transport;
+#[cfg(windows)]
+mod transport_winhttp;
 pub mod validate;
 
 pub use client::Client;

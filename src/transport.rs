@@ -12,14 +12,25 @@
 //! caller re-reads consent, policy and ownership there, so a "no" given
 //! during a slow connect or handshake stops the report.
 
+use http::Uri;
+#[cfg(not(windows))]
 use std::fmt;
 use std::net::IpAddr;
+#[cfg(not(windows))]
 use std::sync::Arc;
 use std::time::Duration;
+#[cfg(not(windows))]
 use ureq::unversioned::resolver::DefaultResolver;
+#[cfg(not(windows))]
 use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport as Wire};
-use ureq::http::Uri;
+#[cfg(not(windows))]
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
+
+// On Windows the transport is WinHTTP (system proxy, PAC, proxy
+// authentication, certificate store); this file keeps the pure helpers both
+// share and the ureq transport everywhere else.
+#[cfg(windows)]
+pub use crate::transport_winhttp::{parse_ca, Transport};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OVERALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,10 +50,12 @@ pub enum Delivery {
     Stopped,
 }
 
+#[cfg(not(windows))]
 /// Asked once per attempt, after connect and TLS handshake, before the first
 /// byte of the request: may it still be sent?
 type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
+#[cfg(not(windows))]
 /// The last link of the connector chain: wraps the finished (TCP or TLS)
 /// transport so that its first write asks the gate.
 struct GateConnector {
@@ -50,12 +63,14 @@ struct GateConnector {
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[cfg(not(windows))]
 impl fmt::Debug for GateConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("GateConnector")
     }
 }
 
+#[cfg(not(windows))]
 impl<In: Wire> Connector<In> for GateConnector {
     type Out = GatedWire<In>;
 
@@ -64,6 +79,7 @@ impl<In: Wire> Connector<In> for GateConnector {
     }
 }
 
+#[cfg(not(windows))]
 struct GatedWire<T> {
     inner: T,
     /// Taken by the first write.
@@ -71,12 +87,14 @@ struct GatedWire<T> {
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[cfg(not(windows))]
 impl<T> fmt::Debug for GatedWire<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("GatedWire")
     }
 }
 
+#[cfg(not(windows))]
 impl<T: Wire> Wire for GatedWire<T> {
     fn buffers(&mut self) -> &mut dyn Buffers {
         self.inner.buffers()
@@ -130,6 +148,7 @@ pub fn check_endpoint(url: &str) -> Result<bool, String> {
     }
 }
 
+#[cfg(not(windows))]
 pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = vec![];
     for item in parse_pem(pem.as_bytes()) {
@@ -144,17 +163,40 @@ pub fn parse_ca(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
     Ok(certs)
 }
 
+/// The `proxy` key: `"none"` (*fixed*: always a direct connection) or a proxy
+/// URL without credentials (proxy credentials never come from the
+/// configuration; on Windows the process identity answers a challenge).
+pub fn check_proxy(p: &str) -> Result<(), String> {
+    if p == PROXY_NONE {
+        return Ok(());
+    }
+    if p.contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    #[cfg(not(windows))]
+    ureq::Proxy::new(p).map_err(|e| e.to_string())?;
+    #[cfg(windows)]
+    crate::transport_winhttp::named_proxy(p)?;
+    Ok(())
+}
+
+/// The `proxy` value that forces a direct connection. *fixed*
+pub const PROXY_NONE: &str = "none";
+
+#[cfg(not(windows))]
 pub struct Transport {
     /// The configuration each attempt's fresh agent is built from.
     config: ureq::config::Config,
     endpoint: String,
 }
 
+#[cfg(not(windows))]
 impl Transport {
     pub fn new(endpoint: &str, proxy: Option<&str>, ca_cert_pem: Option<&str>) -> Result<Transport, String> {
         let loopback = check_endpoint(endpoint)?;
         let proxy = match proxy {
             _ if loopback => None,
+            Some(PROXY_NONE) => None,
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| e.to_string())?),
             None => ureq::Proxy::try_from_env(),
         };
@@ -210,7 +252,9 @@ impl Transport {
         let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
         match status {
             200..=299 => Delivery::Delivered { status },
-            408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
+            // 407: a proxy wants credentials, which never come from the
+            // configuration; retried like a network error, not dropped.
+            407 | 408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
             300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
             _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
         }
@@ -267,6 +311,17 @@ mod tests {
         for bad in ["http://example.com/r", "ftp://x/", "https://user:pw@example.com/", "not a url", "/relative", "http://10.0.0.1/"] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(not(windows))]
+    #[test]
+    fn proxy_none_means_no_proxy_at_all() {
+        let remote = "https://telemetry.example.com/r";
+        let none = Transport::new(remote, Some(PROXY_NONE), None).unwrap();
+        assert!(none.config.proxy().is_none());
+        let named = Transport::new(remote, Some("http://proxy.example.com:3128"), None).unwrap();
+        assert!(named.config.proxy().is_some());
+        assert!(check_proxy("http://user:pw@proxy.example.com:3128").unwrap_err().contains("credentials"));
     }
 
     #[test]

@@ -100,7 +100,7 @@ extern "system" {
 }
 
 fn create_dir_with_private_dacl(dir: &Path) -> io::Result<()> {
-    let sddl: Vec<u16> = OsStr::new(PRIVATE_DIR_SDDL).encode_wide().chain(std::iter::once(0)).collect();
+    let sddl = wide(PRIVATE_DIR_SDDL);
     let mut descriptor = std::ptr::null_mut();
     // SAFETY: `sddl` is NUL-terminated; `descriptor` receives a LocalAlloc'd
     // buffer that is freed below; the size output is optional.
@@ -110,7 +110,8 @@ fn create_dir_with_private_dacl(dir: &Path) -> io::Result<()> {
     let attributes = SecurityAttributes { length: std::mem::size_of::<SecurityAttributes>() as u32, descriptor, inherit_handle: 0 };
     // SAFETY: the path is NUL-terminated and `attributes` points to a valid
     // security descriptor for the duration of the call.
-    let ok = unsafe { CreateDirectoryW(wide(dir).as_ptr(), &attributes) } != 0;
+    let path = win32_path(dir)?;
+    let ok = unsafe { CreateDirectoryW(path.as_ptr(), &attributes) } != 0;
     let result = if ok || dir.is_dir() { Ok(()) } else { Err(io::Error::last_os_error()) };
     // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
     unsafe { LocalFree(descriptor) };
@@ -139,6 +140,11 @@ fn is_sep(c: u16) -> bool {
 /// `\\?\...` or `\??\...`: already in the form Windows takes verbatim.
 fn is_verbatim(p: &[u16]) -> bool {
     matches!(p, [BACKSLASH, BACKSLASH | QUESTION, QUESTION, BACKSLASH, ..])
+}
+
+/// A string as NUL-terminated UTF-16 for a Windows API call.
+pub(crate) fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
 /// A path as a NUL-terminated UTF-16 string for a Windows API call, in the
@@ -321,7 +327,7 @@ mod tests {
 
     #[test]
     fn the_descriptor_given_to_create_directory_is_protected_and_names_three_principals() {
-        let sddl: Vec<u16> = OsStr::new(PRIVATE_DIR_SDDL).encode_wide().chain(std::iter::once(0)).collect();
+        let sddl = wide(PRIVATE_DIR_SDDL);
         let mut descriptor = std::ptr::null_mut();
         // SAFETY: as in create_dir_with_private_dacl.
         assert_ne!(unsafe { ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.as_ptr(), 1, &mut descriptor, std::ptr::null_mut()) }, 0);
@@ -344,7 +350,7 @@ mod tests {
         let base = tempdir("dacl-disk");
         let d = base.join("state");
         create_private_dir(&d).unwrap();
-        let w = wide(&d);
+        let w = win32_path(&d).unwrap();
         let mut buf = vec![0u8; 4096];
         let mut needed = 0u32;
         // SAFETY: buffer and length match.

@@ -10,8 +10,8 @@ byte-identical to the PREVIEW line; os_family "windows", os_version N.N.N;
 STATUS says granted and sent. For --no on a fresh state dir: exit 0 and no
 request at all. With a state_dir longer than MAX_PATH (260 characters): --yes
 sends one report == preview, then --no replaces the state file. Over https with a private CA (--ca-file; needs openssl): one
-report, byte-identical to the preview, through rustls and ring as built for
-Windows. Prints PASS/FAIL lines; exit status 1 on any failure.
+report, byte-identical to the preview, through WinHTTP and SChannel.
+Prints PASS/FAIL lines; exit status 1 on any failure.
 """
 
 import json
@@ -138,7 +138,7 @@ def main():
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
             c.server.socket = ctx.wrap_socket(c.server.socket, server_side=True)
-            url = f"https://127.0.0.1:{c.port}/v1/report"
+            url = f"https://localhost:{c.port}/v1/report"  # Wine checks DNS names only
             rc, out, err = run(runner, exe, url, work / "state-tls", "--yes", "--ca-file", windows_path(pki / "ca.pem"))
             time.sleep(0.5)
             reqs = list(c.requests)

@@ -28,6 +28,9 @@
 
 #include <stdint.h>
 
+/** The version of the library this header belongs to (tel_version() returns the same). */
+#define OPTIN_TELEMETRY_VERSION "0.1.0"
+
 /**
  * No answer yet: nothing is sent.
  */

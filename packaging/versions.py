@@ -11,6 +11,7 @@ The .NET assembly's own version is checked by scripts/test-package's C# program 
 AssemblyName.Version and AssemblyInformationalVersion through reflection).
 """
 
+import os
 import re
 import sys
 import tarfile
@@ -18,7 +19,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# OPTIN_VERSIONS_ROOT: check another tree (scripts/test-package's self-test).
+ROOT = Path(os.environ.get("OPTIN_VERSIONS_ROOT") or Path(__file__).resolve().parent.parent)
 
 
 def cargo_version() -> str:

@@ -8,7 +8,8 @@ generated code ends up in the binary. It excludes dev-dependencies (tests only) 
 reached only through build-dependency edges (cc, shlex, find-msvc-tools: they run on the
 build machine; what ring's build script compiles is ring's own code, listed under ring).
 The Rust standard library, which is linked in too, gets its own entry (texts from the
-toolchain's share/doc/rust/licenses).
+toolchain's share/doc/rust/licenses); for Windows so does the mingw-w64 runtime that the
+x86_64-pc-windows-gnu toolchain links in (terms from Debian's mingw-w64-common).
 
 Packages (binaries) covered, each with the targets it ships for:
   optin-telemetry   Cargo.toml               x86_64-unknown-linux-gnu, x86_64-pc-windows-gnu
@@ -46,6 +47,8 @@ PACKAGES = {
     "optin-telemetry": ("Cargo.toml", [LINUX, WINDOWS]),
     "optin-collector": ("collector/Cargo.toml", [LINUX]),
 }
+# The terms of the mingw-w64 runtime that the Windows toolchain links into the DLL.
+MINGW_COPYRIGHT = Path("/usr/share/doc/mingw-w64-common/copyright")
 LICENSE_PREFIXES = ("LICENSE", "LICENCE", "COPYING", "COPYRIGHT", "NOTICE", "UNLICENSE")
 
 
@@ -210,6 +213,12 @@ def cmd_notices(args) -> int:
            ""]
     out.append("Contents:")
     out.append(f"  Rust standard library {rustc_version()} (MIT OR Apache-2.0)")
+    mingw = MINGW_COPYRIGHT if WINDOWS in targets else None
+    if mingw:
+        if not mingw.is_file():
+            print(f"thirdparty: FAIL: {mingw} is missing (apt-get install mingw-w64-common)", file=sys.stderr)
+            return 1
+        out.append(f"  mingw-w64 runtime and libgcc, as linked by the {WINDOWS} toolchain  [{WINDOWS} only]")
     for key, e in sorted(per.items()):
         only = "" if len(e["targets"]) == len(targets) else f"  [{', '.join(e['targets'])} only]"
         out.append(f"  {key} ({e['pkg']['license']}){only}")
@@ -218,6 +227,13 @@ def cmd_notices(args) -> int:
             "License: MIT OR Apache-2.0", "Source: https://github.com/rust-lang/rust", bar, ""]
     for f in rust_std_texts():
         out += [f"--- {f.name} ---", f.read_text(errors="replace").rstrip(), ""]
+    if mingw:
+        out += [bar, f"mingw-w64 runtime and libgcc ({WINDOWS} only)",
+                "The DLL's startup code and a few C runtime helpers come from the mingw-w64 runtime",
+                "(mostly ZPL-2.1 and public domain; the terms of every part follow, as Debian's",
+                "mingw-w64-common package records them) and from libgcc, which is covered by the",
+                "GCC Runtime Library Exception 3.1 (no notice required; named here for completeness).",
+                bar, "", f"--- {mingw} ---", mingw.read_text(errors="replace").rstrip(), ""]
     for key, e in sorted(per.items()):
         pkg = e["pkg"]
         out += [bar, key, f"License: {pkg['license']}"]

@@ -40,6 +40,9 @@
 
 #include <stdint.h>
 
+/** The version of the library this header belongs to (tel_version() returns the same). */
+#define OPTIN_TELEMETRY_VERSION "0.1.0"
+
 /**
  * Default of `max_bits`: a report is then one of at most 2^32 possible ones.
  */

@@ -4,7 +4,13 @@
 #[test]
 fn header_is_fresh() {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
+    // The header carries Cargo.toml's version, so C code can check it at compile time
+    // (and scripts/test-package can check that every package carries the same one).
+    config.after_includes = Some(format!(
+        "\n/** The version of the library this header belongs to (tel_version() returns the same). */\n#define OPTIN_TELEMETRY_VERSION \"{}\"",
+        env!("CARGO_PKG_VERSION")
+    ));
     let mut generated = Vec::new();
     cbindgen::Builder::new()
         .with_crate(dir)

@@ -118,11 +118,22 @@ _lib: Optional[ctypes.CDLL] = None
 _lib_lock = threading.Lock()
 
 
+def _bundled_library() -> Optional[Path]:
+    """The native library a wheel carries beside this module (optin_telemetry/_native/),
+    or None in a checkout. Kept separate so packaging concerns stay out of library_path."""
+    name = {"win32": "optin_telemetry.dll", "darwin": "liboptin_telemetry.dylib"}.get(sys.platform, "liboptin_telemetry.so")
+    path = Path(__file__).resolve().parent / "_native" / name
+    return path if path.is_file() else None
+
+
 def library_path() -> Path:
     """Where the cdylib is looked for when no path is given."""
     env = os.environ.get("OPTIN_TELEMETRY_LIB")
     if env:
         return Path(env).resolve()
+    bundled = _bundled_library()
+    if bundled:
+        return bundled
     name = {"win32": "optin_telemetry.dll", "darwin": "liboptin_telemetry.dylib"}.get(sys.platform, "liboptin_telemetry.so")
     root = Path(__file__).resolve().parents[3]
     target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))

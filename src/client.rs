@@ -65,6 +65,11 @@ struct Inner {
     warnings: Vec<String>,
 }
 
+/// The bytes a pending report's first attempt sent, if it has been attempted.
+fn pending_body(state: &State) -> Option<&str> {
+    state.schedule.as_ref()?.pending.as_ref()?.body.as_deref()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock is caught at the C boundary; the data it
     // guards is still consistent (every mutation is a single assignment).
@@ -236,8 +241,7 @@ impl Client {
     pub fn preview(&self) -> String {
         let state = self.shared.read_state().map(|(st, _)| st).unwrap_or_default();
         let inner = lock(&self.shared.inner);
-        let (values, identity) = self.shared.view(&state, &inner);
-        self.shared.build_report(&values, &identity)
+        self.shared.next_body(&state, &inner)
     }
 
     pub fn describe(&self, language: &str) -> Result<String> {
@@ -256,6 +260,10 @@ impl Client {
         }
         let inner = lock(&s.inner);
         let (values, identity) = s.view(&state, &inner);
+        let next_report = s.next_body(&state, &inner);
+        // A pending report is retried with the bytes of its first attempt:
+        // the values shown are the ones in those bytes.
+        let pending_body: Option<Value> = pending_body(&state).and_then(|b| serde_json::from_str(b).ok());
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -275,7 +283,11 @@ impl Client {
                 _ => {}
             }
             d.insert("bits".into(), json!(f.kind.bits()));
-            d.insert("value".into(), values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)));
+            let value = match &pending_body {
+                Some(b) => b.get("fields").and_then(|fs| fs.get(&f.name)).cloned().unwrap_or(Value::Null),
+                None => values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)),
+            };
+            d.insert("value".into(), value);
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -319,7 +331,7 @@ impl Client {
             "endpoint": s.config.endpoint,
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
-            "next_report": s.build_report(&values, &identity),
+            "next_report": next_report,
             "warnings": inner.warnings,
         });
         Ok(out.to_string())
@@ -613,6 +625,18 @@ impl Shared {
         (values.unwrap_or_else(|| inner.values.clone()), identity)
     }
 
+    /// The next report's exact bytes: a pending report's first bytes (its
+    /// retries resend them), else the report built from `view`.
+    fn next_body(&self, state: &State, inner: &Inner) -> String {
+        match pending_body(state) {
+            Some(b) => b.to_string(),
+            None => {
+                let (values, identity) = self.view(state, inner);
+                self.build_report(&values, &identity)
+            }
+        }
+    }
+
     /// Writes this process's values (if it set any since the last time) and
     /// the next report's identity (if none is saved) into `state`. Returns
     /// whether anything changed.
@@ -727,11 +751,19 @@ impl Shared {
             // The body is what every process on this directory shows: the
             // shared values, and the pending report's id as saved with the
             // in-flight marker.
-            if self.publish(&mut state, &mut inner) {
+            let mut changed = self.publish(&mut state, &mut inner);
+            let body = self.next_body(&state, &inner);
+            let (_, identity) = self.view(&state, &inner);
+            // The first attempt's bytes are saved with the pending report
+            // before any of them is sent: every retry, in any process,
+            // sends exactly them again.
+            if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| p.body.is_none()) {
+                p.body = Some(body.clone());
+                changed = true;
+            }
+            if changed {
                 self.store.save(&guard, &state)?;
             }
-            let (values, identity) = self.view(&state, &inner);
-            let body = self.build_report(&values, &identity);
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {

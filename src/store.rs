@@ -123,8 +123,11 @@ impl Store {
     /// error if either cannot be created or opened for writing.
     pub fn open(dir: &Path) -> Result<Store> {
         platform::create_private_dir(dir).map_err(|e| Error::io(format!("cannot create state_dir {}", dir.display()), e))?;
+        // Unix: the directory is resolved once (symlinks and all) and checked
+        // with every directory above it; from then on the client uses that
+        // path only, so a symlink repointed later redirects nothing.
         #[cfg(unix)]
-        platform::check_private_dir(dir).map_err(|why| Error::new(crate::error::Code::Io, format!("state_dir {} {why}", dir.display())))?;
+        let dir = &platform::check_private_dir(dir).map_err(|why| Error::new(crate::error::Code::Io, format!("state_dir {} {why}", dir.display())))?;
         let store = Store {
             dir: dir.to_path_buf(),
             state_path: dir.join("state.json"),
@@ -300,6 +303,7 @@ fn state_to_json(s: &State) -> Value {
             "pending": sc.pending.as_ref().map_or(Value::Null, |p| {
                 let mut o = identity_to_json(&p.report);
                 o["left"] = json!(p.left);
+                o["body"] = json!(p.body);
                 o
             }),
             "in_flight": sc.in_flight.as_ref().map_or(Value::Null, |f| json!({
@@ -423,10 +427,16 @@ fn parse_schedule(s: &Value) -> Option<Schedule> {
         Value::Null => None,
         p => {
             let o = p.as_object()?;
-            if !exact_keys(o, &["report_id", "draw_key", "left"]) {
+            // "body" came with retries resending their first bytes; a
+            // pending report saved before has none (its retry builds them).
+            if !(exact_keys(o, &["report_id", "draw_key", "left", "body"]) || exact_keys(o, &["report_id", "draw_key", "left"])) {
                 return None;
             }
-            Some(Pending { report: parse_identity(o)?, left: o["left"].as_i64()? })
+            let body = match o.get("body") {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(b.as_str()?.to_string()),
+            };
+            Some(Pending { report: parse_identity(o)?, left: o["left"].as_i64()?, body })
         }
     };
     let schedule = Schedule {
@@ -548,7 +558,7 @@ mod tests {
                 due: 200,
                 attempts: 2,
                 catchup_drawn: true,
-                pending: Some(Pending { report: ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [0xa5; 32] }, left: 150 }),
+                pending: Some(Pending { report: ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [0xa5; 32] }, left: 150, body: Some("{\"a\":true}".into()) }),
                 in_flight: Some(InFlight { token: "t".into(), since: 150, lease_until: 330 }),
             }),
             last_sent: Some(99),

@@ -252,14 +252,14 @@ impl Client {
         let sch = &s.config.schema;
         let (state, _) = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
+        let inner = lock(&s.inner);
+        let (values, identity, builtins) = s.view(&state, &inner);
         let mut fields = vec![];
-        for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
+        for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(builtins.values()) {
             let german = language.split('-').next().is_some_and(|b| b.eq_ignore_ascii_case("de"));
             let text = if german { de } else { en };
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
-        let inner = lock(&s.inner);
-        let (values, identity) = s.view(&state, &inner);
         let next_report = s.next_body(&state, &inner);
         // A pending report is retried with the bytes of its first attempt:
         // the values shown are the ones in those bytes.
@@ -586,10 +586,6 @@ impl Shared {
         }
     }
 
-    fn build_report(&self, values: &[Option<FieldValue>], identity: &ReportIdentity) -> String {
-        report::build(&self.config.schema, values, &self.builtins, identity)
-    }
-
     fn set_values(&self, changes: Vec<(usize, Option<FieldValue>)>) {
         let mut inner = lock(&self.inner);
         for (i, value) in changes {
@@ -603,8 +599,11 @@ impl Shared {
     /// What any process on this `state_dir` shows and sends: the values last
     /// published by a process that set values (last publisher wins), if they
     /// are for this schema and valid, else this process's own; and the next
-    /// report's identity (a pending report's while it is retried).
-    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, ReportIdentity) {
+    /// report's identity (a pending report's while it is retried). The
+    /// built-in fields travel with the values: the publisher's (when they are
+    /// ones a library could have produced for this product on this machine),
+    /// so a GUI of another version or architecture shows the service's bytes.
+    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, ReportIdentity, Builtins) {
         let sch = &self.config.schema;
         let shared = state.values.as_ref().filter(|v| v.schema_digest == sch.digest).and_then(|v| {
             let mut values = vec![None; sch.fields.len()];
@@ -621,8 +620,31 @@ impl Shared {
         };
         // Values set here and not yet published win: they are published at
         // this process's next tick, before anything is sent.
-        let values = if inner.values_dirty { None } else { shared };
-        (values.unwrap_or_else(|| inner.values.clone()), identity)
+        let shared = if inner.values_dirty { None } else { shared };
+        match shared {
+            Some(values) => {
+                let builtins = state.values.as_ref().and_then(|v| v.builtins.as_ref()).and_then(|b| self.shared_builtins(b)).unwrap_or_else(|| self.builtins.clone());
+                (values, identity, builtins)
+            }
+            None => (inner.values.clone(), identity, self.builtins.clone()),
+        }
+    }
+
+    /// Built-ins published by another process, if they are what a library
+    /// could have produced for this product on this machine: no free text
+    /// reaches a report through the state file.
+    fn shared_builtins(&self, b: &Map<String, Value>) -> Option<Builtins> {
+        let get = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_string);
+        let own = &self.builtins;
+        let theirs = Builtins {
+            os_family: get("os_family").filter(|v| *v == own.os_family)?,
+            os_version: get("os_version").filter(|v| *v == own.os_version)?,
+            arch: get("arch").filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'))?,
+            product: get("product").filter(|v| *v == own.product)?,
+            product_version: get("product_version").filter(|v| crate::config::is_valid_product_version(v))?,
+            library_version: get("library_version").filter(|v| crate::config::is_valid_product_version(v))?,
+        };
+        (b.len() == theirs.values().len()).then_some(theirs)
     }
 
     /// The next report's exact bytes: a pending report's first bytes (its
@@ -631,8 +653,8 @@ impl Shared {
         match pending_body(state) {
             Some(b) => b.to_string(),
             None => {
-                let (values, identity) = self.view(state, inner);
-                self.build_report(&values, &identity)
+                let (values, identity, builtins) = self.view(state, inner);
+                report::build(&self.config.schema, &values, &builtins, &identity)
             }
         }
     }
@@ -645,7 +667,8 @@ impl Shared {
         if inner.values_dirty {
             let sch = &self.config.schema;
             let fields: Map<String, Value> = inner.values.iter().enumerate().filter_map(|(i, v)| Some((sch.fields[i].name.clone(), raw_value(sch, i, v.as_ref()?)))).collect();
-            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields });
+            let builtins = self.builtins.values().iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields, builtins: Some(builtins) });
             changed |= state.values != values;
             state.values = values;
             inner.values_dirty = false;
@@ -753,7 +776,7 @@ impl Shared {
             // in-flight marker.
             let mut changed = self.publish(&mut state, &mut inner);
             let body = self.next_body(&state, &inner);
-            let (_, identity) = self.view(&state, &inner);
+            let (_, identity, _) = self.view(&state, &inner);
             // The first attempt's bytes are saved with the pending report
             // before any of them is sent: every retry, in any process,
             // sends exactly them again.

@@ -61,6 +61,10 @@ pub struct SharedValues {
     pub schema_digest: String,
     /// Field name -> value in the form `tel_set_values_json` takes.
     pub fields: Map<String, Value>,
+    /// The publisher's built-in fields (name -> string), sent with its
+    /// values; each client checks them before use. None in files written
+    /// before they were published.
+    pub builtins: Option<Map<String, Value>>,
 }
 
 /// One attempt to deliver a report.
@@ -314,7 +318,7 @@ fn state_to_json(s: &State) -> Value {
         "last_left": opt_i64(s.last_left),
         "last_error": s.last_error,
         "next_report": s.next_report.as_ref().map_or(Value::Null, identity_to_json),
-        "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields})),
+        "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields, "builtins": v.builtins})),
     })
 }
 
@@ -406,10 +410,14 @@ fn parse_values(v: &Value) -> Option<Option<SharedValues>> {
         Value::Null => Some(None),
         v => {
             let o = v.as_object()?;
-            if !exact_keys(o, &["schema_digest", "fields"]) {
+            if !(exact_keys(o, &["schema_digest", "fields", "builtins"]) || exact_keys(o, &["schema_digest", "fields"])) {
                 return None;
             }
-            Some(Some(SharedValues { schema_digest: o["schema_digest"].as_str()?.to_string(), fields: o["fields"].as_object()?.clone() }))
+            let builtins = match o.get("builtins") {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(b.as_object()?.clone()),
+            };
+            Some(Some(SharedValues { schema_digest: o["schema_digest"].as_str()?.to_string(), fields: o["fields"].as_object()?.clone(), builtins }))
         }
     }
 }
@@ -564,7 +572,7 @@ mod tests {
             last_sent: Some(99),
             last_left: Some(150),
             next_report: Some(ReportIdentity { id: "fedcba9876543210fedcba9876543210".into(), draw_key: [0x3c; 32] }),
-            values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone() }),
+            values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone(), builtins: Some(json!({"arch": "x86_64"}).as_object().unwrap().clone()) }),
             last_error: Some("HTTP 503".into()),
         }
     }

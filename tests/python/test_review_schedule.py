@@ -156,3 +156,154 @@ def test_a_symlinked_state_dir_is_resolved_once_so_repointing_the_link_redirects
     assert collector.requests == [], "the repointed link turned into a yes"
     assert st["consent"] == "undecided", st
     assert (real / "state.json").exists(), "the client kept writing where it was opened"
+
+
+# --------------------------------------------------------------------------
+# a GUI and a service of different versions on one directory
+
+
+SERVICE = r"""
+import json, sys
+import optin_telemetry as ot
+cfg, values, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+c = ot.Client(cfg)
+c.set_values(values)
+c.tick(t)  # publishes its values
+print(json.dumps({"preview": c.preview()}), flush=True)
+c.close()
+"""
+
+
+def run_service(tmp_path, cfg, values, t=T0):
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE)
+    env = {"PYTHONPATH": str(ROOT / "bindings" / "python"), "OPTIN_TELEMETRY_LIB": str(ot.library_path()), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, str(script), json.dumps(cfg), json.dumps(values), str(t)], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_a_gui_of_another_version_that_knows_no_values_shows_and_sends_the_services_bytes(clients, state_dir, collector, tmp_path):
+    # The consent does not bind product_version, so a GUI 1.0.0 and a
+    # service 2.0.0 (or a 32-bit GUI beside a 64-bit service) share one "yes".
+    # The GUI's view-data screen must show the very bytes that leave,
+    # whichever of the two sends: the built-ins travel with the values of the
+    # process that published them.
+    gui = clients(state_dir, collector.url, product_version="1.0.0")
+    service = run_service(tmp_path, make_config(state_dir, endpoint=collector.url, product_version="2.0.0"), {"trial": True, "edition": "smb"})
+    assert json.loads(service["preview"])["product_version"] == "2.0.0"
+    assert gui.preview() == service["preview"], "the GUI shows other bytes than the service would send"
+    assert gui.describe("en")["next_report"] == service["preview"]
+    gui.set_consent(True)
+    gui.tick(T0)
+    due = gui.status()["next_due"]
+    gui.tick(due)
+    gui.flush(FLUSH_MS)
+    reqs = collector.wait_for(1, 5)
+    assert [r.body.decode() for r in reqs] == [service["preview"]]
+
+
+def test_published_builtins_that_are_not_a_librarys_own_are_never_sent(clients, state_dir, collector, tmp_path):
+    # state.json is private, but a built-in copied from it must still be one
+    # a library could have produced: no free text rides along.
+    service = run_service(tmp_path, make_config(state_dir, endpoint=collector.url, product_version="2.0.0"), {"trial": True})
+    doc = json.loads((state_dir / "state.json").read_text())
+    builtins = doc["values"].get("builtins")
+    assert builtins is not None, "the service's built-ins were not published with its values"
+    for key, bad in [("product_version", "2.0.0 call me"), ("product", "Other Product"), ("arch", "x" * 200), ("os_family", "plan9"), ("os_version", "my secret")]:
+        d = json.loads(json.dumps(doc))
+        d["values"]["builtins"][key] = bad
+        (state_dir / "state.json").write_text(json.dumps(d))
+        c = clients(state_dir, collector.url, product_version="1.0.0")
+        shown = json.loads(c.preview())
+        c.close()
+        assert bad not in json.dumps(shown), key
+        assert shown["product_version"] == "1.0.0", f"{key}: a bad built-in set was not replaced by the process's own"
+    assert json.loads(service["preview"])["fields"] == {"trial": True}
+
+
+KILLED_SENDER = r"""
+import json, sys, time
+import optin_telemetry as ot
+cfg, values, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+c = ot.Client(cfg)
+c.set_values(values)
+c.tick(t)
+print("ticked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_retry_after_kill_9_in_another_process_with_other_values_resends_the_first_bytes(clients, state_dir, tmp_path):
+    LEASE = 180
+    with Collector(default=Reply(delay=30)) as col:
+        c = clients(state_dir, col.url, product_version="1.0.0")
+        c.set_consent(True)
+        c.tick(T0)
+        due = c.status()["next_due"]
+        script = tmp_path / "killed.py"
+        script.write_text(KILLED_SENDER)
+        env = {"PYTHONPATH": str(ROOT / "bindings" / "python"), "OPTIN_TELEMETRY_LIB": str(ot.library_path()), "PATH": "/usr/bin:/bin"}
+        cfg = make_config(state_dir, endpoint=col.url, product_version="2.0.0")
+        p = subprocess.Popen([sys.executable, str(script), json.dumps(cfg), json.dumps({"trial": True, "users": 3}), str(due)], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert p.stdout.readline().strip() == "ticked"
+            assert len(col.wait_for(1, 10)) == 1, "the child did not send"
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+        first = col.requests[0].body
+        # This process has values of its own, and publishes them.
+        col.default = Reply(200)
+        c.set_values({"trial": False, "users": 99})
+        c.tick(due + 10)
+        c.flush(FLUSH_MS)
+        assert c.preview().encode() == first, "the pending report shows its first bytes"
+        c.tick(due + LEASE)
+        c.flush(FLUSH_MS)
+        if len(col.requests) == 1:  # the interrupted attempt's backoff
+            c.tick(c.status()["next_due"])
+            c.flush(FLUSH_MS)
+        assert len(col.requests) == 2
+        assert col.requests[1].body == first, "the retry after kill -9 carried other bytes under the same id"
+        nxt = json.loads(c.preview())
+        assert nxt["fields"]["trial"] is False and nxt["product_version"] == "1.0.0"
+
+
+# --------------------------------------------------------------------------
+# files that are not files
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are Unix")
+@pytest.mark.parametrize("name", ["state.json", "history.json"])
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink-to-device"])
+def test_state_or_history_that_is_not_a_regular_file_is_set_aside_and_never_read(state_dir, collector, name, kind):
+    from test_never_blocks import in_thread
+
+    due = _granted_dir(state_dir, collector.url)
+    target = state_dir / name
+    if target.exists():
+        target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.mkdir()
+        (target / "x").write_text("{}")
+    else:
+        os.symlink("/dev/zero", target)
+    finished, c = in_thread(lambda: ot.Client(make_config(state_dir, endpoint=collector.url)))
+    assert finished, f"tel_open blocked on a {kind} {name}"
+    try:
+        finished, h = in_thread(c.history)
+        assert finished, "tel_history_json blocked"
+        assert any("not a regular file" in w for w in c.status()["warnings"]), c.status()
+        assert any(p.name.startswith(name + ".bad-") for p in state_dir.iterdir())
+        if name == "state.json":
+            assert c.consent is ot.Consent.UNDECIDED, "a state that is not a file read as consent"
+        c.tick(due)
+        c.flush(FLUSH_MS)
+        assert len(collector.requests) == (0 if name == "state.json" else 1)
+        if name == "history.json":
+            assert len(c.history()["reports"]) == 1
+    finally:
+        c.close()

@@ -263,7 +263,10 @@ impl Client {
         let next_report = s.next_body(&state, &inner);
         // A pending report is retried with the bytes of its first attempt:
         // the values shown are the ones in those bytes.
-        let pending_body: Option<Value> = pending_body(&state).and_then(|b| serde_json::from_str(b).ok());
+        // (Only for this schema: a body of another schema names other fields.)
+        let pending_body: Option<Value> = pending_body(&state)
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            .filter(|b| b.get("schema_digest").and_then(Value::as_str) == Some(sch.digest.as_str()));
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));

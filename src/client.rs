@@ -65,11 +65,6 @@ struct Inner {
     warnings: Vec<String>,
 }
 
-/// The bytes a pending report's first attempt sent, if it has been attempted.
-fn pending_body(state: &State) -> Option<&str> {
-    state.schedule.as_ref()?.pending.as_ref()?.body.as_deref()
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock is caught at the C boundary; the data it
     // guards is still consistent (every mutation is a single assignment).
@@ -263,10 +258,7 @@ impl Client {
         let next_report = s.next_body(&state, &inner);
         // A pending report is retried with the bytes of its first attempt:
         // the values shown are the ones in those bytes.
-        // (Only for this schema: a body of another schema names other fields.)
-        let pending_body: Option<Value> = pending_body(&state)
-            .and_then(|b| serde_json::from_str::<Value>(b).ok())
-            .filter(|b| b.get("schema_digest").and_then(Value::as_str) == Some(sch.digest.as_str()));
+        let pending_body: Option<Value> = s.pending_body(&state).and_then(|b| serde_json::from_str::<Value>(b).ok());
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -650,10 +642,30 @@ impl Shared {
         (b.len() == theirs.values().len()).then_some(theirs)
     }
 
+    /// The bytes a pending report's first attempt sent, if it has been
+    /// attempted and they are a report this process could have built: valid
+    /// for its schema (the collector's own check), under the pending id, in
+    /// the library's exact form, with built-ins `shared_builtins` accepts.
+    /// Anything else in the state file (edited, planted) is never sent; the
+    /// retry is built afresh instead.
+    fn pending_body<'a>(&self, state: &'a State) -> Option<&'a str> {
+        let p = state.schedule.as_ref()?.pending.as_ref()?;
+        let body = p.body.as_deref()?;
+        crate::validate::validate(&self.config.schema, body.as_bytes()).ok()?;
+        let v: Value = serde_json::from_str(body).ok()?;
+        let o = v.as_object()?;
+        if o.get("report_id").and_then(Value::as_str) != Some(p.report.id.as_str()) || serde_json::to_string(&v).ok()? != body {
+            return None;
+        }
+        let builtins: Map<String, Value> = BUILTIN_FIELDS.iter().filter_map(|(k, _, _)| Some((k.to_string(), o.get(*k)?.clone()))).collect();
+        self.shared_builtins(&builtins)?;
+        Some(body)
+    }
+
     /// The next report's exact bytes: a pending report's first bytes (its
     /// retries resend them), else the report built from `view`.
     fn next_body(&self, state: &State, inner: &Inner) -> String {
-        match pending_body(state) {
+        match self.pending_body(state) {
             Some(b) => b.to_string(),
             None => {
                 let (values, identity, builtins) = self.view(state, inner);
@@ -783,7 +795,8 @@ impl Shared {
             // The first attempt's bytes are saved with the pending report
             // before any of them is sent: every retry, in any process,
             // sends exactly them again.
-            if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| p.body.is_none()) {
+            let saved = self.pending_body(&state).is_some();
+            if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| !saved && p.body.as_deref() != Some(body.as_str())) {
                 p.body = Some(body.clone());
                 changed = true;
             }

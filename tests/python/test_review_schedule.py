@@ -307,3 +307,39 @@ def test_state_or_history_that_is_not_a_regular_file_is_set_aside_and_never_read
             assert len(c.history()["reports"]) == 1
     finally:
         c.close()
+
+
+def test_a_pending_body_edited_in_state_json_is_never_sent(clients, state_dir):
+    # The retry's bytes come from state.json: anything there that is not a
+    # report this library could have built for this schema and id (free
+    # text, another id, another form) is dropped and the retry built afresh.
+    with Collector() as col:
+        col.replies.append(Reply(503))
+        c = clients(state_dir, col.url)
+        c.set_values({"trial": True, "edition": "smb"})
+        c.set_consent(True)
+        c.tick(T0)
+        due = c.status()["next_due"]
+        first = send_due(c, col, due)
+        retry_at = c.status()["next_due"]
+        rid = json.loads(first.body)["report_id"]
+        doc = json.loads((state_dir / "state.json").read_text())
+        assert doc["schedule"]["pending"]["body"] == first.body.decode(), "the first bytes are saved with the pending report"
+        good = json.loads(first.body)
+        plants = [
+            dict(good, product_version="1.0.0 user=alice"),
+            dict(good, fields=dict(good["fields"], edition="alice@example.com")),
+            dict(good, report_id="0" * 32),
+            dict(good, note="free text"),
+        ]
+        texts = [json.dumps(p, separators=(",", ":"), sort_keys=True) for p in plants]
+        texts.append(first.body.decode().replace(",", ", "))  # another form of the same report
+        texts.append("not json at all")
+        for text in texts:
+            doc["schedule"]["pending"]["body"] = text
+            (state_dir / "state.json").write_text(json.dumps(doc))
+            shown = c.preview()
+            assert shown != text and shown.encode() == first.body, text
+        sent = send_due(c, col, retry_at)
+        assert sent.body == first.body, "the retry is the report built afresh (same values, same id)"
+        assert json.loads(sent.body)["report_id"] == rid

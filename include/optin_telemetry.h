@@ -182,7 +182,8 @@ extern "C" {
  * at fault; for max_bits, the widest fields),
  * TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
  * also a state_dir writable by group or others, or owned by a user other
- * than the process's effective user or root: the message says which).
+ * than the process's effective user or root, or inside a directory that is
+ * (unless that one is sticky, as /tmp): the message says which).
  */
 tel_result tel_open(const char *config_json,
                     tel_client **out_client);

@@ -236,8 +236,7 @@ impl Client {
     pub fn preview(&self) -> String {
         let state = self.shared.read_state().map(|(st, _)| st).unwrap_or_default();
         let inner = lock(&self.shared.inner);
-        let (values, identity) = self.shared.view(&state, &inner);
-        self.shared.build_report(&values, &identity)
+        self.shared.next_body(&state, &inner)
     }
 
     pub fn describe(&self, language: &str) -> Result<String> {
@@ -248,14 +247,18 @@ impl Client {
         let sch = &s.config.schema;
         let (state, _) = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
+        let inner = lock(&s.inner);
+        let (values, identity, builtins) = s.view(&state, &inner);
         let mut fields = vec![];
-        for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(s.builtins.values()) {
+        for ((name, en, de), (_, value)) in BUILTIN_FIELDS.iter().zip(builtins.values()) {
             let german = language.split('-').next().is_some_and(|b| b.eq_ignore_ascii_case("de"));
             let text = if german { de } else { en };
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
-        let inner = lock(&s.inner);
-        let (values, identity) = s.view(&state, &inner);
+        let next_report = s.next_body(&state, &inner);
+        // A pending report is retried with the bytes of its first attempt:
+        // the values shown are the ones in those bytes.
+        let pending_body: Option<Value> = s.pending_body(&state).and_then(|b| serde_json::from_str::<Value>(b).ok());
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -275,7 +278,11 @@ impl Client {
                 _ => {}
             }
             d.insert("bits".into(), json!(f.kind.bits()));
-            d.insert("value".into(), values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)));
+            let value = match &pending_body {
+                Some(b) => b.get("fields").and_then(|fs| fs.get(&f.name)).cloned().unwrap_or(Value::Null),
+                None => values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)),
+            };
+            d.insert("value".into(), value);
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -319,7 +326,7 @@ impl Client {
             "endpoint": s.config.endpoint,
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
-            "next_report": s.build_report(&values, &identity),
+            "next_report": next_report,
             "warnings": inner.warnings,
         });
         Ok(out.to_string())
@@ -574,10 +581,6 @@ impl Shared {
         }
     }
 
-    fn build_report(&self, values: &[Option<FieldValue>], identity: &ReportIdentity) -> String {
-        report::build(&self.config.schema, values, &self.builtins, identity)
-    }
-
     fn set_values(&self, changes: Vec<(usize, Option<FieldValue>)>) {
         let mut inner = lock(&self.inner);
         for (i, value) in changes {
@@ -591,8 +594,11 @@ impl Shared {
     /// What any process on this `state_dir` shows and sends: the values last
     /// published by a process that set values (last publisher wins), if they
     /// are for this schema and valid, else this process's own; and the next
-    /// report's identity (a pending report's while it is retried).
-    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, ReportIdentity) {
+    /// report's identity (a pending report's while it is retried). The
+    /// built-in fields travel with the values: the publisher's (when they are
+    /// ones a library could have produced for this product on this machine),
+    /// so a GUI of another version or architecture shows the service's bytes.
+    fn view(&self, state: &State, inner: &Inner) -> (Vec<Option<FieldValue>>, ReportIdentity, Builtins) {
         let sch = &self.config.schema;
         let shared = state.values.as_ref().filter(|v| v.schema_digest == sch.digest).and_then(|v| {
             let mut values = vec![None; sch.fields.len()];
@@ -609,8 +615,63 @@ impl Shared {
         };
         // Values set here and not yet published win: they are published at
         // this process's next tick, before anything is sent.
-        let values = if inner.values_dirty { None } else { shared };
-        (values.unwrap_or_else(|| inner.values.clone()), identity)
+        let shared = if inner.values_dirty { None } else { shared };
+        match shared {
+            Some(values) => {
+                let builtins = state.values.as_ref().and_then(|v| v.builtins.as_ref()).and_then(|b| self.shared_builtins(b)).unwrap_or_else(|| self.builtins.clone());
+                (values, identity, builtins)
+            }
+            None => (inner.values.clone(), identity, self.builtins.clone()),
+        }
+    }
+
+    /// Built-ins published by another process, if they are what a library
+    /// could have produced for this product on this machine: no free text
+    /// reaches a report through the state file.
+    fn shared_builtins(&self, b: &Map<String, Value>) -> Option<Builtins> {
+        let get = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_string);
+        let own = &self.builtins;
+        let theirs = Builtins {
+            os_family: get("os_family").filter(|v| *v == own.os_family)?,
+            os_version: get("os_version").filter(|v| *v == own.os_version)?,
+            arch: get("arch").filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'))?,
+            product: get("product").filter(|v| *v == own.product)?,
+            product_version: get("product_version").filter(|v| crate::config::is_valid_product_version(v))?,
+            library_version: get("library_version").filter(|v| crate::config::is_valid_product_version(v))?,
+        };
+        (b.len() == theirs.values().len()).then_some(theirs)
+    }
+
+    /// The bytes a pending report's first attempt sent, if it has been
+    /// attempted and they are a report this process could have built: valid
+    /// for its schema (the collector's own check), under the pending id, in
+    /// the library's exact form, with built-ins `shared_builtins` accepts.
+    /// Anything else in the state file (edited, planted) is never sent; the
+    /// retry is built afresh instead.
+    fn pending_body<'a>(&self, state: &'a State) -> Option<&'a str> {
+        let p = state.schedule.as_ref()?.pending.as_ref()?;
+        let body = p.body.as_deref()?;
+        crate::validate::validate(&self.config.schema, body.as_bytes()).ok()?;
+        let v: Value = serde_json::from_str(body).ok()?;
+        let o = v.as_object()?;
+        if o.get("report_id").and_then(Value::as_str) != Some(p.report.id.as_str()) || serde_json::to_string(&v).ok()? != body {
+            return None;
+        }
+        let builtins: Map<String, Value> = BUILTIN_FIELDS.iter().filter_map(|(k, _, _)| Some((k.to_string(), o.get(*k)?.clone()))).collect();
+        self.shared_builtins(&builtins)?;
+        Some(body)
+    }
+
+    /// The next report's exact bytes: a pending report's first bytes (its
+    /// retries resend them), else the report built from `view`.
+    fn next_body(&self, state: &State, inner: &Inner) -> String {
+        match self.pending_body(state) {
+            Some(b) => b.to_string(),
+            None => {
+                let (values, identity, builtins) = self.view(state, inner);
+                report::build(&self.config.schema, &values, &builtins, &identity)
+            }
+        }
     }
 
     /// Writes this process's values (if it set any since the last time) and
@@ -621,7 +682,8 @@ impl Shared {
         if inner.values_dirty {
             let sch = &self.config.schema;
             let fields: Map<String, Value> = inner.values.iter().enumerate().filter_map(|(i, v)| Some((sch.fields[i].name.clone(), raw_value(sch, i, v.as_ref()?)))).collect();
-            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields });
+            let builtins = self.builtins.values().iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let values = Some(SharedValues { schema_digest: sch.digest.clone(), fields, builtins: Some(builtins) });
             changed |= state.values != values;
             state.values = values;
             inner.values_dirty = false;
@@ -727,11 +789,20 @@ impl Shared {
             // The body is what every process on this directory shows: the
             // shared values, and the pending report's id as saved with the
             // in-flight marker.
-            if self.publish(&mut state, &mut inner) {
+            let mut changed = self.publish(&mut state, &mut inner);
+            let body = self.next_body(&state, &inner);
+            let (_, identity, _) = self.view(&state, &inner);
+            // The first attempt's bytes are saved with the pending report
+            // before any of them is sent: every retry, in any process,
+            // sends exactly them again.
+            let saved = self.pending_body(&state).is_some();
+            if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| !saved && p.body.as_deref() != Some(body.as_str())) {
+                p.body = Some(body.clone());
+                changed = true;
+            }
+            if changed {
                 self.store.save(&guard, &state)?;
             }
-            let (values, identity) = self.view(&state, &inner);
-            let body = self.build_report(&values, &identity);
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
             match history.last_mut() {

@@ -174,7 +174,8 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// at fault; for max_bits, the widest fields),
 /// TEL_ERR_IO (state_dir cannot be created or its lock file written; on Unix
 /// also a state_dir writable by group or others, or owned by a user other
-/// than the process's effective user or root: the message says which).
+/// than the process's effective user or root, or inside a directory that is
+/// (unless that one is sticky, as /tmp): the message says which).
 #[no_mangle]
 pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *mut tel_client) -> tel_result {
     boundary(|| {

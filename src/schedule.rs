@@ -75,6 +75,11 @@ pub struct InFlight {
 pub struct Pending {
     pub report: ReportIdentity,
     pub left: i64,
+    /// The exact bytes of its first attempt, saved before they were sent:
+    /// every retry sends them again (also from another process after a
+    /// crash), so the collector never sees two bodies under one id. None
+    /// until the sender built them.
+    pub body: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,7 +204,7 @@ impl Schedule {
     pub fn start(&mut self, token: String, now: i64, report: &ReportIdentity) -> Option<i64> {
         let first = self.pending.is_none();
         if first {
-            self.pending = Some(Pending { report: report.clone(), left: now });
+            self.pending = Some(Pending { report: report.clone(), left: now, body: None });
         }
         self.in_flight = Some(InFlight { token, since: now, lease_until: now + LEASE });
         first.then_some(now)

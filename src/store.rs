@@ -61,6 +61,10 @@ pub struct SharedValues {
     pub schema_digest: String,
     /// Field name -> value in the form `tel_set_values_json` takes.
     pub fields: Map<String, Value>,
+    /// The publisher's built-in fields (name -> string), sent with its
+    /// values; each client checks them before use. None in files written
+    /// before they were published.
+    pub builtins: Option<Map<String, Value>>,
 }
 
 /// One attempt to deliver a report.
@@ -123,8 +127,11 @@ impl Store {
     /// error if either cannot be created or opened for writing.
     pub fn open(dir: &Path) -> Result<Store> {
         platform::create_private_dir(dir).map_err(|e| Error::io(format!("cannot create state_dir {}", dir.display()), e))?;
+        // Unix: the directory is resolved once (symlinks and all) and checked
+        // with every directory above it; from then on the client uses that
+        // path only, so a symlink repointed later redirects nothing.
         #[cfg(unix)]
-        platform::check_private_dir(dir).map_err(|why| Error::new(crate::error::Code::Io, format!("state_dir {} {why}", dir.display())))?;
+        let dir = &platform::check_private_dir(dir).map_err(|why| Error::new(crate::error::Code::Io, format!("state_dir {} {why}", dir.display())))?;
         let store = Store {
             dir: dir.to_path_buf(),
             state_path: dir.join("state.json"),
@@ -300,6 +307,7 @@ fn state_to_json(s: &State) -> Value {
             "pending": sc.pending.as_ref().map_or(Value::Null, |p| {
                 let mut o = identity_to_json(&p.report);
                 o["left"] = json!(p.left);
+                o["body"] = json!(p.body);
                 o
             }),
             "in_flight": sc.in_flight.as_ref().map_or(Value::Null, |f| json!({
@@ -310,7 +318,7 @@ fn state_to_json(s: &State) -> Value {
         "last_left": opt_i64(s.last_left),
         "last_error": s.last_error,
         "next_report": s.next_report.as_ref().map_or(Value::Null, identity_to_json),
-        "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields})),
+        "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields, "builtins": v.builtins})),
     })
 }
 
@@ -402,10 +410,14 @@ fn parse_values(v: &Value) -> Option<Option<SharedValues>> {
         Value::Null => Some(None),
         v => {
             let o = v.as_object()?;
-            if !exact_keys(o, &["schema_digest", "fields"]) {
+            if !(exact_keys(o, &["schema_digest", "fields", "builtins"]) || exact_keys(o, &["schema_digest", "fields"])) {
                 return None;
             }
-            Some(Some(SharedValues { schema_digest: o["schema_digest"].as_str()?.to_string(), fields: o["fields"].as_object()?.clone() }))
+            let builtins = match o.get("builtins") {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(b.as_object()?.clone()),
+            };
+            Some(Some(SharedValues { schema_digest: o["schema_digest"].as_str()?.to_string(), fields: o["fields"].as_object()?.clone(), builtins }))
         }
     }
 }
@@ -423,10 +435,16 @@ fn parse_schedule(s: &Value) -> Option<Schedule> {
         Value::Null => None,
         p => {
             let o = p.as_object()?;
-            if !exact_keys(o, &["report_id", "draw_key", "left"]) {
+            // "body" came with retries resending their first bytes; a
+            // pending report saved before has none (its retry builds them).
+            if !(exact_keys(o, &["report_id", "draw_key", "left", "body"]) || exact_keys(o, &["report_id", "draw_key", "left"])) {
                 return None;
             }
-            Some(Pending { report: parse_identity(o)?, left: o["left"].as_i64()? })
+            let body = match o.get("body") {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(b.as_str()?.to_string()),
+            };
+            Some(Pending { report: parse_identity(o)?, left: o["left"].as_i64()?, body })
         }
     };
     let schedule = Schedule {
@@ -548,13 +566,13 @@ mod tests {
                 due: 200,
                 attempts: 2,
                 catchup_drawn: true,
-                pending: Some(Pending { report: ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [0xa5; 32] }, left: 150 }),
+                pending: Some(Pending { report: ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [0xa5; 32] }, left: 150, body: Some("{\"a\":true}".into()) }),
                 in_flight: Some(InFlight { token: "t".into(), since: 150, lease_until: 330 }),
             }),
             last_sent: Some(99),
             last_left: Some(150),
             next_report: Some(ReportIdentity { id: "fedcba9876543210fedcba9876543210".into(), draw_key: [0x3c; 32] }),
-            values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone() }),
+            values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone(), builtins: Some(json!({"arch": "x86_64"}).as_object().unwrap().clone()) }),
             last_error: Some("HTTP 503".into()),
         }
     }

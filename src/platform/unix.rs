@@ -1,7 +1,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn os_family() -> &'static str {
     if cfg!(target_os = "macos") {
@@ -40,21 +40,43 @@ extern "C" {
 
 /// Refuses a state directory that another user could write into (and so
 /// plant a `state.json` with a "yes"): writable by group or others, or owned
-/// by someone other than this process's effective user or root.
-pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+/// by someone other than this process's effective user or root. The same
+/// holds for every directory above it, unless that one is sticky (as /tmp):
+/// whoever can write a parent can rename our directory away and put one
+/// with a planted consent in its place. Returns the resolved path (no
+/// symlinks), which is the one that was checked and must be used.
+pub fn check_private_dir(dir: &Path) -> Result<PathBuf, String> {
+    let resolved = fs::canonicalize(dir).map_err(|e| format!("cannot inspect it ({e})"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { geteuid() };
+    check_one(&resolved, euid, false).map_err(|why| if resolved == dir { why } else { format!("(resolved to {}) {why}", resolved.display()) })?;
+    for parent in resolved.ancestors().skip(1) {
+        check_one(parent, euid, true).map_err(|why| format!("is inside {}, which {why}; other users could swap state_dir for one holding a planted consent", parent.display()))?;
+    }
+    Ok(resolved)
+}
+
+fn check_one(dir: &Path, euid: u32, parent: bool) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(dir).map_err(|e| format!("cannot inspect it ({e})"))?;
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot be inspected ({e})"))?;
     if !meta.is_dir() {
         return Err("is not a directory".into());
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(format!("is writable by group or others (mode {mode:04o}); other users could plant a consent there. Use a directory only its owner can write (chmod go-w)"));
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(parent && sticky) {
+        return Err(if parent {
+            format!("is writable by group or others and not sticky (mode {mode:04o})")
+        } else {
+            format!("is writable by group or others (mode {mode:04o}); other users could plant a consent there. Use a directory only its owner can write (chmod go-w)")
+        });
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { geteuid() };
     if meta.uid() != euid && meta.uid() != 0 {
-        return Err(format!("is owned by uid {}, not by this process's user (uid {euid}) or root; that user could plant a consent there", meta.uid()));
+        return Err(if parent {
+            format!("is owned by uid {}, not by this process's user (uid {euid}) or root", meta.uid())
+        } else {
+            format!("is owned by uid {}, not by this process's user (uid {euid}) or root; that user could plant a consent there", meta.uid())
+        });
     }
     Ok(())
 }
@@ -80,14 +102,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = std::env::temp_dir().join(format!("optin-perm-{}", crate::random_hex(6)));
         super::create_private_dir(&d).unwrap();
-        assert_eq!(super::check_private_dir(&d), Ok(()));
+        let resolved = std::fs::canonicalize(&d).unwrap();
+        assert_eq!(super::check_private_dir(&d), Ok(resolved.clone()));
         for mode in [0o770, 0o707, 0o777, 0o1777] {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = super::check_private_dir(&d).unwrap_err();
             assert!(e.contains("writable by group or others"), "{mode:o}: {e}");
         }
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(super::check_private_dir(&d), Ok(()));
+        assert_eq!(super::check_private_dir(&d), Ok(resolved));
         std::fs::remove_dir(&d).unwrap();
     }
 

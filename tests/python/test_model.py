@@ -10,7 +10,8 @@ corrupted state file. Invariants, checked at every step:
   2. never two distinct reports (report ids) within 7 days by the clock of the
      tick that sent them;
   3. every body equals the preview taken right before the tick that sent it;
-  4. a corrupted state never reads as consent (the client is undecided after).
+  4. a corrupted state never reads as consent (the client is undecided after);
+  5. every attempt of one report id carries the same bytes (review of issue 10).
 Fixed seeds and a bounded number of steps, so the run is repeatable."""
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Walk:
         self.consent = None  # the model: None, True, False
         self.now = 1_800_000_000
         self.first_seen = {}  # report id -> clock of the tick that first sent it
+        self.body_of = {}  # report id -> the bytes of its first attempt
         self.seen = 0
 
     def check_new_requests(self, tick_time, preview, allowed):
@@ -74,6 +76,9 @@ class Walk:
             if preview is not None:
                 assert body == preview, "the body differs from the preview taken right before the tick"
             rid = json.loads(body)["report_id"]
+            # A retry is the same report: the very bytes of its first attempt
+            # (two bodies under one id would show the collector two draws).
+            assert self.body_of.setdefault(rid, body) == body, f"report {rid} was retried with other bytes"
             if rid not in self.first_seen:
                 for other, t in self.first_seen.items():
                     assert abs(tick_time - t) >= WEEK, f"reports {other} and {rid} left {abs(tick_time - t)} s apart"

@@ -6,6 +6,7 @@
 use crate::platform;
 use crate::schema::{FieldValue, Schema, REPORT_FORMAT};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 /// Who the next report is: its public id and a secret key its rounded counts
 /// are drawn from. Both are created together and replaced together, so one
@@ -41,14 +42,14 @@ impl ReportIdentity {
     pub fn below(&self, field: &str, value: u64, n: u64) -> u64 {
         let zone = u64::MAX - u64::MAX % n;
         for counter in 0u32.. {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(&self.draw_key);
-            ctx.update(&(field.len() as u64).to_le_bytes());
-            ctx.update(field.as_bytes());
-            ctx.update(&value.to_le_bytes());
-            ctx.update(&counter.to_le_bytes());
-            let h = ctx.finish();
-            let x = u64::from_le_bytes(h.as_ref()[..8].try_into().expect("SHA-256 has 32 bytes"));
+            let h = Sha256::new()
+                .chain_update(self.draw_key)
+                .chain_update((field.len() as u64).to_le_bytes())
+                .chain_update(field.as_bytes())
+                .chain_update(value.to_le_bytes())
+                .chain_update(counter.to_le_bytes())
+                .finalize();
+            let x = u64::from_le_bytes(h[..8].try_into().expect("SHA-256 has 32 bytes"));
             if x < zone {
                 return x % n;
             }

@@ -5,6 +5,7 @@
 
 use crate::error::{Code, Error, Result};
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const MAX_FIELDS: usize = 200;
@@ -563,8 +564,7 @@ fn canonical_field(f: &Field) -> Value {
 fn digest_of(canonical: &Value) -> String {
     // serde_json's Map is ordered by key, so this text is stable.
     let text = serde_json::to_string(canonical).expect("a Value always serializes");
-    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    format!("sha256:{}", hex(hash.as_ref()))
+    format!("sha256:{}", hex(&sha2::Sha256::digest(text.as_bytes())))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

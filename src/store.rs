@@ -91,7 +91,8 @@ pub struct HistoryEntry {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl HistoryEntry {
@@ -551,6 +552,13 @@ fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
 mod tests {
     use super::*;
     use crate::schema::Schema;
+
+    #[test]
+    fn sha256_matches_the_fips_180_test_vectors() {
+        // FIPS 180-2, appendix B: "abc" and the empty string.
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
 
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("optin-store-{name}-{}", crate::random_hex(6)));

@@ -2,7 +2,8 @@
 //! defaults have no timeouts, follow redirects and read 10 MB bodies).
 //!
 //! Nothing links two reports at the transport level: every attempt builds a
-//! fresh agent (its own connection pool and its own rustls configuration, so
+//! fresh agent (its own connection pool and its own TLS configuration: on
+//! Linux a new OpenSSL `SSL_CTX`, elsewhere a new rustls configuration, so
 //! its own TLS session cache), asks for `Connection: close`, keeps no idle
 //! connection, and drops the agent with its socket when the outcome is known.
 //! No TLS session or ticket from one report is offered in the next.
@@ -24,7 +25,7 @@ use ureq::unversioned::resolver::DefaultResolver;
 #[cfg(not(windows))]
 use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport as Wire};
 #[cfg(not(windows))]
-use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 // On Windows the transport is WinHTTP (system proxy, PAC, proxy
 // authentication, certificate store); this file keeps the pure helpers both
@@ -183,6 +184,14 @@ pub fn check_proxy(p: &str) -> Result<(), String> {
 /// The `proxy` value that forces a direct connection. *fixed*
 pub const PROXY_NONE: &str = "none";
 
+/// Linux: the system's OpenSSL through native-tls (a fresh `SSL_CTX` per
+/// attempt, so no session cache survives it; `ca_cert_pem` replaces the
+/// default verify paths). Other Unix: rustls with the platform verifier.
+#[cfg(target_os = "linux")]
+const TLS_PROVIDER: TlsProvider = TlsProvider::NativeTls;
+#[cfg(not(any(windows, target_os = "linux")))]
+const TLS_PROVIDER: TlsProvider = TlsProvider::Rustls;
+
 #[cfg(not(windows))]
 pub struct Transport {
     /// The configuration each attempt's fresh agent is built from.
@@ -211,7 +220,7 @@ impl Transport {
             .timeout_global(Some(OVERALL_TIMEOUT))
             .proxy(proxy)
             .user_agent(concat!("optin-telemetry/", env!("CARGO_PKG_VERSION")))
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .tls_config(TlsConfig::builder().provider(TLS_PROVIDER).root_certs(roots).build())
             // Nothing outlives the attempt (see the module docs).
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)

@@ -141,8 +141,26 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn aggregates(&self, week: &str) -> impl Future<Output = Result<Vec<AggregateRow>>> + Send;
     /// Reports per schema id in `week`, from the rolled-up totals.
     fn week_totals(&self, week: &str) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
+    /// Raw reports of `week` grouped by everything stored but the report id:
+    /// (a row with a zero id, how many reports share it). Feeds the current
+    /// week's figures and crosstabs ([`crate::stats`]).
+    fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<(ReportRow, i64)>>> + Send;
+    /// Products named in the weekly aggregates.
+    fn aggregate_products(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Weeks with raw reports or aggregates, ascending.
+    fn data_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Bytes the stored data takes (database files / relation sizes).
     fn size_bytes(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Queries shared by both backends (placeholders differ: `?N` vs `$N`).
+pub(crate) const GROUP_COLUMNS: &str = "schema_id, os_family, os_version, arch, product, product_version, library_version, codes";
+pub(crate) const AGGREGATE_PRODUCTS: &str = "SELECT DISTINCT value FROM aggregates WHERE field = 'product' ORDER BY value";
+pub(crate) const DATA_WEEKS: &str = "SELECT week FROM reports UNION SELECT week FROM week_totals ORDER BY week";
+
+pub(crate) fn group_row(schema_id: i64, s: [String; 7]) -> ReportRow {
+    let [os_family, os_version, arch, product, product_version, library_version, codes] = s;
+    ReportRow { report_id: [0; 16], week: String::new(), schema_id, os_family, os_version, arch, product, product_version, library_version, codes }
 }
 
 /// The database a command works on, from `--db`.

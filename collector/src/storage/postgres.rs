@@ -2,7 +2,7 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{AggregateRow, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{group_row, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -285,6 +285,25 @@ impl Store for PgStore {
             .query("SELECT schema_id, reports FROM week_totals WHERE week = $1 ORDER BY schema_id", &[&week])
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+        let sql = format!("SELECT {GROUP_COLUMNS}, count(*) FROM reports WHERE week = $1 GROUP BY {GROUP_COLUMNS}");
+        let rows = self.client().await?.query(&sql, &[&week]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (group_row(r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)]), r.get(8)))
+            .collect())
+    }
+
+    async fn aggregate_products(&self) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(AGGREGATE_PRODUCTS, &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn data_weeks(&self) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(DATA_WEEKS, &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn size_bytes(&self) -> Result<u64> {

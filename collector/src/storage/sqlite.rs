@@ -2,7 +2,7 @@
 //! from blocking threads; WAL so readers never wait for the writer;
 //! `secure_delete` so deleted rows are overwritten with zeros.
 
-use super::{AggregateRow, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{group_row, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -323,6 +323,40 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut st = c.prepare_cached("SELECT schema_id, reports FROM week_totals WHERE week = ?1 ORDER BY schema_id")?;
             let rows = st.query_map([week], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let sql = format!("SELECT {GROUP_COLUMNS}, count(*) FROM reports WHERE week = ?1 GROUP BY {GROUP_COLUMNS}");
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map([week], |r| {
+                Ok((
+                    group_row(r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?]),
+                    r.get(8)?,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn aggregate_products(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(AGGREGATE_PRODUCTS)?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn data_weeks(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(DATA_WEEKS)?;
+            let rows = st.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -1,7 +1,6 @@
 //! The dashboard: server-rendered HTML with inline SVG, no script, no
 //! external resource. [`gather`] reads the counts; [`render`] is pure and
-//! every count it prints went through [`crate::suppress`] (as a
-//! `<data class="count">` element, which the browser test checks) and every
+//! every count it prints went through [`crate::suppress`] (as an element of class `count`, which the browser test checks) and every
 //! text through [`esc`].
 
 use crate::stats::{self, FieldInfo, WeekCounts};
@@ -113,6 +112,14 @@ fn count(s: Shown, k: i64) -> String {
     match s {
         Shown::Count(n) => format!("<data class=\"count\" value=\"{n}\">{}</data>", group(n)),
         Shown::Small => format!("<data class=\"count\" value=\"\">&lt;{}</data>", k.max(1)),
+    }
+}
+
+/// The same inside SVG text (where HTML elements do not render).
+fn count_svg(s: Shown, k: i64) -> String {
+    match s {
+        Shown::Count(n) => format!("<tspan class=\"count\">{}</tspan>", group(n)),
+        Shown::Small => format!("<tspan class=\"count\">&lt;{}</tspan>", k.max(1)),
     }
 }
 
@@ -274,12 +281,12 @@ fn bars(cells: &Cells, reports: Shown, k: i64) -> String {
                     esc(label),
                     110.0 + w + 4.0,
                     y + 13,
-                    count(*shown, k),
+                    count_svg(*shown, k),
                     share * 100.0
                 );
             }
             _ => {
-                let _ = write!(s, "<text class=\"v\" x=\"114\" y=\"{}\">{}</text>", y + 13, count(*shown, k));
+                let _ = write!(s, "<text class=\"v\" x=\"114\" y=\"{}\">{}</text>", y + 13, count_svg(*shown, k));
             }
         }
     }
@@ -321,9 +328,9 @@ fn reports_chart(weeks: &[WeekCounts], current: &str, k: i64) -> String {
                 slot * 0.7,
                 esc(&wk.week)
             );
-            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - bh - 4.0, count(shown, k));
+            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - bh - 4.0, count_svg(shown, k));
         } else {
-            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - 4.0, count(shown, k));
+            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - 4.0, count_svg(shown, k));
         }
         let label = if incomplete { format!("{}*", short_week(&wk.week)) } else { short_week(&wk.week) };
         let _ = write!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - 6.0, esc(&label));

@@ -149,6 +149,15 @@ fn progress(done: usize, total: usize, label: &str) {
     let _ = err.flush();
 }
 
+/// Ticks at the library's next due time if it falls within `ts`.
+fn tick_due(c: &Client, ts: [i64; 2]) -> Result<(), String> {
+    let status: Value = serde_json::from_str(&c.status().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    if let Some(due) = status["next_due"].as_i64().filter(|d| (ts[0]..ts[1]).contains(d)) {
+        c.tick_at(due).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn simulate(args: &DemoArgs, dir: &std::path::Path, endpoint: &str, sim: &AtomicI64) -> Result<(), String> {
     let weeks = args.weeks.max(1);
     let now = (crate::system_clock())();
@@ -201,17 +210,22 @@ fn simulate(args: &DemoArgs, dir: &std::path::Path, endpoint: &str, sim: &Atomic
                         c.set_consent(true).map_err(|e| e.to_string())?;
                     }
                 }
-                // The host ticks every hour, as a running service would
-                // (a late tick would only start a catch-up delay).
+                // The host ticks when it starts and then at the due time
+                // the library reports (a running service would tick every
+                // few minutes; ticking late only starts a catch-up delay).
                 if let Some(c) = &inst.client {
-                    for t in (ts[0]..ts[1]).step_by(3600) {
-                        c.tick_at(t).map_err(|e| e.to_string())?;
-                    }
+                    c.tick_at(ts[0]).map_err(|e| e.to_string())?;
+                    tick_due(c, ts)?;
                 }
             }
-            for inst in chunk.iter() {
-                if let Some(c) = &inst.client {
-                    c.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            // Two rounds: a send that failed or was deferred may come due
+            // again within the week.
+            for _ in 0..2 {
+                for inst in chunk.iter() {
+                    if let Some(c) = &inst.client {
+                        c.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+                        tick_due(c, ts)?;
+                    }
                 }
             }
             done += chunk.len();

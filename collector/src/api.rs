@@ -111,10 +111,10 @@ pub fn current_week<S>(state: &AppState<S>) -> Week {
 }
 
 /// (product, week) from the query, or the answer to send instead.
-fn product_week<S: Store>(state: &AppState<S>, q: &HashMap<String, String>) -> Result<(String, String), Response> {
-    let product = q.get("product").cloned().ok_or_else(|| json_error(StatusCode::BAD_REQUEST, "product_missing"))?;
+fn product_week<S: Store>(state: &AppState<S>, q: &HashMap<String, String>) -> Result<(String, String), Box<Response>> {
+    let product = q.get("product").cloned().ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "product_missing")))?;
     let week = match q.get("week") {
-        Some(w) => Week::parse(w).ok_or_else(|| json_error(StatusCode::BAD_REQUEST, "bad_week"))?.to_string(),
+        Some(w) => Week::parse(w).ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_week")))?.to_string(),
         None => current_week(state).to_string(),
     };
     Ok((product, week))
@@ -143,7 +143,7 @@ pub async fn fields<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -
     let q = query(&uri);
     let (product, week) = match product_week(&state, &q) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let schemas = state.schemas();
     match stats::week_counts(&state.store, &schemas, &product, &week).await {
@@ -155,16 +155,16 @@ pub async fn fields<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -
     }
 }
 
-fn find_field(catalog: &[FieldInfo], name: Option<&String>) -> Result<FieldInfo, Response> {
-    let name = name.ok_or_else(|| json_error(StatusCode::BAD_REQUEST, "field_missing"))?;
-    catalog.iter().find(|f| &f.name == name).cloned().ok_or_else(|| json_error(StatusCode::NOT_FOUND, "unknown_field"))
+fn find_field(catalog: &[FieldInfo], name: Option<&String>) -> Result<FieldInfo, Box<Response>> {
+    let name = name.ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "field_missing")))?;
+    catalog.iter().find(|f| &f.name == name).cloned().ok_or_else(|| Box::new(json_error(StatusCode::NOT_FOUND, "unknown_field")))
 }
 
 pub async fn mean<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
     let q = query(&uri);
     let (product, week) = match product_week(&state, &q) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let schemas = state.schemas();
     let c = match stats::week_counts(&state.store, &schemas, &product, &week).await {
@@ -174,7 +174,7 @@ pub async fn mean<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> 
     let catalog = stats::catalog(&schemas, &all_ids(&schemas));
     match find_field(&catalog, q.get("field")) {
         Ok(info) => json(stats::mean_json(&product, &c, &info, state.options.min_cell)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -186,13 +186,13 @@ pub async fn crosstab<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri)
     let q = query(&uri);
     let (product, week) = match product_week(&state, &q) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let schemas = state.schemas();
     let catalog = stats::catalog(&schemas, &all_ids(&schemas));
     let (a, b) = match (find_field(&catalog, q.get("a")), find_field(&catalog, q.get("b"))) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     if a.name == b.name {
         return json_error(StatusCode::BAD_REQUEST, "same_field");

@@ -35,14 +35,30 @@ pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, Stor
     weeks.retain(|w| *w <= current);
     let skip = weeks.len().saturating_sub(MAX_WEEKS);
     let weeks = &weeks[skip..];
+    // Weeks not rolled up are scanned once, for the product list and all
+    // products' counts.
+    let rolled: BTreeSet<String> = state.store.rolled_up_weeks().await?.into_iter().collect();
+    let mut raw = std::collections::HashMap::new();
+    let mut names: BTreeSet<String> = state.store.aggregate_products().await?.into_iter().collect();
+    for w in weeks.iter().filter(|w| !rolled.contains(*w)) {
+        let columns = state.store.week_columns(w).await?;
+        names.extend(columns.by.keys().map(|(_, p)| p.clone()));
+        raw.insert(w.clone(), columns);
+    }
     let mut products = vec![];
-    for name in stats::products(&state.store).await? {
+    for name in names {
         let mut counts = vec![];
         let mut ids = BTreeSet::new();
         for w in weeks {
-            let c = stats::week_counts(&state.store, &schemas, &name, w).await?;
+            let c = match raw.get(w) {
+                Some(columns) => stats::counts_from_columns(columns, &schemas, &name, w),
+                None => stats::week_counts(&state.store, &schemas, &name, w).await?,
+            };
             ids.extend(c.schema_ids.iter().copied());
             counts.push(c);
+        }
+        if counts.iter().all(|c| c.reports == 0) {
+            continue;
         }
         let catalog = stats::catalog(&schemas, &ids);
         products.push(ProductData { name, weeks: counts, catalog });
@@ -128,7 +144,7 @@ fn group(n: i64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -5,7 +5,7 @@
 //! which always go through [`crate::suppress`].
 
 use crate::privacy::{decode_codes, ReportRow};
-use crate::storage::{SchemaSet, Store, StoreError};
+use crate::storage::{SchemaSet, Store, StoreError, WeekColumns};
 use crate::suppress::{self, Cells, Shown};
 use optin_telemetry::schema::{Kind, BUILTIN_FIELDS};
 use optin_telemetry::validate::{bucket_labels, labels};
@@ -47,7 +47,7 @@ impl FieldInfo {
         if self.rounded {
             v.sort_by(|a, b| a.0.parse::<f64>().unwrap_or(0.0).total_cmp(&b.0.parse::<f64>().unwrap_or(0.0)));
         } else if self.builtin {
-            v.sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)));
+            v.sort_by_key(|a| version_key(&a.0));
         } else {
             v.sort_by(|a, b| (pos(&a.0), &a.0).cmp(&(pos(&b.0), &b.0)));
         }
@@ -136,9 +136,10 @@ pub async fn products<S: Store>(store: &S) -> Result<Vec<String>, StoreError> {
     let rolled: BTreeSet<String> = store.rolled_up_weeks().await?.into_iter().collect();
     for week in store.report_weeks().await? {
         if !rolled.contains(&week) {
-            set.extend(store.week_groups(&week).await?.into_iter().map(|(r, _)| r.product));
+            set.extend(store.report_products(&week).await?);
         }
     }
+
     Ok(set.into_iter().collect())
 }
 
@@ -148,29 +149,8 @@ pub async fn week_counts<S: Store>(store: &S, schemas: &SchemaSet, product: &str
     let totals = store.week_totals(week).await?;
     let mut out = WeekCounts { week: week.to_string(), ..Default::default() };
     if totals.is_empty() {
-        for (row, n) in store.week_groups(week).await? {
-            if row.product != product {
-                continue;
-            }
-            let Some(schema) = schemas.by_id.get(&row.schema_id) else { continue };
-            let Some(decoded) = decode_codes(schema, &row.codes) else { continue };
-            out.reports += n;
-            out.schema_ids.insert(row.schema_id);
-            let mut add = |field: &str, label: String| *out.fields.entry(field.to_string()).or_default().entry(label).or_default() += n;
-            for (name, _, _) in BUILTIN_FIELDS {
-                for l in labels_of(schemas, &row, &decoded, name) {
-                    add(name, l);
-                }
-            }
-            for (field, value) in schema.fields.iter().zip(&decoded) {
-                if let Some(v) = value {
-                    for l in labels(&field.kind, v) {
-                        add(&field.name, l);
-                    }
-                }
-            }
-        }
-        return Ok(out);
+        let columns = store.week_columns(week).await?;
+        return Ok(counts_from_columns(&columns, schemas, product, week));
     }
     // Rolled up: a schema's cells belong to the product most of its reports
     // named that week (a schema is normally one product's).
@@ -193,6 +173,39 @@ pub async fn week_counts<S: Store>(store: &S, schemas: &SchemaSet, product: &str
         *out.fields.entry(r.field).or_default().entry(r.value).or_default() += r.count;
     }
     Ok(out)
+}
+
+/// Counts of `product` in a week not rolled up, from its column counts.
+pub fn counts_from_columns(columns: &WeekColumns, schemas: &SchemaSet, product: &str, week: &str) -> WeekCounts {
+    let mut out = WeekCounts { week: week.to_string(), ..Default::default() };
+    for ((schema_id, p), c) in &columns.by {
+        if p != product {
+            continue;
+        }
+        let Some(schema) = schemas.by_id.get(schema_id) else { continue };
+        out.reports += c.reports;
+        out.schema_ids.insert(*schema_id);
+        *out.fields.entry("product".into()).or_default().entry(p.clone()).or_default() += c.reports;
+        for (name, counts) in crate::storage::COLUMN_BUILTINS.iter().zip(&c.builtins) {
+            let field = out.fields.entry(name.to_string()).or_default();
+            for (v, n) in counts {
+                *field.entry(v.clone()).or_default() += n;
+            }
+        }
+        for (&(i, code), n) in &c.codes {
+            let Some(f) = schema.fields.get(i) else { continue };
+            // Decode one position by giving it alone to the codes decoder.
+            let mut parts = vec![String::new(); schema.fields.len()];
+            parts[i] = code.to_string();
+            let Some(decoded) = decode_codes(schema, &parts.join(",")) else { continue };
+            if let Some(Some(v)) = decoded.get(i) {
+                for l in labels(&f.kind, v) {
+                    *out.fields.entry(f.name.clone()).or_default().entry(l).or_default() += n;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A crosstab of two fields of `product` in `week` (raw reports only).

@@ -20,6 +20,9 @@ use optin_telemetry::validate::validate;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// (field, label) -> true count.
+type Cells = BTreeMap<(String, String), i64>;
+
 const NOW: i64 = 1_795_000_000; // 2026-W47
 const SINGLE: &[&str] = &["users", "archived", "trial", "edition", "os_family", "os_version", "arch", "product", "product_version", "library_version"];
 
@@ -39,7 +42,7 @@ fn k_ok(v: &Value, k: i64) -> Option<i64> {
 }
 
 /// The rules of the issue on one `fields`-shaped answer.
-fn check_fields(a: &Value, truth_reports: i64, truth: &BTreeMap<(String, String), i64>, k: i64) {
+fn check_fields(a: &Value, truth_reports: i64, truth: &Cells, k: i64) {
     let reports = k_ok(&a["reports"], k);
     assert_eq!(reports.unwrap_or(truth_reports), truth_reports);
     for (field, cells) in a["fields"].as_object().unwrap() {
@@ -66,7 +69,7 @@ async fn property<S: Store>(store: S, seed: u64) {
     let current = Week::of_unix(NOW);
     let old = current.minus(20);
     // Old week: rolled up, then its raw reports are deleted (retention).
-    let mut truth: BTreeMap<String, (i64, BTreeMap<(String, String), i64>)> = BTreeMap::new();
+    let mut truth: BTreeMap<String, (i64, Cells)> = BTreeMap::new();
     for (week, n) in [(old, 40 + g.below(200) as usize), (current, 30 + g.below(300) as usize)] {
         let mut rows = vec![];
         let t = truth.entry(week.to_string()).or_default();

@@ -145,6 +145,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// (a row with a zero id, how many reports share it). Feeds the current
     /// week's figures and crosstabs ([`crate::stats`]).
     fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<(ReportRow, i64)>>> + Send;
+    /// Raw reports of `week` counted column by column, per schema and
+    /// product (no joint counts: the fast path for `fields` and `mean`).
+    fn week_columns(&self, week: &str) -> impl Future<Output = Result<WeekColumns>> + Send;
+    /// Products named in the raw reports of `week`.
+    fn report_products(&self, week: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Products named in the weekly aggregates.
     fn aggregate_products(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Weeks with raw reports or aggregates, ascending.
@@ -153,8 +158,59 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn size_bytes(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
+/// Built-in columns counted by [`WeekColumns`], in this order.
+pub const COLUMN_BUILTINS: [&str; 5] = ["os_family", "os_version", "arch", "product_version", "library_version"];
+
+/// Per (schema id, product): reports, counts per built-in value, and counts
+/// per (field position, stored code).
+#[derive(Default, Debug)]
+pub struct WeekColumns {
+    pub by: HashMap<(i64, String), ColumnCounts>,
+}
+
+#[derive(Default, Debug)]
+pub struct ColumnCounts {
+    pub reports: i64,
+    pub builtins: [HashMap<String, i64>; 5],
+    pub codes: HashMap<(usize, u64), i64>,
+}
+
+impl ColumnCounts {
+    /// Adds `n` reports with these built-ins (in COLUMN_BUILTINS order) and codes.
+    pub fn add(&mut self, builtins: [&str; 5], codes: &str, n: i64) {
+        self.reports += n;
+        for (map, v) in self.builtins.iter_mut().zip(builtins) {
+            match map.get_mut(v) {
+                Some(c) => *c += n,
+                None => {
+                    map.insert(v.to_string(), n);
+                }
+            }
+        }
+        if codes.is_empty() {
+            return;
+        }
+        for (i, code) in codes.split(',').enumerate() {
+            if let Ok(c) = code.parse::<u64>() {
+                *self.codes.entry((i, c)).or_default() += n;
+            }
+        }
+    }
+}
+
+impl WeekColumns {
+    pub fn entry(&mut self, schema_id: i64, product: &str) -> &mut ColumnCounts {
+        if !self.by.contains_key(&(schema_id, product.to_string())) {
+            self.by.insert((schema_id, product.to_string()), ColumnCounts::default());
+        }
+        self.by.get_mut(&(schema_id, product.to_string())).expect("inserted above")
+    }
+}
+
 /// Queries shared by both backends (placeholders differ: `?N` vs `$N`).
 pub(crate) const GROUP_COLUMNS: &str = "schema_id, os_family, os_version, arch, product, product_version, library_version, codes";
+pub(crate) const REPORT_PRODUCTS_SQLITE: &str = "SELECT DISTINCT product FROM reports WHERE week = ?1";
+pub(crate) const REPORT_PRODUCTS_PG: &str = "SELECT DISTINCT product FROM reports WHERE week = $1";
 pub(crate) const AGGREGATE_PRODUCTS: &str = "SELECT DISTINCT value FROM aggregates WHERE field = 'product' ORDER BY value";
 pub(crate) const DATA_WEEKS: &str = "SELECT week FROM reports UNION SELECT week FROM week_totals ORDER BY week";
 

@@ -2,7 +2,7 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{group_row, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{group_row, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -294,6 +294,21 @@ impl Store for PgStore {
             .iter()
             .map(|r| (group_row(r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)]), r.get(8)))
             .collect())
+    }
+
+    async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
+        // PostgreSQL groups fast; the grouped rows are then counted by column.
+        let mut out = WeekColumns::default();
+        for (r, n) in self.week_groups(week).await? {
+            let builtins = [&*r.os_family, &*r.os_version, &*r.arch, &*r.product_version, &*r.library_version];
+            out.entry(r.schema_id, &r.product).add(builtins, &r.codes, n);
+        }
+        Ok(out)
+    }
+
+    async fn report_products(&self, week: &str) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(REPORT_PRODUCTS_PG, &[&week]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn aggregate_products(&self) -> Result<Vec<String>> {

@@ -212,7 +212,11 @@ pub(crate) const GROUP_COLUMNS: &str = "schema_id, os_family, os_version, arch, 
 pub(crate) const REPORT_PRODUCTS_SQLITE: &str = "SELECT DISTINCT product FROM reports WHERE week = ?1";
 pub(crate) const REPORT_PRODUCTS_PG: &str = "SELECT DISTINCT product FROM reports WHERE week = $1";
 pub(crate) const AGGREGATE_PRODUCTS: &str = "SELECT DISTINCT value FROM aggregates WHERE field = 'product' ORDER BY value";
-pub(crate) const DATA_WEEKS: &str = "SELECT week FROM reports UNION SELECT week FROM week_totals ORDER BY week";
+/// A loose index scan (one index probe per distinct week) instead of a
+/// DISTINCT over every stored report.
+pub(crate) const DATA_WEEKS: &str = "WITH RECURSIVE w(week) AS (SELECT min(week) FROM reports \
+     UNION ALL SELECT (SELECT min(week) FROM reports WHERE week > w.week) FROM w WHERE w.week IS NOT NULL) \
+     SELECT week FROM w WHERE week IS NOT NULL UNION SELECT week FROM week_totals ORDER BY week";
 
 pub(crate) fn group_row(schema_id: i64, s: [String; 7]) -> ReportRow {
     let [os_family, os_version, arch, product, product_version, library_version, codes] = s;

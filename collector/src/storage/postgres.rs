@@ -288,20 +288,29 @@ impl Store for PgStore {
     }
 
     async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
-        let sql = format!("SELECT {GROUP_COLUMNS}, count(*) FROM reports WHERE week = $1 GROUP BY {GROUP_COLUMNS}");
-        let rows = self.client().await?.query(&sql, &[&week]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| (group_row(r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)]), r.get(8)))
-            .collect())
+        // Streamed and grouped here (see week_columns).
+        let c = self.client().await?;
+        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
+        let mut groups: std::collections::HashMap<(i64, [String; 7]), i64> = std::collections::HashMap::new();
+        while let Some(r) = stream.try_next().await? {
+            let key = (r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)]);
+            *groups.entry(key).or_default() += 1;
+        }
+        Ok(groups.into_iter().map(|((id, s), n)| (group_row(id, s), n)).collect())
     }
 
     async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
-        // PostgreSQL groups fast; the grouped rows are then counted by column.
+        // Streamed and counted here: a GROUP BY over eight text columns of
+        // nearly unique rows makes PostgreSQL sort them all.
+        let c = self.client().await?;
+        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
         let mut out = WeekColumns::default();
-        for (r, n) in self.week_groups(week).await? {
-            let builtins = [&*r.os_family, &*r.os_version, &*r.arch, &*r.product_version, &*r.library_version];
-            out.entry(r.schema_id, &r.product).add(builtins, &r.codes, n);
+        while let Some(r) = stream.try_next().await? {
+            let text = |i: usize| r.get::<_, &str>(i);
+            let builtins = [text(1), text(2), text(3), text(5), text(6)];
+            out.entry(r.get(0), text(4)).add(builtins, text(7), 1);
         }
         Ok(out)
     }

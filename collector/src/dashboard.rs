@@ -108,6 +108,11 @@ fn t(lang: &str, key: &str) -> &'static str {
         "trends" => if de { "Verlauf über die Wochen (Anteile)" } else { "Trends over the weeks (shares)" },
         "adoption" => if de { "Verbreitung der Produktversionen" } else { "Product version adoption" },
         "means" => if de { "Durchschnitt mit 95-%-Intervall" } else { "Average with 95 % interval" },
+        "merged" => if de {
+            "Grau („other“): zusammengefasste Werte. Ist ein Wert kleiner als k und bleibt sonst nichts Kleines zum Zusammenfassen, wird auch der größte Wert zusammengefasst – sonst ließe sich der kleine durch Subtraktion errechnen."
+        } else {
+            "Grey (\"other\"): merged values. When one value is below k and nothing else small is left to merge it with, even the largest is merged — otherwise the small one could be computed by subtraction."
+        },
         "alerts" => if de { "Hinweise" } else { "Alerts" },
         "quarantine" => if de { "Berichte zu nicht registrierten Schemas (Quarantäne)" } else { "Reports for unregistered schemas (quarantine)" },
         "rejected" => if de { "Abgewiesene Berichte seit dem Start, nach Grund" } else { "Rejected reports since start, by reason" },
@@ -252,7 +257,7 @@ fn product(h: &mut String, p: &ProductData, current: &str, lang: &str, k: i64) {
 
     // Version adoption, then every field's trend.
     if let Some(f) = p.catalog.iter().find(|f| f.name == "product_version") {
-        let _ = write!(h, "<h2>{}</h2><section class=\"card\">", t(lang, "adoption"));
+        let _ = write!(h, "<h2>{}</h2><section class=\"card\"><p class=\"expl\">{}</p>", t(lang, "adoption"), esc(t(lang, "merged")));
         h.push_str(&stacked(&p.weeks, f, current, k, 900));
         h.push_str("</section>");
     }

@@ -199,11 +199,18 @@ impl ColumnCounts {
 }
 
 impl WeekColumns {
+    /// `HashMap::entry` would allocate the key for every row; a week has
+    /// only a few (schema, product) pairs, so they are found by a scan and
+    /// the key is allocated only for a new pair.
     pub fn entry(&mut self, schema_id: i64, product: &str) -> &mut ColumnCounts {
-        if !self.by.contains_key(&(schema_id, product.to_string())) {
+        if !self.by.keys().any(|(id, p)| *id == schema_id && p == product) {
             self.by.insert((schema_id, product.to_string()), ColumnCounts::default());
         }
-        self.by.get_mut(&(schema_id, product.to_string())).expect("inserted above")
+        self.by
+            .iter_mut()
+            .find(|((id, p), _)| *id == schema_id && p == product)
+            .map(|(_, c)| c)
+            .expect("inserted above")
     }
 }
 

@@ -225,6 +225,31 @@ pub(crate) const DATA_WEEKS: &str = "WITH RECURSIVE w(week) AS (SELECT min(week)
      UNION ALL SELECT (SELECT min(week) FROM reports WHERE week > w.week) FROM w WHERE w.week IS NOT NULL) \
      SELECT week FROM w WHERE week IS NOT NULL UNION SELECT week FROM week_totals ORDER BY week";
 
+/// Groups rows by their seven text columns with one allocation per row: the
+/// columns joined by a separator no stored value contains (all are tokens,
+/// version strings or digits).
+#[derive(Default)]
+pub(crate) struct Grouper {
+    groups: HashMap<(i64, String), i64>,
+}
+
+impl Grouper {
+    pub fn add(&mut self, schema_id: i64, cols: [&str; 7]) {
+        *self.groups.entry((schema_id, cols.join("\u{1f}"))).or_default() += 1;
+    }
+
+    pub fn rows(self) -> Vec<(ReportRow, i64)> {
+        self.groups
+            .into_iter()
+            .map(|((id, key), n)| {
+                let mut parts = key.split('\u{1f}').map(str::to_string);
+                let mut next = || parts.next().unwrap_or_default();
+                (group_row(id, [next(), next(), next(), next(), next(), next(), next()]), n)
+            })
+            .collect()
+    }
+}
+
 pub(crate) fn group_row(schema_id: i64, s: [String; 7]) -> ReportRow {
     let [os_family, os_version, arch, product, product_version, library_version, codes] = s;
     ReportRow { report_id: [0; 16], week: String::new(), schema_id, os_family, os_version, arch, product, product_version, library_version, codes }

@@ -2,7 +2,7 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{group_row, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -292,12 +292,12 @@ impl Store for PgStore {
         let c = self.client().await?;
         let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
         pin_mut!(stream);
-        let mut groups: std::collections::HashMap<(i64, [String; 7]), i64> = std::collections::HashMap::new();
+        let mut groups = Grouper::default();
         while let Some(r) = stream.try_next().await? {
-            let key = (r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)]);
-            *groups.entry(key).or_default() += 1;
+            let text = |i: usize| r.get::<_, &str>(i);
+            groups.add(r.get(0), [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
         }
-        Ok(groups.into_iter().map(|((id, s), n)| (group_row(id, s), n)).collect())
+        Ok(groups.rows())
     }
 
     async fn week_columns(&self, week: &str) -> Result<WeekColumns> {

@@ -2,7 +2,7 @@
 //! from blocking threads; WAL so readers never wait for the writer;
 //! `secure_delete` so deleted rows are overwritten with zeros.
 
-use super::{group_row, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -337,12 +337,12 @@ impl Store for SqliteStore {
             let sql = format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = ?1");
             let mut st = c.prepare_cached(&sql)?;
             let mut rows = st.query([week])?;
-            let mut groups: std::collections::HashMap<(i64, [String; 7]), i64> = std::collections::HashMap::new();
+            let mut groups = Grouper::default();
             while let Some(r) = rows.next()? {
-                let key = (r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?]);
-                *groups.entry(key).or_default() += 1;
+                let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
+                groups.add(r.get(0)?, [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
             }
-            Ok(groups.into_iter().map(|((id, s), n)| (group_row(id, s), n)).collect())
+            Ok(groups.rows())
         })
         .await
     }

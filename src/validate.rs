@@ -295,7 +295,7 @@ fn is_report_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Dot-separated decimal numbers without leading zeros' ambiguity: `min..=max`
+/// Dot-separated decimal numbers: `min..=max`
 /// parts, each 1-`digits` digits.
 fn is_dotted(s: &str, min: usize, max: usize, digits: usize) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
@@ -599,6 +599,45 @@ mod tests {
         assert_eq!(series_value(100), None);
         assert_eq!(bucket_labels(&[0, 1, 2]), ["0", "1", "2+"]);
         assert_eq!(bucket_labels(&[3]), ["0-2", "3+"]);
+    }
+
+    /// Whatever the library builds from any values of the schema (counts of
+    /// the rounded field taken from the series) is accepted, and decodes to
+    /// exactly those values.
+    #[test]
+    fn accepts_every_report_the_library_builds() {
+        let s = schema();
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2000 {
+            let users = [0, 1, 4, 5, 9, 10, 24, 25, u64::MAX][(next() % 9) as usize];
+            let rounded = series_value((next() % 59) as u32).unwrap();
+            let values = vec![
+                (next() % 4 != 0).then_some(FieldValue::Count(users)),
+                (next() % 4 != 0).then_some(FieldValue::Count(rounded)),
+                (next() % 4 != 0).then(|| FieldValue::Bool(next() % 2 == 0)),
+                (next() % 4 != 0).then(|| FieldValue::Choice((next() % 2) as usize)),
+                (next() % 4 != 0).then(|| FieldValue::Choices((0..5).filter(|_| next() % 2 == 0).collect())),
+            ];
+            let id = format!("{:016x}{:016x}", next(), next());
+            let body = crate::report::build(&s, &values, &builtins(), &id);
+            let r = validate(&s, body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
+            for (i, v) in values.iter().enumerate() {
+                let encoded = r.fields[i].as_ref().map(|got| match got {
+                    ReportValue::Bool(b) => json!(b),
+                    ReportValue::Bucket(b) => json!(bucket_labels(&[1, 5, 10, 25])[*b]),
+                    ReportValue::Rounded(n) => json!(n),
+                    ReportValue::Choice(c) => json!(["standard", "enterprise"][*c]),
+                    ReportValue::Choices(set) => json!(set.iter().map(|&c| ["imap", "exchange", "m365", "gmail", "pst"][c]).collect::<Vec<_>>()),
+                });
+                assert_eq!(encoded, v.as_ref().map(|v| s.encode(i, v)), "field {i} of {body}");
+            }
+        }
     }
 
     /// Seeded mutation fuzz: byte flips, truncations and splices of a valid

@@ -102,6 +102,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | clap::error::ErrorKind::MissingSubcommand) => {
+            return fail("a command is required: serve, schema add|list|check, purge or bench (see --help)".into());
+        }
         // One line, not clap's usage block: scripts and service managers log it whole.
         Err(e) => {
             let text = e.to_string();
@@ -206,7 +209,7 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
                 path,
                 running.admin_addr
             );
-            let _ = tokio::signal::ctrl_c().await;
+            shutdown_signal().await;
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -248,4 +251,19 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -38,7 +38,7 @@ pub async fn purge<S: Store>(store: &S, now: i64, retain_weeks: u32) -> Result<P
     // are the weeks after the one that Monday-plus-29-days has passed.
     let oldest_kept = Week::of_unix(now - QUARANTINE_DAYS * 86_400).minus(-1);
     summary.quarantine_deleted = store.expire_quarantine(&oldest_kept.to_string()).await?;
-    if summary.reports_deleted > 0 || summary.quarantine_deleted > 0 {
+    if summary.reports_deleted > 0 || summary.quarantine_deleted > 0 || store.arrival_ordered() {
         store.compact().await?;
     }
     Ok(summary)

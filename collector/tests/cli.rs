@@ -17,6 +17,8 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn bad_flag_and_unreachable_database_are_one_line_errors() {
     for args in [
+        vec![],
+        vec!["schema"],
         vec!["serve", "--bogus"],
         vec!["serve", "--listen", "nonsense"],
         vec!["--db", "mysql://x", "schema", "list"],
@@ -29,6 +31,9 @@ fn bad_flag_and_unreachable_database_are_one_line_errors() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
         assert!(err.starts_with("optin-collector: "), "{args:?}: {err}");
+        if args.contains(&"postgres://nobody@127.0.0.1:1/none") {
+            assert!(err.contains("refused"), "the cause is named: {err}");
+        }
     }
 }
 

@@ -268,3 +268,38 @@ async fn mutated_reports_get_documented_statuses() {
     assert_eq!(post(at, &report(&report_id(8))).await.status, 204);
     server.running.stop().await;
 }
+
+/// At the connection cap, a further connection waits (in the listen
+/// backlog) until one closes; it is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_further_connections_back() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    add_schema(&store, SCHEMA).await.unwrap();
+    let options = Options { max_connections: 1, request_timeout: Duration::from_secs(30), ..Options::default() };
+    let server = serve(store.clone(), options, TestClock::new(NOW).clock()).await;
+    let at = server.ingest();
+    let (served_while_capped, after) = tokio::task::spawn_blocking(move || {
+        let holder = std::net::TcpStream::connect(at).unwrap();
+        std::thread::sleep(Duration::from_millis(200)); // let the server take it
+        let mut second = std::net::TcpStream::connect(at).unwrap();
+        let body = report(&report_id(1));
+        let req = format!(
+            "POST /v1/report HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        second.write_all(req.as_bytes()).unwrap();
+        second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 64];
+        let early = std::io::Read::read(&mut second, &mut buf);
+        let served_while_capped = matches!(early, Ok(n) if n > 0);
+        drop(holder);
+        second.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        (served_while_capped, read_response(&mut second))
+    })
+    .await
+    .unwrap();
+    assert!(!served_while_capped, "a second connection was served beyond the cap of 1");
+    assert_eq!(after.status, 204, "{after:?}");
+    server.running.stop().await;
+}

@@ -128,11 +128,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn rolled_up_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Marks weeks as needing a new rollup (raw reports were added to them).
     fn invalidate_rollup(&self, weeks: Vec<String>) -> impl Future<Output = Result<()>> + Send;
+    /// Aggregates every raw report of `week` without storing the result
+    /// (e.g. the current week's figures, which are not rolled up yet).
+    fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<crate::rollup::Aggregates>> + Send;
     /// Aggregates every raw report of `week` (the aggregation itself is
     /// [`crate::rollup`]) and replaces that week's aggregates.
     fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes raw reports received before `week`; returns how many.
     fn delete_reports_before(&self, week: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// True when rows lie in arrival order on disk until [`Store::compact`]
+    /// rewrites them (PostgreSQL's heap); purge then compacts every time.
+    fn arrival_ordered(&self) -> bool {
+        false
+    }
     /// Makes deleted rows unrecoverable from the database files and rewrites
     /// the report table in key order.
     fn compact(&self) -> impl Future<Output = Result<()>> + Send;
@@ -291,10 +299,10 @@ impl fmt::Display for DbUrl {
             DbUrl::Postgres(url) => {
                 let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
                 match rest.split_once('@') {
-                    Some((userinfo, host)) => {
-                        let user = userinfo.split(':').next().unwrap_or("");
-                        write!(f, "{scheme}://{user}:***@{host}")
-                    }
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _password)) => write!(f, "{scheme}://{user}:***@{host}"),
+                        None => write!(f, "{scheme}://{userinfo}@{host}"),
+                    },
                     None => write!(f, "{url}"),
                 }
             }
@@ -313,5 +321,6 @@ mod tests {
         assert!(DbUrl::parse("sqlite:").is_err());
         let pg = DbUrl::parse("postgres://u:secret@h:5432/db").unwrap();
         assert_eq!(pg.to_string(), "postgres://u:***@h:5432/db");
+        assert_eq!(DbUrl::parse("postgres://u@h/db").unwrap().to_string(), "postgres://u@h/db");
     }
 }

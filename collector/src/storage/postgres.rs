@@ -44,8 +44,19 @@ fn row_of(r: &tokio_postgres::Row) -> ReportRow {
     }
 }
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+/// The error with its causes ("error connecting to server: Connection refused").
+fn pool_error(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    StoreError(format!("postgres: {text}"))
 }
 
 impl PgStore {
@@ -214,19 +225,21 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
-        let mut c = self.client().await?;
+    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
+        let c = self.client().await?;
         let mut agg = Aggregates::default();
-        {
-            // Streamed: a week of a million reports is never held in memory.
-            let stream = c
-                .query_raw(&format!("{SELECT_REPORT_COLUMNS} WHERE week = $1"), [week])
-                .await?;
-            pin_mut!(stream);
-            while let Some(r) = stream.try_next().await? {
-                agg.add(&schemas, &row_of(&r));
-            }
+        // Streamed: a week of a million reports is never held in memory.
+        let stream = c.query_raw(&format!("{SELECT_REPORT_COLUMNS} WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
+        while let Some(r) = stream.try_next().await? {
+            agg.add(&schemas, &row_of(&r));
         }
+        Ok(agg)
+    }
+
+    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
+        let agg = self.aggregate_week(week, schemas).await?;
+        let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM aggregates WHERE week = $1", &[&week]).await?;
         tx.execute("DELETE FROM week_totals WHERE week = $1", &[&week]).await?;
@@ -244,6 +257,10 @@ impl Store for PgStore {
 
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         Ok(self.client().await?.execute("DELETE FROM reports WHERE week < $1", &[&week]).await?)
+    }
+
+    fn arrival_ordered(&self) -> bool {
+        true
     }
 
     async fn compact(&self) -> Result<()> {

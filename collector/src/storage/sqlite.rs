@@ -237,11 +237,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
+    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
         let (week, path) = (week.to_string(), self.path.clone());
         // Read on a connection of its own (WAL: ingest is not blocked while a
-        // large week is scanned), write the result on the shared one.
-        let agg = tokio::task::spawn_blocking(move || -> Result<(String, Aggregates)> {
+        // large week is scanned).
+        tokio::task::spawn_blocking(move || -> Result<Aggregates> {
             let reader = Connection::open(&path)?;
             configure(&reader)?;
             let mut agg = Aggregates::default();
@@ -250,11 +250,15 @@ impl Store for SqliteStore {
             while let Some(r) = rows.next()? {
                 agg.add(&schemas, &row_of(r)?);
             }
-            Ok((week, agg))
+            Ok(agg)
         })
         .await
-        .map_err(|e| StoreError(format!("rollup task failed: {e}")))??;
-        let (week, agg) = agg;
+        .map_err(|e| StoreError(format!("rollup task failed: {e}")))?
+    }
+
+    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
+        let agg = self.aggregate_week(week, schemas).await?;
+        let week = week.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM aggregates WHERE week = ?1", [&week])?;

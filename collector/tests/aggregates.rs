@@ -237,3 +237,66 @@ fn demo_runs_a_small_fleet() {
     let stored: i64 = text.split("demo: ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(stored > 0, "the simulated fleet's reports reached the collector: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_escapes_schema_text_and_shows_alerts() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    // A description with markup must arrive as text.
+    let hostile = SCHEMA.replace("\"Users\", \"de\": \"Benutzer\"", "\"Users <script>alert(1)</script> & co\", \"de\": \"Benutzer <b>\"");
+    add_schema(&store, &hostile).await.unwrap();
+    let server = serve(store.clone(), Options { min_cell: 1, ..Options::default() }, TestClock::new(NOW).clock()).await;
+    server.state.refresh_schemas().await.unwrap();
+    let digest = optin_collector::commands::parse_schema(&hostile).unwrap().0.digest;
+    for i in 0..3 {
+        let body = report(&report_id(i)).replace(&schema().digest, &digest);
+        assert_eq!(post(server.ingest(), &body).await.status, 204);
+    }
+    // An unregistered digest (quarantine) and a rejected report.
+    let unknown = report(&report_id(50)).replace(&schema().digest, &format!("sha256:{}", "ab".repeat(32)));
+    assert_eq!(post(server.ingest(), &unknown).await.status, 202);
+    let bad = report(&report_id(51)).replace(&schema().digest, &digest).replace("\"5-9\"", "\"5-8\"");
+    assert_eq!(post(server.ingest(), &bad).await.status, 422);
+    let admin = server.running.admin_addr;
+    let page = tokio::task::spawn_blocking(move || raw_request(admin, None, "GET", "/", &[("Accept-Language", "en")], b"")).await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Users &lt;script&gt;alert(1)&lt;/script&gt; &amp; co"), "escaped description");
+    assert!(!page.body.contains("<script"), "no markup from the schema");
+    assert!(page.body.contains(&"ab".repeat(32)), "quarantined digest listed");
+    assert!(page.body.contains("<code>bucket_label</code>"), "rejection reason listed");
+    let de = tokio::task::spawn_blocking(move || raw_request(admin, None, "GET", "/", &[("Accept-Language", "de-DE,de;q=0.9")], b"")).await.unwrap();
+    assert!(de.body.contains("Benutzer &lt;b&gt;") && de.body.contains("Berichte pro Woche"), "German from the schema and the page");
+    server.running.stop().await;
+}
+
+#[test]
+fn export_command_writes_suppressed_csv_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("c.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let week = Week::of_unix(NOW).to_string();
+    rt.block_on(async {
+        let store = open_sqlite(&dir.path().join("c.db")).await;
+        let id = add_schema(&store, SCHEMA).await.unwrap().id;
+        let s = schema();
+        // 12 reports: trial false 11, true 1 -> complementary: all "other".
+        let rows = (0..12)
+            .map(|i| {
+                let body = if i == 0 { report(&report_id(i)).replace("\"trial\":false", "\"trial\":true") } else { report(&report_id(i)) };
+                keep(&validate(&s, body.as_bytes()).unwrap(), id, Week::of_unix(NOW))
+            })
+            .collect();
+        store.insert_reports(rows).await.unwrap();
+    });
+    let out = bin().args(["--db", &url, "export", "--week", &week, "--format", "csv"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("product,week,reports,field,value,count\n"), "{csv}");
+    assert!(csv.contains(&format!("Mail Archiver,{week},12,trial,other,12\n")), "{csv}");
+    assert!(!csv.contains(",trial,true,"), "{csv}");
+    let out = bin().args(["--db", &url, "export", "--week", &week, "--format", "json", "--min-cell", "20"]).output().unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["reports"], Value::from("<20"));
+    let out = bin().args(["--db", &url, "export", "--week", "2026-48", "--format", "csv"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).lines().count() == 1);
+}

@@ -282,6 +282,17 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     if let Some(f) = &args.url_file {
         std::fs::write(f, &url).map_err(|e| format!("{}: {e}", f.display()))?;
     }
+    // Ctrl-C or a termination request: either way the temporary directory
+    // is removed by the caller.
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     running.stop().await;
     Ok(())

@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// Reports stored directly for the rollup timing (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub rollup_reports: usize,
+    /// Instead of ingest: time the aggregate endpoints and the dashboard on
+    /// this many stored reports (13 weeks, the last one current and raw) plus
+    /// 52 weeks of aggregates.
+    #[arg(long)]
+    pub aggregates: Option<usize>,
     /// Database to benchmark; must be empty or a scratch database.
     #[arg(long, value_parser = DbUrl::parse)]
     pub bench_db: DbUrl,
@@ -97,6 +102,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run_with<S: Store>(store: S, args: &BenchArgs) -> Result<(), String> {
+    if let Some(n) = args.aggregates {
+        return aggregates(store, n, &args.bench_db).await;
+    }
     let err = |e: crate::storage::StoreError| e.to_string();
     let (schema, body) = crate::commands::parse_schema(BENCH_SCHEMA)?;
     let schema_id = store.add_schema(&schema.digest, &body).await.map_err(err)?;
@@ -198,5 +206,95 @@ async fn run_with<S: Store>(store: S, args: &BenchArgs) -> Result<(), String> {
         let n = store.rollup_week(&week.to_string(), schemas).await.map_err(err)?;
         println!("rollup: {n} reports of week {week} aggregated in {:.2} s", t.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+/// GET over a fresh loopback connection; returns (status, body length).
+async fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<(u16, usize), String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path).header("host", "bench").body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body.len()))
+}
+
+async fn aggregates<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<(), String> {
+    let err = |e: crate::storage::StoreError| e.to_string();
+    let (schema, body) = crate::commands::parse_schema(BENCH_SCHEMA)?;
+    let schema_id = store.add_schema(&schema.digest, &body).await.map_err(err)?;
+    let now = crate::system_clock()();
+    let current = Week::of_unix(now);
+    let mut g = Gen(0x5eed_0fa6 ^ now as u64);
+    let t = Instant::now();
+    // 52 older weeks: a small sample each, rolled up and then deleted by
+    // retention (their aggregates stay), as a year of history would be.
+    let fill = |week: Week, n: usize, g: &mut Gen| -> Result<Vec<crate::privacy::ReportRow>, String> {
+        (0..n)
+            .map(|_| {
+                let body = sample_report(&schema, g);
+                validate(&schema, body.as_bytes()).map(|r| keep(&r, schema_id, week)).map_err(|r| r.to_string())
+            })
+            .collect()
+    };
+    for w in 14..66 {
+        store.insert_reports(fill(current.minus(w), 2000, &mut g)?).await.map_err(err)?;
+    }
+    crate::retention::purge(&store, now, 13).await.map_err(err)?;
+    // The stored reports: 13 weeks, the current one included.
+    let per_week = reports / 13;
+    for w in 0..13 {
+        let mut left = if w == 0 { reports - per_week * 12 } else { per_week };
+        while left > 0 {
+            let n = left.min(10_000);
+            store.insert_reports(fill(current.minus(w), n, &mut g)?).await.map_err(err)?;
+            left -= n;
+        }
+    }
+    crate::retention::purge(&store, now, 13).await.map_err(err)?;
+    let count = store.count_reports().await.map_err(err)?;
+    let weeks = store.data_weeks().await.map_err(err)?;
+    println!("backend: {db}");
+    println!(
+        "data: {count} stored reports over 13 weeks ({} in the current week {current}, raw) + aggregates for {} weeks in all; filled in {:.0} s",
+        reports - per_week * 12,
+        weeks.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let state = AppState::new(store.clone(), Options::default(), crate::system_clock()).await.map_err(err)?;
+    let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let running = start(state, ingest, admin, None).map_err(|e| e.to_string())?;
+    let addr = running.admin_addr;
+    let last = current.minus(1);
+    let paths = [
+        "/api/v1/products".to_string(),
+        "/api/v1/weeks".to_string(),
+        format!("/api/v1/fields?product=Mail+Archiver&week={current}"),
+        format!("/api/v1/fields?product=Mail+Archiver&week={last}"),
+        format!("/api/v1/fields?product=Mail+Archiver&week={}", current.minus(40)),
+        format!("/api/v1/crosstab?product=Mail+Archiver&week={current}&a=os_family&b=edition"),
+        format!("/api/v1/mean?product=Mail+Archiver&week={current}&field=archived"),
+        "/".to_string(),
+    ];
+    for path in &paths {
+        let mut times = vec![];
+        let mut size = 0;
+        for _ in 0..7 {
+            let t = Instant::now();
+            let (status, len) = fetch(addr, path).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if status != 200 {
+                return Err(format!("{path}: HTTP {status}"));
+            }
+            size = len;
+        }
+        times.sort_by(f64::total_cmp);
+        println!("  {path:<72} median {:>7.1} ms  max {:>7.1} ms  ({size} bytes)", times[times.len() / 2], times[times.len() - 1]);
+    }
+    running.stop().await;
     Ok(())
 }

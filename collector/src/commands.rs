@@ -90,6 +90,51 @@ pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, S
     Ok(summary)
 }
 
+/// `export`: every product's `fields` answer for `week`, as JSON (an array)
+/// or CSV (`product,week,reports,field,value,count`); the same suppressed
+/// figures the API serves.
+pub async fn export<S: Store>(store: &S, week: &str, format: &str, k: i64) -> Result<String, String> {
+    let week = Week::parse(week).ok_or_else(|| format!("--week {week}: expected an ISO week like 2026-W48"))?.to_string();
+    let schemas = crate::storage::SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?);
+    let mut answers = vec![];
+    for product in crate::stats::products(store).await.map_err(|e| e.to_string())? {
+        let counts = crate::stats::week_counts(store, &schemas, &product, &week).await.map_err(|e| e.to_string())?;
+        if counts.reports == 0 {
+            continue;
+        }
+        let catalog = crate::stats::catalog(&schemas, &counts.schema_ids);
+        answers.push(crate::stats::fields_json(&product, &counts, &catalog, k));
+    }
+    if format == "json" {
+        return Ok(format!("{}\n", serde_json::Value::Array(answers)));
+    }
+    let mut out = String::from("product,week,reports,field,value,count\n");
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => csv(s),
+        other => other.to_string(),
+    };
+    for a in &answers {
+        let (product, reports) = (a["product"].as_str().unwrap_or(""), cell(&a["reports"]));
+        for (field, values) in a["fields"].as_object().into_iter().flatten() {
+            for (value, count) in values.as_object().into_iter().flatten() {
+                out.push_str(&format!("{},{week},{reports},{},{},{}\n", csv(product), csv(field), csv(value), cell(count)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A CSV field, quoted when needed (RFC 4180); a leading =, +, - or @ is
+/// prefixed with ' so spreadsheets do not run it as a formula.
+fn csv(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
 pub fn list_text(rows: &[SchemaRow], quarantine: &[(String, i64)]) -> String {
     let mut out = String::new();
     for row in rows {

@@ -24,8 +24,23 @@ pub fn ingest_router<S: Store>(state: Arc<AppState<S>>) -> Router {
     Router::new().route(&path, post(ingest::<S>)).with_state(state)
 }
 
+/// Admin: health, metrics, the aggregates API and the dashboard. With a
+/// token configured every route needs it, except that `--public` opens the
+/// (suppressed) aggregates and dashboard to everyone.
 pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
-    Router::new().route("/healthz", get(healthz::<S>)).route("/metrics", get(metrics::<S>)).with_state(state)
+    use crate::api;
+    let auth = axum::middleware::from_fn_with_state(state.clone(), api::require_token::<S>);
+    let private = Router::new().route("/healthz", get(healthz::<S>)).route("/metrics", get(metrics::<S>)).layer(auth.clone());
+    let published = Router::new()
+        .route("/", get(api::dashboard::<S>))
+        .route("/dashboard.css", get(api::stylesheet))
+        .route("/api/v1/products", get(api::products::<S>))
+        .route("/api/v1/weeks", get(api::weeks::<S>))
+        .route("/api/v1/fields", get(api::fields::<S>))
+        .route("/api/v1/crosstab", get(api::crosstab::<S>))
+        .route("/api/v1/mean", get(api::mean::<S>));
+    let published = if state.options.public { published } else { published.layer(auth) };
+    private.merge(published).with_state(state)
 }
 
 /// An answer with a short machine-readable reason; never an internal detail.

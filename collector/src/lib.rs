@@ -5,15 +5,20 @@
 //! [`retention`] rolls up and deletes, [`http`] serves. Tests start the real
 //! server on port 0 through [`start`].
 
+pub mod api;
 pub mod bench;
 pub mod commands;
+pub mod dashboard;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod privacy;
 pub mod report;
 pub mod retention;
 pub mod rollup;
+pub mod stats;
 pub mod storage;
+pub mod suppress;
 
 use metrics::Metrics;
 use std::sync::{Arc, RwLock};
@@ -45,6 +50,13 @@ pub struct Options {
     pub quarantine: QuarantineCaps,
     pub schema_refresh: Duration,
     pub purge_interval: Duration,
+    /// Smallest count published as a number (`--min-cell`); 1 turns
+    /// suppression off (tests only).
+    pub min_cell: i64,
+    /// With a token, every admin request needs `Authorization: Bearer`.
+    pub admin_token: api::Token,
+    /// Aggregates and dashboard without a token (`--public`).
+    pub public: bool,
 }
 
 impl Default for Options {
@@ -60,6 +72,9 @@ impl Default for Options {
             quarantine: QuarantineCaps::default(),
             schema_refresh: Duration::from_secs(5),
             purge_interval: Duration::from_secs(24 * 3600),
+            min_cell: 10,
+            admin_token: api::Token::default(),
+            public: false,
         }
     }
 }

@@ -35,6 +35,19 @@ enum Command {
     },
     /// Benchmark serve over loopback HTTP (see README).
     Bench(optin_collector::bench::BenchArgs),
+    /// Write one week's aggregates (suppressed, as the API serves them).
+    Export {
+        /// ISO week, e.g. 2026-W48.
+        #[arg(long)]
+        week: String,
+        #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+        format: String,
+        /// Smallest count shown as a number.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+        min_cell: i64,
+    },
+    /// Simulate a fleet through the real library and serve the dashboard.
+    Demo(optin_collector::demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -64,6 +77,15 @@ struct ServeArgs {
     /// Seconds a client has to send a request's head, and again its body.
     #[arg(long, default_value_t = 10)]
     request_timeout: u64,
+    /// Smallest count published as a number; smaller ones show as "<k".
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    min_cell: i64,
+    /// File holding the admin bearer token; required for a non-loopback --admin-listen.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Serve the suppressed aggregates and dashboard without a token.
+    #[arg(long)]
+    public: bool,
 }
 
 #[derive(Subcommand)]
@@ -117,6 +139,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     if let Command::Bench(args) = cli.command {
         return optin_collector::bench::run(args).await.map(|_| ExitCode::SUCCESS);
     }
+    if let Command::Demo(args) = cli.command {
+        return optin_collector::demo::run(args).await.map(|_| ExitCode::SUCCESS);
+    }
     let max_db_connections = match &cli.command {
         Command::Serve(a) => a.max_inflight.clamp(4, 32),
         _ => 2,
@@ -143,7 +168,27 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             if !a.ingest_path.starts_with('/') {
                 return Err("--ingest-path must start with /".into());
             }
+            let admin_token = match &a.admin_token_file {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f).map_err(|e| format!("--admin-token-file {}: {e}", f.display()))?;
+                    let token = text.trim();
+                    if token.len() < 16 {
+                        return Err(format!("--admin-token-file {}: the token must be at least 16 characters", f.display()));
+                    }
+                    optin_collector::api::Token(Some(token.as_bytes().to_vec()))
+                }
+                None if !a.admin_listen.ip().is_loopback() => {
+                    return Err(format!(
+                        "--admin-listen {} is not a loopback address: give --admin-token-file too",
+                        a.admin_listen
+                    ))
+                }
+                None => optin_collector::api::Token(None),
+            };
             let options = Options {
+                min_cell: a.min_cell,
+                admin_token,
+                public: a.public,
                 ingest_path: a.ingest_path,
                 max_inflight: a.max_inflight.max(1),
                 max_connections: a.max_connections.max(1),
@@ -186,7 +231,14 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             print!("{}", commands::list_text(&rows, &quarantine));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema(SchemaCommand::Check { .. }) | Command::Bench(_) => unreachable!("handled before opening the store"),
+        Command::Schema(SchemaCommand::Check { .. }) | Command::Bench(_) | Command::Demo(_) => {
+            unreachable!("handled before opening the store")
+        }
+        Command::Export { week, format, min_cell } => {
+            let text = optin_collector::commands::export(&store, &week, &format, min_cell).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Purge { retain_weeks } => {
             let s = retention::purge(&store, (system_clock())(), retain_weeks).await.map_err(|e| e.to_string())?;
             println!(

@@ -6,6 +6,14 @@
 //!     cargo run --example archiver -- --yes     # non-interactive
 //!     cargo run --example archiver -- --no
 //!
+//! With a real collector (`optin-collector serve`, see the README):
+//!
+//!     cargo run --example archiver -- --yes --collector http://127.0.0.1:8080/v1/report \
+//!         --collector-admin http://127.0.0.1:8081
+//!
+//! sends there instead and ends by printing what the collector stored (its
+//! `fields` figures; start `serve --min-cell 1` to see a single report).
+//!
 //! The report is due at a random moment within 7 days; the demo drives the
 //! library's clock with `tick_at` to that moment instead of waiting a week.
 
@@ -108,7 +116,11 @@ fn ask(question: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let language = std::env::var("LANG").ok().filter(|l| l.starts_with("de")).map_or("en", |_| "de");
-    let (endpoint, received) = start_collector();
+    let real = real_collector(&args);
+    let (endpoint, received) = match &real {
+        Some((ingest, _)) => (ingest.clone(), mpsc::channel().1),
+        None => start_collector(),
+    };
     let state_dir = std::env::temp_dir().join(format!("optin-telemetry-demo-{}", std::process::id()));
     let config = json!({
         "product": "Mock Mail Archiver", "product_version": "5.2.1",
@@ -170,7 +182,7 @@ fn main() {
     );
     client.tick_at(due).expect("tick");
     client.flush(Duration::from_secs(15)).expect("send finishes");
-    let bodies: Vec<Vec<u8>> = received.try_iter().collect();
+    let bodies: Vec<Vec<u8>> = if real.is_some() { delivered(&client) } else { received.try_iter().collect() };
     println!("Collector received {} report(s):", bodies.len());
     for b in &bodies {
         println!("  {}", String::from_utf8_lossy(b));
@@ -187,12 +199,52 @@ fn main() {
         client.tick_at(due + 7 * 86400).expect("tick");
         client.flush(Duration::from_secs(15)).expect("flush");
         std::thread::sleep(Duration::from_millis(200));
-        let after = received.try_iter().count();
+        let after = if real.is_some() { delivered(&client).len().saturating_sub(bodies.len()) } else { received.try_iter().count() };
+        if let Some((_, admin)) = &real {
+            print_stored(admin);
+        }
         println!("Consent withdrawn; a week later {after} more report(s) were sent.");
         let history: Value = serde_json::from_str(&client.history().unwrap()).unwrap();
         println!("History keeps {} report(s) that left the machine.", history["reports"].as_array().map_or(0, Vec::len));
         drop(client);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::process::exit(if identical && after == 0 { 0 } else { 2 });
+    }
+}
+
+// ----- a real optin-collector (--collector) -----
+
+/// (ingest URL, admin base URL) when --collector is given.
+fn real_collector(args: &[String]) -> Option<(String, String)> {
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let ingest = value("--collector")?;
+    Some((ingest, value("--collector-admin").unwrap_or_else(|| "http://127.0.0.1:8081".into())))
+}
+
+/// Bodies of the reports the collector took (2xx), from the history.
+fn delivered(client: &Client) -> Vec<Vec<u8>> {
+    let history: Value = serde_json::from_str(&client.history().unwrap_or_default()).unwrap_or_default();
+    history["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["http_status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
+        .filter_map(|r| r["body"].as_str().map(|b| b.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Prints the collector's figures for this week (GET over plain HTTP on loopback).
+fn print_stored(admin: &str) {
+    let host = admin.trim_start_matches("http://").trim_end_matches('/');
+    let path = "/api/v1/fields?product=Mock%20Mail%20Archiver";
+    let answer = std::net::TcpStream::connect(host).and_then(|mut s| {
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    match answer {
+        Ok(text) => println!("The collector stored (its {path} answer):\n  {}", text.split("\r\n\r\n").nth(1).unwrap_or("").trim()),
+        Err(e) => println!("Could not ask the collector at {admin}: {e}"),
     }
 }

@@ -149,8 +149,118 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn aggregates(&self, week: &str) -> impl Future<Output = Result<Vec<AggregateRow>>> + Send;
     /// Reports per schema id in `week`, from the rolled-up totals.
     fn week_totals(&self, week: &str) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
+    /// Raw reports of `week` grouped by everything stored but the report id:
+    /// (a row with a zero id, how many reports share it). Feeds the current
+    /// week's figures and crosstabs ([`crate::stats`]).
+    fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<(ReportRow, i64)>>> + Send;
+    /// Raw reports of `week` counted column by column, per schema and
+    /// product (no joint counts: the fast path for `fields` and `mean`).
+    fn week_columns(&self, week: &str) -> impl Future<Output = Result<WeekColumns>> + Send;
+    /// Products named in the raw reports of `week`.
+    fn report_products(&self, week: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Products named in the weekly aggregates.
+    fn aggregate_products(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Weeks with raw reports or aggregates, ascending.
+    fn data_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Bytes the stored data takes (database files / relation sizes).
     fn size_bytes(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Built-in columns counted by [`WeekColumns`], in this order.
+pub const COLUMN_BUILTINS: [&str; 5] = ["os_family", "os_version", "arch", "product_version", "library_version"];
+
+/// Per (schema id, product): reports, counts per built-in value, and counts
+/// per (field position, stored code).
+#[derive(Default, Debug)]
+pub struct WeekColumns {
+    pub by: HashMap<(i64, String), ColumnCounts>,
+}
+
+#[derive(Default, Debug)]
+pub struct ColumnCounts {
+    pub reports: i64,
+    pub builtins: [HashMap<String, i64>; 5],
+    pub codes: HashMap<(usize, u64), i64>,
+}
+
+impl ColumnCounts {
+    /// Adds `n` reports with these built-ins (in COLUMN_BUILTINS order) and codes.
+    pub fn add(&mut self, builtins: [&str; 5], codes: &str, n: i64) {
+        self.reports += n;
+        for (map, v) in self.builtins.iter_mut().zip(builtins) {
+            match map.get_mut(v) {
+                Some(c) => *c += n,
+                None => {
+                    map.insert(v.to_string(), n);
+                }
+            }
+        }
+        if codes.is_empty() {
+            return;
+        }
+        for (i, code) in codes.split(',').enumerate() {
+            if let Ok(c) = code.parse::<u64>() {
+                *self.codes.entry((i, c)).or_default() += n;
+            }
+        }
+    }
+}
+
+impl WeekColumns {
+    /// `HashMap::entry` would allocate the key for every row; a week has
+    /// only a few (schema, product) pairs, so they are found by a scan and
+    /// the key is allocated only for a new pair.
+    pub fn entry(&mut self, schema_id: i64, product: &str) -> &mut ColumnCounts {
+        if !self.by.keys().any(|(id, p)| *id == schema_id && p == product) {
+            self.by.insert((schema_id, product.to_string()), ColumnCounts::default());
+        }
+        self.by
+            .iter_mut()
+            .find(|((id, p), _)| *id == schema_id && p == product)
+            .map(|(_, c)| c)
+            .expect("inserted above")
+    }
+}
+
+/// Queries shared by both backends (placeholders differ: `?N` vs `$N`).
+pub(crate) const GROUP_COLUMNS: &str = "schema_id, os_family, os_version, arch, product, product_version, library_version, codes";
+pub(crate) const REPORT_PRODUCTS_SQLITE: &str = "SELECT DISTINCT product FROM reports WHERE week = ?1";
+pub(crate) const REPORT_PRODUCTS_PG: &str = "SELECT DISTINCT product FROM reports WHERE week = $1";
+pub(crate) const AGGREGATE_PRODUCTS: &str = "SELECT DISTINCT value FROM aggregates WHERE field = 'product' ORDER BY value";
+/// A loose index scan (one index probe per distinct week) instead of a
+/// DISTINCT over every stored report.
+pub(crate) const DATA_WEEKS: &str = "WITH RECURSIVE w(week) AS (SELECT min(week) FROM reports \
+     UNION ALL SELECT (SELECT min(week) FROM reports WHERE week > w.week) FROM w WHERE w.week IS NOT NULL) \
+     SELECT week FROM w WHERE week IS NOT NULL UNION SELECT week FROM week_totals ORDER BY week";
+
+/// Groups rows by their seven text columns with one allocation per row: the
+/// columns joined by a separator no stored value contains (all are tokens,
+/// version strings or digits).
+#[derive(Default)]
+pub(crate) struct Grouper {
+    groups: HashMap<(i64, String), i64>,
+}
+
+impl Grouper {
+    pub fn add(&mut self, schema_id: i64, cols: [&str; 7]) {
+        *self.groups.entry((schema_id, cols.join("\u{1f}"))).or_default() += 1;
+    }
+
+    pub fn rows(self) -> Vec<(ReportRow, i64)> {
+        self.groups
+            .into_iter()
+            .map(|((id, key), n)| {
+                let mut parts = key.split('\u{1f}').map(str::to_string);
+                let mut next = || parts.next().unwrap_or_default();
+                (group_row(id, [next(), next(), next(), next(), next(), next(), next()]), n)
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn group_row(schema_id: i64, s: [String; 7]) -> ReportRow {
+    let [os_family, os_version, arch, product, product_version, library_version, codes] = s;
+    ReportRow { report_id: [0; 16], week: String::new(), schema_id, os_family, os_version, arch, product, product_version, library_version, codes }
 }
 
 /// The database a command works on, from `--db`.

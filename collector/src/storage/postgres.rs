@@ -2,7 +2,7 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{AggregateRow, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -302,6 +302,49 @@ impl Store for PgStore {
             .query("SELECT schema_id, reports FROM week_totals WHERE week = $1 ORDER BY schema_id", &[&week])
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+        // Streamed and grouped here (see week_columns).
+        let c = self.client().await?;
+        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
+        let mut groups = Grouper::default();
+        while let Some(r) = stream.try_next().await? {
+            let text = |i: usize| r.get::<_, &str>(i);
+            groups.add(r.get(0), [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
+        }
+        Ok(groups.rows())
+    }
+
+    async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
+        // Streamed and counted here: a GROUP BY over eight text columns of
+        // nearly unique rows makes PostgreSQL sort them all.
+        let c = self.client().await?;
+        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
+        pin_mut!(stream);
+        let mut out = WeekColumns::default();
+        while let Some(r) = stream.try_next().await? {
+            let text = |i: usize| r.get::<_, &str>(i);
+            let builtins = [text(1), text(2), text(3), text(5), text(6)];
+            out.entry(r.get(0), text(4)).add(builtins, text(7), 1);
+        }
+        Ok(out)
+    }
+
+    async fn report_products(&self, week: &str) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(REPORT_PRODUCTS_PG, &[&week]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn aggregate_products(&self) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(AGGREGATE_PRODUCTS, &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn data_weeks(&self) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(DATA_WEEKS, &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn size_bytes(&self) -> Result<u64> {

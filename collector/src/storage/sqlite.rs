@@ -2,7 +2,7 @@
 //! from blocking threads; WAL so readers never wait for the writer;
 //! `secure_delete` so deleted rows are overwritten with zeros.
 
-use super::{AggregateRow, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -327,6 +327,71 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut st = c.prepare_cached("SELECT schema_id, reports FROM week_totals WHERE week = ?1 ORDER BY schema_id")?;
             let rows = st.query_map([week], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+        let week = week.to_string();
+        self.with(move |c| {
+            // Grouped here rather than by SQL: SQLite sorts for a GROUP BY
+            // over eight text columns, a plain range scan of the week index
+            // is several times faster.
+            let sql = format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = ?1");
+            let mut st = c.prepare_cached(&sql)?;
+            let mut rows = st.query([week])?;
+            let mut groups = Grouper::default();
+            while let Some(r) = rows.next()? {
+                let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
+                groups.add(r.get(0)?, [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
+            }
+            Ok(groups.rows())
+        })
+        .await
+    }
+
+    async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let sql = format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = ?1");
+            let mut st = c.prepare_cached(&sql)?;
+            let mut rows = st.query([week])?;
+            let mut out = WeekColumns::default();
+            // Borrowed column values: no allocation per row once a value is known.
+            while let Some(r) = rows.next()? {
+                let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
+                let builtins = [text(1), text(2), text(3), text(5), text(6)];
+                out.entry(r.get(0)?, text(4)).add(builtins, text(7), 1);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn report_products(&self, week: &str) -> Result<Vec<String>> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached(REPORT_PRODUCTS_SQLITE)?;
+            let rows = st.query_map([week], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn aggregate_products(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(AGGREGATE_PRODUCTS)?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn data_weeks(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(DATA_WEEKS)?;
+            let rows = st.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

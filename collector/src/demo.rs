@@ -44,9 +44,6 @@ pub struct DemoArgs {
 }
 
 /// The example archiver's schema (examples/rust/archiver.rs), version 1.
-// TODO(issue 9 merge): give "archived_items" "rounding": "1-2-5" once the
-// library requires it; on this branch a count without buckets is already a
-// randomly rounded 1-2-5 count.
 pub fn schema_v1() -> Value {
     json!({"version": 1, "fields": [
         {"name": "trial", "type": "bool",
@@ -55,7 +52,7 @@ pub fn schema_v1() -> Value {
          "description": {"en": "Licensed edition.", "de": "Lizenzierte Edition."}},
         {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100],
          "description": {"en": "Number of archive users, as a range.", "de": "Anzahl der Archivbenutzer, als Bereich."}},
-        {"name": "archived_items", "type": "count",
+        {"name": "archived_items", "type": "count", "rounding": "1-2-5",
          "description": {"en": "Number of archived e-mails, randomly rounded to 1-2-5.", "de": "Anzahl archivierter E-Mails, zufällig auf 1-2-5 gerundet."}},
         {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"],
          "description": {"en": "Kinds of archiving profiles that exist (not their settings).", "de": "Arten vorhandener Archivierungsprofile (nicht deren Einstellungen)."}}
@@ -91,8 +88,9 @@ fn values(g: &mut Gen) -> Value {
         90..=96 => 50 + g.below(50),
         _ => 100 + g.below(900),
     };
-    // Archive size grows with users, log-normal-ish spread.
-    let archived = round_125(users * (2000 + g.below(20_000)) * (1 + g.below(3)), g);
+    // Archive size grows with users, log-normal-ish spread. The exact count:
+    // the library rounds it (1-2-5, unbiased) in each report.
+    let archived = users * (2000 + g.below(20_000)) * (1 + g.below(3));
     let edition = ["standard", "standard", "standard", "smb", "smb", "enterprise"][g.below(6) as usize];
     let mut profiles = vec![];
     for (name, pct) in [("imap", 70), ("exchange", 35), ("m365", 40), ("gmail", 15), ("pst", 20)] {
@@ -104,28 +102,6 @@ fn values(g: &mut Gen) -> Value {
         profiles.push("imap");
     }
     json!({"trial": g.below(100) < 4, "edition": edition, "users": users, "archived_items": archived, "profiles": profiles})
-}
-
-/// Random 1-2-5 rounding (unbiased: the expected value is `n`).
-// TODO(issue 9 merge): the library rounds counts itself once "rounding":
-// "1-2-5" lands; then pass the exact count here.
-fn round_125(n: u64, g: &mut Gen) -> u64 {
-    let series = (0..).map_while(optin_telemetry::validate::series_value);
-    let (mut lo, mut hi) = (0, 0);
-    for v in series {
-        if v <= n {
-            lo = v;
-        }
-        if v >= n {
-            hi = v;
-            break;
-        }
-    }
-    if hi == lo || g.below(hi - lo) >= n - lo {
-        lo
-    } else {
-        hi
-    }
 }
 
 fn open(inst: &Installation, endpoint: &str, updated: bool, g: &mut Gen) -> Result<Client, String> {

@@ -7,7 +7,7 @@
 use crate::privacy::{decode_codes, ReportRow};
 use crate::storage::{SchemaSet, Store, StoreError, WeekColumns};
 use crate::suppress::{self, Cells, Shown};
-use optin_telemetry::schema::{Kind, BUILTIN_FIELDS};
+use optin_telemetry::schema::{CountEncoding, Kind, BUILTIN_FIELDS};
 use optin_telemetry::validate::{bucket_labels, labels};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,14 +80,14 @@ pub fn catalog(schemas: &SchemaSet, ids: &BTreeSet<i64>) -> Vec<FieldInfo> {
             let info = FieldInfo {
                 name: f.name.clone(),
                 multi: matches!(f.kind, Kind::Choices { .. }),
-                rounded: matches!(f.kind, Kind::Count { buckets: None }),
-                bucketed: matches!(f.kind, Kind::Count { buckets: Some(_) }),
+                rounded: matches!(f.kind, Kind::Count { encoding: CountEncoding::Round125 }),
+                bucketed: matches!(f.kind, Kind::Count { encoding: CountEncoding::Buckets(_) }),
                 builtin: false,
                 description: f.description.clone(),
                 order: match &f.kind {
                     Kind::Bool => vec!["false".into(), "true".into()],
-                    Kind::Count { buckets: Some(b) } => bucket_labels(b),
-                    Kind::Count { buckets: None } => vec![],
+                    Kind::Count { encoding: CountEncoding::Buckets(b) } => bucket_labels(b),
+                    Kind::Count { encoding: CountEncoding::Round125 } => vec![],
                     Kind::Choice { values } | Kind::Choices { values } => values.clone(),
                 },
             };

@@ -103,6 +103,23 @@ fn env_disabled() -> bool {
 
 impl Client {
     pub fn open(config_json: &str) -> Result<Client> {
+        Client::open_with(config_json, None)
+    }
+
+    /// For fleet simulations (`optin-collector demo`) and tests only, from
+    /// Rust (there is no C function for it): a client that reports the given
+    /// operating system instead of this machine's. Only a family and version
+    /// a real library could report are taken (the collector's own patterns),
+    /// so nothing else can enter a report this way.
+    #[doc(hidden)]
+    pub fn open_for_simulation(config_json: &str, os_family: &str, os_version: &str) -> Result<Client> {
+        if !crate::validate::OS_FAMILIES.contains(&os_family) || !crate::validate::is_os_version(os_version) {
+            return Err(Error::invalid(format!("os: \"{}\" \"{}\" is not an operating system the library reports", schema::truncate(os_family, 20), schema::truncate(os_version, 40))));
+        }
+        Client::open_with(config_json, Some((os_family, os_version)))
+    }
+
+    fn open_with(config_json: &str, os: Option<(&str, &str)>) -> Result<Client> {
         if config_json.len() > crate::config::MAX_CONFIG_BYTES {
             return Err(Error::new(Code::TooLarge, format!("the configuration is larger than {} bytes", crate::config::MAX_CONFIG_BYTES)));
         }
@@ -118,7 +135,11 @@ impl Client {
             let (_, w) = store.load_history(&guard);
             warnings.extend(w);
         }
-        let builtins = Builtins::detect(&config.product, &config.product_version);
+        let mut builtins = Builtins::detect(&config.product, &config.product_version);
+        if let Some((family, version)) = os {
+            builtins.os_family = family.into();
+            builtins.os_version = version.into();
+        }
         let values = vec![None; config.schema.fields.len()];
         Ok(Client {
             shared: Arc::new(Shared {
@@ -879,5 +900,33 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.flush(CLOSE_WAIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> String {
+        json!({"product": "P", "product_version": "1.0", "endpoint": "http://127.0.0.1:9/r",
+               "state_dir": dir.join("s"),
+               "schema": {"version": 1, "fields": [{"name": "t", "type": "bool", "description": {"en": "x"}}]}})
+        .to_string()
+    }
+
+    /// A simulated installation reports the operating system it is given,
+    /// but only one a real library could report: no free text gets in.
+    #[test]
+    fn a_simulated_os_is_reported_only_in_a_form_a_library_could_send() {
+        let dir = std::env::temp_dir().join(format!("optin-sim-os-{}", random_hex(8)));
+        let c = Client::open_for_simulation(&config(&dir), "windows", "10.0.20348").unwrap();
+        let preview: Value = serde_json::from_str(&c.preview()).unwrap();
+        assert_eq!((preview["os_family"].as_str(), preview["os_version"].as_str()), (Some("windows"), Some("10.0.20348")));
+        drop(c);
+        for (family, version) in [("windows", "10.0 jsmith"), ("windows", "ws-042"), ("jsmith", "10.0.1"), ("linux", "6.1.0.1")] {
+            let e = Client::open_for_simulation(&config(&dir), family, version).err().expect("refused");
+            assert_eq!(e.code, Code::InvalidArgument, "{family} {version}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

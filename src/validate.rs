@@ -258,7 +258,7 @@ fn is_dotted(s: &str, min: usize, max: usize, digits: usize) -> bool {
 }
 
 /// `os_version`: "unknown", major.minor (Unix), major.minor.build (Windows).
-fn is_os_version(s: &str) -> bool {
+pub fn is_os_version(s: &str) -> bool {
     s == "unknown" || is_dotted(s, 2, 3, 10)
 }
 

@@ -76,6 +76,31 @@ struct Installation {
     updated: bool,
     reconsented: bool,
     values: Value,
+    /// The operating system this simulated installation reports.
+    os: (&'static str, &'static str),
+}
+
+/// A mostly Windows fleet (servers and desktops), as the archiver's is:
+/// (family, version, share in percent).
+const OS_SPREAD: [(&str, &str, u64); 7] = [
+    ("windows", "10.0.17763", 14), // Server 2019
+    ("windows", "10.0.20348", 22), // Server 2022
+    ("windows", "10.0.26100", 6),  // Server 2025 / Windows 11 24H2
+    ("windows", "10.0.19045", 24), // Windows 10 22H2
+    ("windows", "10.0.22631", 20), // Windows 11 23H2
+    ("linux", "6.1", 9),
+    ("linux", "5.15", 5),
+];
+
+fn os(g: &mut Gen) -> (&'static str, &'static str) {
+    let mut x = g.below(OS_SPREAD.iter().map(|o| o.2).sum());
+    for (family, version, share) in OS_SPREAD {
+        if x < share {
+            return (family, version);
+        }
+        x -= share;
+    }
+    unreachable!("x is below the sum of the shares")
 }
 
 fn values(g: &mut Gen) -> Value {
@@ -108,7 +133,8 @@ fn open(inst: &Installation, endpoint: &str, updated: bool, g: &mut Gen) -> Resu
     let (version, schema) = if updated { ("5.3.0", schema_v2()) } else { ("5.2.1", schema_v1()) };
     let config = json!({"product": "Mock Mail Archiver", "product_version": version, "endpoint": endpoint,
         "state_dir": inst.dir, "schema": schema});
-    let client = Client::open(&config.to_string()).map_err(|e| format!("tel_open: {e}"))?;
+    let (family, version) = inst.os;
+    let client = Client::open_for_simulation(&config.to_string(), family, version).map_err(|e| format!("tel_open: {e}"))?;
     let mut v = inst.values.clone();
     if updated {
         v["retention"] = json!(["6y", "6y", "10y", "10y", "10y", "1y", "forever"][g.below(7) as usize]);
@@ -150,6 +176,7 @@ fn simulate(args: &DemoArgs, dir: &std::path::Path, endpoint: &str, sim: &Atomic
             updated: false,
             reconsented: false,
             values: values(&mut g),
+            os: os(&mut g),
         })
         .collect();
     let steps = weeks as usize * n;

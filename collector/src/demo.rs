@@ -43,20 +43,10 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// The example archiver's schema (examples/rust/archiver.rs), version 1.
+/// The example archiver's schema (examples/archiver-schema.json, the one
+/// `cargo run --example archiver` sends), version 1.
 pub fn schema_v1() -> Value {
-    json!({"version": 1, "fields": [
-        {"name": "trial", "type": "bool",
-         "description": {"en": "Whether this installation runs a trial licence.", "de": "Ob diese Installation mit einer Testlizenz läuft."}},
-        {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"],
-         "description": {"en": "Licensed edition.", "de": "Lizenzierte Edition."}},
-        {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100],
-         "description": {"en": "Number of archive users, as a range.", "de": "Anzahl der Archivbenutzer, als Bereich."}},
-        {"name": "archived_items", "type": "count", "rounding": "1-2-5",
-         "description": {"en": "Number of archived e-mails, randomly rounded to 1-2-5.", "de": "Anzahl archivierter E-Mails, zufällig auf 1-2-5 gerundet."}},
-        {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"],
-         "description": {"en": "Kinds of archiving profiles that exist (not their settings).", "de": "Arten vorhandener Archivierungsprofile (nicht deren Einstellungen)."}}
-    ]})
+    serde_json::from_str(include_str!("../../examples/archiver-schema.json")).expect("examples/archiver-schema.json is valid JSON")
 }
 
 /// Version 2 (product 5.3): adds the retention policy; consent must be given again.

@@ -26,20 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const ARCHIVED_ITEMS: u64 = 1_234_567;
 
+/// The mock archiver's schema; the fleet demo (`optin-collector demo`)
+/// registers and sends the very same one.
 fn schema() -> Value {
-    json!({"version": 1, "fields": [
-        {"name": "trial", "type": "bool",
-         "description": {"en": "Whether this installation runs a trial licence.", "de": "Ob diese Installation mit einer Testlizenz läuft."}},
-        {"name": "edition", "type": "choice", "values": ["standard", "enterprise", "smb"],
-         "description": {"en": "Licensed edition.", "de": "Lizenzierte Edition."}},
-        {"name": "users", "type": "count", "buckets": [1, 5, 10, 25, 50, 100],
-         "description": {"en": "Number of archive users, as a range.", "de": "Anzahl der Archivbenutzer, als Bereich."}},
-        {"name": "archived_items", "type": "count", "rounding": "1-2-5",
-         "description": {"en": "Number of archived e-mails, rounded at random to 0, 1, 2, 5, 10, 20, 50, ... (never the exact number).",
-                         "de": "Anzahl archivierter E-Mails, zufällig gerundet auf 0, 1, 2, 5, 10, 20, 50, ... (nie die genaue Zahl)."}},
-        {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"],
-         "description": {"en": "Kinds of archiving profiles that exist (not their settings).", "de": "Arten vorhandener Archivierungsprofile (nicht deren Einstellungen)."}}
-    ]})
+    serde_json::from_str(include_str!("../archiver-schema.json")).expect("examples/archiver-schema.json is valid JSON")
 }
 
 /// A collector that answers 204 and hands each request body to the channel.

@@ -178,3 +178,40 @@ async fn postgres_purge_rewrites_rows_in_key_order() {
     assert_eq!(after.len(), 50);
     assert!(after.windows(2).all(|w| w[0] < w[1]), "rows rewritten in key order");
 }
+
+/// A row's xmin (the id of the transaction that wrote it) numbers the rows
+/// in arrival order and survives CLUSTER (PostgreSQL keeps the raw xmin even
+/// of frozen tuples). After a purge, every report and quarantined body must
+/// carry the same xmin, so that it orders nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_leaves_no_arrival_order_in_xmin() {
+    if pg_url().is_none() {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    }
+    let db = Db::new("postgres").await;
+    let store = open_pg(&db.url).await;
+    add_schema(&store, SCHEMA).await.unwrap();
+    let s = schema();
+    let week = Week::of_unix(WEEK_A);
+    for n in 0..20u64 {
+        store.insert_report(keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), 1, week)).await.unwrap();
+        let caps = optin_collector::storage::QuarantineCaps::default();
+        store.quarantine(&format!("sha256:{}", "0".repeat(64)), &week.to_string(), b"{}", caps).await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let distinct_xmin = |table: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!("SELECT count(DISTINCT xmin::text) FROM {table}");
+            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+        }
+    };
+    assert_eq!(distinct_xmin("reports").await, 20, "one transaction per arrival (the check below can fail)");
+    assert_eq!(distinct_xmin("quarantine").await, 20);
+    purge(&store, WEEK_A, 13).await.unwrap();
+    assert_eq!(store.count_reports().await.unwrap(), 20);
+    assert_eq!(distinct_xmin("reports").await, 1, "xmin still tells the reports' arrival order");
+    assert_eq!(distinct_xmin("quarantine").await, 1, "xmin still tells the quarantined bodies' arrival order");
+}

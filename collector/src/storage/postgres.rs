@@ -267,7 +267,16 @@ impl Store for PgStore {
         // CLUSTER rewrites the table into a new file in report_id order: the
         // deleted tuples' bytes are not copied, and the physical order no
         // longer follows arrival. It holds an exclusive lock while it runs.
-        let c = self.client().await?;
+        //
+        // A row's xmin (the transaction that wrote it) numbers the rows in
+        // arrival order, and CLUSTER keeps it (even frozen tuples keep their
+        // raw xmin). Rewriting every row in one transaction first gives them
+        // all the same xmin; CLUSTER then drops the old versions. The
+        // columns set are in no index, so the update stays cheap (HOT).
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body").await?;
+        tx.commit().await?;
         c.batch_execute("CLUSTER reports USING reports_pkey; CLUSTER quarantine USING quarantine_pkey").await?;
         c.batch_execute("VACUUM aggregates").await?;
         Ok(())

@@ -52,6 +52,7 @@ pub enum Reject {
     NotUtf8,
     MalformedJson,
     DuplicateKey,
+    NotCanonical,
     NotAnObject,
     WrongFormat,
     BadDigest,
@@ -81,6 +82,7 @@ impl Reject {
         Reject::NotUtf8,
         Reject::MalformedJson,
         Reject::DuplicateKey,
+        Reject::NotCanonical,
         Reject::NotAnObject,
         Reject::WrongFormat,
         Reject::BadDigest,
@@ -109,6 +111,7 @@ impl Reject {
             Reject::NotUtf8 => "not_utf8",
             Reject::MalformedJson => "malformed_json",
             Reject::DuplicateKey => "duplicate_key",
+            Reject::NotCanonical => "not_canonical",
             Reject::NotAnObject => "not_an_object",
             Reject::WrongFormat => "wrong_format",
             Reject::BadDigest => "bad_digest",
@@ -142,6 +145,7 @@ impl Reject {
             Reject::NotUtf8
                 | Reject::MalformedJson
                 | Reject::DuplicateKey
+                | Reject::NotCanonical
                 | Reject::NotAnObject
                 | Reject::WrongFormat
                 | Reject::BadDigest
@@ -276,8 +280,9 @@ fn is_library_version(s: &str) -> bool {
 }
 
 impl Envelope {
-    /// Checks what can be checked without the schema: strict JSON, an
-    /// object, the format number and a well-formed `schema_digest`.
+    /// Checks what can be checked without the schema: strict JSON in the
+    /// library's own spelling, an object, the format number and a
+    /// well-formed `schema_digest`.
     pub fn parse(body: &[u8]) -> Result<Envelope, Reject> {
         let text = std::str::from_utf8(body).map_err(|_| Reject::NotUtf8)?;
         let value = parse_json(text, "the report").map_err(|e| {
@@ -287,6 +292,14 @@ impl Envelope {
                 Reject::MalformedJson
             }
         })?;
+        // The library writes a report with serde_json: compact, keys sorted,
+        // strings escaped only where JSON requires. Any other spelling of the
+        // same value (white space, another key order, "\u0069map", -0, 1e3)
+        // is not something it produces, so it is refused whole rather than
+        // normalised: the body is byte for byte what the library would send.
+        if serde_json::to_string(&value).ok().as_deref() != Some(text) {
+            return Err(Reject::NotCanonical);
+        }
         let Value::Object(obj) = value else { return Err(Reject::NotAnObject) };
         if obj.get("format").and_then(Value::as_u64) != Some(u64::from(REPORT_FORMAT))
             || obj.get("format").is_some_and(Value::is_f64)
@@ -507,6 +520,52 @@ mod tests {
         assert_eq!(validate(&s, br#"{"format": 1, "format": 1}"#).unwrap_err(), Reject::DuplicateKey);
         let dup = good(&s).replacen("\"trial\":true", "\"trial\":true,\"trial\":false", 1);
         assert_eq!(validate(&s, dup.as_bytes()).unwrap_err(), Reject::DuplicateKey);
+    }
+
+    /// The same values spelt otherwise than the library spells them are
+    /// refused: a report is what the library could have sent, byte for byte.
+    #[test]
+    fn refuses_other_spellings_of_a_report() {
+        let s = schema();
+        let good = good(&s);
+        assert!(validate(&s, good.as_bytes()).is_ok());
+        let reordered = {
+            // "arch" moved from first to last key.
+            let (first, rest) = good[1..good.len() - 1].split_once(",\"fields\"").unwrap();
+            format!("{{\"fields\"{rest},{first}}}")
+        };
+        let spellings = [
+            good.replace("\"imap\"", "\"\\u0069map\""),
+            good.replace("\"linux\"", "\"\\u006cinux\""),
+            good.replace("\"report_id\"", "\"\\u0072eport_id\""),
+            good.replace("\"Mail Archiver\"", "\"Mail\\u0020Archiver\""),
+            good.replace(",", ", "),
+            good.replace(":", " : "),
+            format!(" {good}"),
+            format!("{good}\n"),
+            reordered,
+            good.replace("\"format\":1", "\"format\":1e0"),
+        ];
+        for body in &spellings {
+            assert_eq!(validate(&s, body.as_bytes()).unwrap_err(), Reject::NotCanonical, "{body}");
+            assert!(Reject::NotCanonical.is_malformed());
+        }
+        // serde_json's own spelling of a float: refused for its type.
+        assert_eq!(validate(&s, good.replace("\"format\":1", "\"format\":1.0").as_bytes()).unwrap_err(), Reject::WrongFormat);
+        let v3 = good.replace("\"schema_version\":3", "\"schema_version\":3.0");
+        assert_eq!(validate(&s, v3.as_bytes()).unwrap_err(), Reject::SchemaVersion);
+        // Numbers in a rounded count the library never writes.
+        let rounded = |n: &str| {
+            let mut v: Value = serde_json::from_str(&good).unwrap();
+            v["fields"]["archived"] = json!(20);
+            serde_json::to_string(&v).unwrap().replace("\"archived\":20", &format!("\"archived\":{n}"))
+        };
+        assert!(validate(&s, rounded("20").as_bytes()).is_ok());
+        for n in ["-0", "0.0", "2e1", "20.0", "2E1", "200e-1", "10000000000000000000.0", "100000000000000000000"] {
+            assert!(validate(&s, rounded(n).as_bytes()).is_err(), "{n}");
+        }
+        assert_eq!(validate(&s, rounded("-0").as_bytes()).unwrap_err(), Reject::NotCanonical);
+        assert_eq!(validate(&s, rounded("2e1").as_bytes()).unwrap_err(), Reject::NotCanonical);
     }
 
     #[test]

@@ -48,3 +48,63 @@ async fn other_spellings_of_a_report_are_refused() {
     assert_eq!(post(at, &good).await.status, 204);
     server.running.stop().await;
 }
+
+/// A body in a content coding the collector does not decode (gzip) is
+/// refused with 415, whatever its bytes, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_encodings_are_refused() {
+    let (server, _db) = server().await;
+    let at = server.ingest();
+    let answers = tokio::task::spawn_blocking(move || {
+        ["gzip", "br", "deflate", "identity, gzip"]
+            .iter()
+            .map(|coding| {
+                let headers = [("Content-Type", "application/json"), ("Content-Encoding", coding)];
+                post_with(at, &headers, &report(&report_id(1))).status
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, [415, 415, 415, 415]);
+    assert_eq!(server.state.store.count_reports().await.unwrap(), 0);
+    // "identity" is no coding at all.
+    let plain = tokio::task::spawn_blocking(move || {
+        let headers = [("Content-Type", "application/json"), ("Content-Encoding", "identity")];
+        post_with(at, &headers, &report(&report_id(1))).status
+    })
+    .await
+    .unwrap();
+    assert_eq!(plain, 204);
+    server.running.stop().await;
+}
+
+/// A request head far larger than any client needs (a 48 KiB header) is
+/// refused before it is buffered whole: hyper's default buffer would hold
+/// ~400 KiB per connection, 400 MiB over the default 1024 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_request_heads_are_refused() {
+    let (server, _db) = server().await;
+    let at = server.ingest();
+    let (big, normal) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(at).unwrap();
+        let body = report(&report_id(2));
+        let req = format!(
+            "POST /v1/report HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nX-Pad: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            "a".repeat(48 * 1024),
+            body.len()
+        );
+        // The server may close before reading it all.
+        let _ = s.write_all(req.as_bytes());
+        let big = read_response(&mut s);
+        let pad = "b".repeat(4 * 1024);
+        let normal = post_with(at, &[("Content-Type", "application/json"), ("X-Pad", &pad)], &report(&report_id(3)));
+        (big, normal)
+    })
+    .await
+    .unwrap();
+    assert_eq!(big.status, 431, "{big:?}");
+    assert_eq!(normal.status, 204, "a 4 KiB header is fine: {normal:?}");
+    assert_eq!(server.state.store.count_reports().await.unwrap(), 1);
+    server.running.stop().await;
+}

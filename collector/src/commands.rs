@@ -1,7 +1,8 @@
 //! The non-serving commands: schema add / list / check, purge.
 
 use crate::privacy::{keep, Week};
-use crate::storage::{SchemaRow, Store};
+use crate::rollup::Aggregates;
+use crate::storage::{SchemaRow, SchemaSet, Store};
 use optin_telemetry::error::parse_json;
 use optin_telemetry::schema::{CountEncoding, Kind, Schema};
 use optin_telemetry::validate::{Envelope, Reject};
@@ -66,23 +67,34 @@ pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, S
     let mut summary = AddSummary { id, digest: schema.digest.clone(), ..Default::default() };
     let held = store.quarantined(&schema.digest).await.map_err(|e| e.to_string())?;
     let mut rows = vec![];
-    let mut weeks = vec![];
     for q in &held {
         let checked = Envelope::parse(&q.body).and_then(|e| e.check(&schema));
         match (checked, Week::parse(&q.week)) {
-            (Ok(report), Some(week)) => {
-                rows.push(keep(&report, id, week));
-                if !weeks.contains(&q.week) {
-                    weeks.push(q.week.clone());
-                }
-            }
+            (Ok(report), Some(week)) => rows.push(keep(&report, id, week)),
             (Err(reason), _) => *summary.rejected.entry(reason.name()).or_default() += 1,
             (Ok(_), None) => *summary.rejected.entry(Reject::MalformedJson.name()).or_default() += 1,
         }
     }
-    summary.moved_in = store.insert_reports(rows).await.map_err(|e| e.to_string())?;
-    // Those weeks' aggregates (if already rolled up) must be recomputed.
-    store.invalidate_rollup(weeks).await.map_err(|e| e.to_string())?;
+    // A week already rolled up may have lost its other raw reports to
+    // retention, so a new rollup of it would count only these: their counts
+    // are added to its figures instead. Only reports stored now (not
+    // retries already stored) are counted.
+    let rolled_up = store.rolled_up_weeks().await.map_err(|e| e.to_string())?;
+    let schemas = SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?);
+    let mut late: BTreeMap<String, Aggregates> = BTreeMap::new();
+    for row in rows {
+        let late_week = rolled_up.contains(&row.week).then(|| row.week.clone());
+        let counted = late_week.as_ref().map(|_| row.clone());
+        if store.insert_report(row).await.map_err(|e| e.to_string())? {
+            summary.moved_in += 1;
+            if let (Some(week), Some(row)) = (late_week, counted) {
+                late.entry(week).or_default().add(&schemas, &row);
+            }
+        }
+    }
+    for (week, agg) in late {
+        store.add_to_rollup(&week, agg).await.map_err(|e| e.to_string())?;
+    }
     if !held.is_empty() {
         store.remove_quarantined(held.into_iter().map(|q| q.key).collect()).await.map_err(|e| e.to_string())?;
         store.compact().await.map_err(|e| e.to_string())?;

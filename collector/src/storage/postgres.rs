@@ -255,6 +255,30 @@ impl Store for PgStore {
         Ok(agg.reports())
     }
 
+    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let ins = tx
+            .prepare(
+                "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = aggregates.count + excluded.count",
+            )
+            .await?;
+        for ((schema_id, field, value), count) in &agg.cells {
+            tx.execute(&ins, &[&week, schema_id, field, value, count]).await?;
+        }
+        for (schema_id, reports) in &agg.totals {
+            tx.execute(
+                "INSERT INTO week_totals (week, schema_id, reports) VALUES ($1, $2, $3) \
+                 ON CONFLICT (week, schema_id) DO UPDATE SET reports = week_totals.reports + excluded.reports",
+                &[&week, schema_id, reports],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         Ok(self.client().await?.execute("DELETE FROM reports WHERE week < $1", &[&week]).await?)
     }

@@ -279,6 +279,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare(
+                    "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = count + excluded.count",
+                )?;
+                for ((schema_id, field, value), count) in &agg.cells {
+                    ins.execute(params![week, schema_id, field, value, count])?;
+                }
+                let mut tot = tx.prepare(
+                    "INSERT INTO week_totals (week, schema_id, reports) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (week, schema_id) DO UPDATE SET reports = reports + excluded.reports",
+                )?;
+                for (schema_id, reports) in &agg.totals {
+                    tot.execute(params![week, schema_id, reports])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         let week = week.to_string();
         self.with(move |c| Ok(c.execute("DELETE FROM reports WHERE week < ?1", [week])? as u64)).await

@@ -270,3 +270,41 @@ async fn late_move_in_keeps_rolled_up_counts_postgres() {
     let db = Db::new("postgres").await;
     late_move_in_keeps_rolled_up_counts(open_pg(&db.url).await).await;
 }
+
+/// A request that read the clock just before a week ended (or a process on
+/// the same PostgreSQL whose clock lags a little) stores its report in that
+/// week after the week ended. A rolled-up week is never rolled up again, so
+/// a purge right after midnight must not roll that week up yet.
+async fn report_stored_just_after_week_end_is_counted<S: Store>(store: S) {
+    let s = schema();
+    add_schema(&store, SCHEMA).await.unwrap();
+    let id = store.schemas().await.unwrap()[0].id;
+    let week = Week::parse("2026-W47").unwrap();
+    let week_end = week.minus(-1).start_unix();
+    let row = |n: u64| keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), id, week);
+    assert!(store.insert_report(row(1)).await.unwrap());
+    // A minute after the week ended, keeping no raw weeks at all: the week
+    // is neither rolled up nor deleted yet.
+    let early = purge(&store, week_end + 60, 0).await.unwrap();
+    assert_eq!((early.weeks_rolled_up.len(), early.reports_deleted), (0, 0), "{early:?}");
+    assert!(store.insert_report(row(2)).await.unwrap());
+    let later = purge(&store, week_end + 3 * 3600, 0).await.unwrap();
+    assert_eq!((later.weeks_rolled_up, later.reports_deleted), (vec!["2026-W47".to_string()], 2));
+    assert_eq!(store.week_totals("2026-W47").await.unwrap(), vec![(id, 2)], "a report of the week was left out of its figures");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_stored_just_after_week_end_is_counted_sqlite() {
+    let db = Db::new("sqlite").await;
+    report_stored_just_after_week_end_is_counted(open_sqlite(&db.sqlite_path().unwrap()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_stored_just_after_week_end_is_counted_postgres() {
+    if pg_url().is_none() {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    }
+    let db = Db::new("postgres").await;
+    report_stored_just_after_week_end_is_counted(open_pg(&db.url).await).await;
+}

@@ -315,6 +315,55 @@ impl Envelope {
         &self.digest
     }
 
+    /// Checks what does not need the schema: the keys, the report id, the
+    /// schema version and built-ins, and that every field has a name and a
+    /// value some schema could allow (a bool, a 1-2-5 count, a token or a
+    /// list of tokens). A collector runs it before keeping a report whose
+    /// schema is not registered yet, so that it never holds free text.
+    /// Whatever [`Envelope::check`] accepts passes it.
+    pub fn precheck(&self) -> Result<(), Reject> {
+        let obj = &self.obj;
+        if obj.keys().any(|k| !REPORT_KEYS.contains(&k.as_str())) {
+            return Err(Reject::UnknownKey);
+        }
+        if REPORT_KEYS.iter().any(|k| !obj.contains_key(*k)) {
+            return Err(Reject::MissingKey);
+        }
+        let string = |key: &str, why: Reject, ok: &dyn Fn(&str) -> bool| -> Result<(), Reject> {
+            obj[key].as_str().filter(|s| ok(s)).map(|_| ()).ok_or(why)
+        };
+        string("report_id", Reject::ReportId, &is_report_id)?;
+        let version = &obj["schema_version"];
+        if version.is_f64() || !version.as_u64().is_some_and(|v| (1..=u64::from(u32::MAX)).contains(&v)) {
+            return Err(Reject::SchemaVersion);
+        }
+        string("os_family", Reject::OsFamily, &|s| OS_FAMILIES.contains(&s))?;
+        string("os_version", Reject::OsVersion, &is_os_version)?;
+        string("arch", Reject::Arch, &|s| ARCHES.contains(&s))?;
+        string("product", Reject::Product, &is_valid_product)?;
+        string("product_version", Reject::ProductVersion, &is_valid_product_version)?;
+        string("library_version", Reject::LibraryVersion, &is_library_version)?;
+        let Value::Object(given) = &obj["fields"] else { return Err(Reject::FieldsNotObject) };
+        for (name, v) in given {
+            if !crate::schema::is_name(name) {
+                return Err(Reject::UnknownField);
+            }
+            // Bucket labels ("5-9", "25+") and choice values are tokens.
+            let token = |v: &Value| v.as_str().is_some_and(crate::schema::is_token);
+            let ok = match v {
+                Value::Bool(_) => true,
+                Value::Number(_) => v.as_u64().is_some_and(is_125) && !v.is_f64(),
+                Value::String(_) => token(v),
+                Value::Array(items) => items.len() <= crate::schema::MAX_VALUES && items.iter().all(token),
+                _ => return Err(Reject::WrongType),
+            };
+            if !ok {
+                return Err(Reject::ChoiceValue);
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the report against `schema`, which should be the schema with
     /// [`Envelope::digest`].
     pub fn check(self, schema: &Schema) -> Result<AcceptedReport, Reject> {
@@ -568,6 +617,29 @@ mod tests {
         assert_eq!(validate(&s, rounded("2e1").as_bytes()).unwrap_err(), Reject::NotCanonical);
     }
 
+    /// What no schema could accept is refused before the schema is known;
+    /// what the library builds passes.
+    #[test]
+    fn precheck_needs_no_schema() {
+        let s = schema();
+        assert_eq!(Envelope::parse(good(&s).as_bytes()).unwrap().precheck(), Ok(()));
+        let pre = |f: &dyn Fn(&mut Value)| Envelope::parse(&edited(f)).unwrap().precheck();
+        assert_eq!(pre(&|v| v["client_ip"] = json!("203.0.113.7")), Err(Reject::UnknownKey));
+        assert_eq!(pre(&|v| drop(v.as_object_mut().unwrap().remove("arch"))), Err(Reject::MissingKey));
+        assert_eq!(pre(&|v| v["report_id"] = json!("x")), Err(Reject::ReportId));
+        assert_eq!(pre(&|v| v["schema_version"] = json!(0)), Err(Reject::SchemaVersion));
+        assert_eq!(pre(&|v| v["os_version"] = json!("6.1 (host mail.example.com)")), Err(Reject::OsVersion));
+        assert_eq!(pre(&|v| v["product"] = json!("a@b")), Err(Reject::Product));
+        assert_eq!(pre(&|v| v["fields"]["Host Name"] = json!(true)), Err(Reject::UnknownField));
+        assert_eq!(pre(&|v| v["fields"]["note"] = json!("user alice@example.com")), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["note"] = json!(["ok", "a b"])), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!(1234)), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!({"a": 1})), Err(Reject::WrongType));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!(null)), Err(Reject::WrongType));
+        // A field the schema does not have but some schema could: passes.
+        assert_eq!(pre(&|v| v["fields"]["other"] = json!("25+")), Ok(()));
+    }
+
     #[test]
     fn accepts_every_value_the_library_can_send() {
         let s = schema();
@@ -636,6 +708,7 @@ mod tests {
             let identity = crate::report::ReportIdentity { id: format!("{:016x}{:016x}", next(), next()), draw_key };
             let body = crate::report::build(&s, &values, &builtins(), &identity);
             let r = validate(&s, body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert_eq!(Envelope::parse(body.as_bytes()).unwrap().precheck(), Ok(()), "{body}");
             for (i, v) in values.iter().enumerate() {
                 let encoded = r.fields[i].as_ref().map(|got| match got {
                     ReportValue::Bool(b) => json!(b),
@@ -681,6 +754,7 @@ mod tests {
             }
             if let Ok(r) = validate(&s, &b) {
                 accepted += 1;
+                assert_eq!(Envelope::parse(&b).unwrap().precheck(), Ok(()));
                 assert_eq!(r.schema_digest, s.digest);
             }
         }

@@ -108,3 +108,35 @@ async fn huge_request_heads_are_refused() {
     assert_eq!(server.state.store.count_reports().await.unwrap(), 1);
     server.running.stop().await;
 }
+
+/// The quarantine keeps bodies verbatim for up to 30 days, so it takes only
+/// reports some schema could accept: no extra keys, no free text in fields
+/// or built-ins. Those are refused with 422 and not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_keeps_no_free_text() {
+    let (server, _db) = server().await;
+    let at = server.ingest();
+    let other = SCHEMA.replace("\"version\": 2", "\"version\": 3");
+    let digest = optin_collector::commands::parse_schema(&other).unwrap().0.digest;
+    let q = |n: u64| report(&report_id(n)).replace(&schema().digest, &digest).replace("\"schema_version\":2", "\"schema_version\":3");
+    let bodies = [
+        // In key order, so only the content is wrong.
+        q(1).replace("\"fields\":", "\"client_ip\":\"203.0.113.7\",\"fields\":"),
+        q(2).replace("\"archived\":2000", "\"archived\":2000,\"note\":\"alice@example.com via 203.0.113.7\""),
+        q(3).replace("\"6.1\"", "\"6.1 mail.example.com\""),
+        q(4).replace("\"trial\":false", "\"trial\":{\"ip\":\"203.0.113.7\"}"),
+    ];
+    let answers = tokio::task::spawn_blocking(move || {
+        bodies.iter().map(|b| post_with(at, &[("Content-Type", "application/json")], b)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for r in &answers {
+        assert_eq!(r.status, 422, "{r:?}");
+    }
+    assert!(server.state.store.quarantined(&digest).await.unwrap().is_empty(), "free text kept in quarantine");
+    // A report of the right shape is quarantined as before.
+    assert_eq!(post(at, &q(5)).await.status, 202);
+    assert_eq!(server.state.store.quarantined(&digest).await.unwrap().len(), 1);
+    server.running.stop().await;
+}

@@ -172,6 +172,9 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let s = commands::add_schema(&store, &text).await.map_err(|e| format!("{}: {e}", file.display()))?;
             println!("registered {} (id {})", s.digest, s.id);
+            if let Some(w) = commands::parse_schema(&text).ok().and_then(|(schema, _)| commands::size_warning(&schema)) {
+                eprint!("optin-collector: {w}");
+            }
             if s.moved_in > 0 || !s.rejected.is_empty() {
                 println!("quarantine: {} report(s) moved in", s.moved_in);
                 for (reason, n) in &s.rejected {

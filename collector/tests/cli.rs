@@ -217,3 +217,69 @@ fn serves_over_tls() {
     // Not registered: 202 (quarantine) proves the request went through TLS to the handler.
     assert!(text.starts_with("HTTP/1.1 202"), "{text} / {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Started under a low soft limit on open files (a service manager's usual
+/// 1024, here 128) with the default --max-connections 1024, idle
+/// connections used up every descriptor: the admin listener could no longer
+/// accept (/healthz timed out) and the database could not open files.
+/// serve raises the soft limit, or lowers the cap to fit a low hard limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_connections_do_not_exhaust_file_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(bin().args(["--db", &db, "schema", "add"]).arg(&file).output().unwrap().status.success());
+    // (ulimit arguments, report number) -> (/healthz status, POST status, log)
+    let run = |ulimit: &str, n: u64| {
+        let (ip, ap) = (free_port(), free_port());
+        let log_path = dir.path().join(format!("serve{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let script = format!(
+            "ulimit {ulimit} && exec \"$0\" serve --db '{db}' --listen 127.0.0.1:{ip} --admin-listen 127.0.0.1:{ap} --request-timeout 600"
+        );
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_optin-collector")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{ap}").parse().unwrap();
+        let ingest: std::net::SocketAddr = format!("127.0.0.1:{ip}").parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(admin).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Answered at once, or not before the idle connections time out (600 s).
+        let within_10s = |to: std::net::SocketAddr, req: String| {
+            let mut s = std::net::TcpStream::connect(to).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+            read_response(&mut s).status
+        };
+        let body = report(&report_id(n));
+        let post = format!(
+            "POST /v1/report HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let idle: Vec<_> = (0..100).map(|_| std::net::TcpStream::connect(ingest).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Within the cap: served while 100 connections idle.
+        let stored = within_10s(ingest, post);
+        let more: Vec<_> = (0..100).map(|_| std::net::TcpStream::connect(ingest).unwrap()).collect();
+        // Let the server accept them all (or run out trying).
+        std::thread::sleep(Duration::from_millis(500));
+        let health = within_10s(admin, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into());
+        drop((idle, more));
+        let _ = child.kill();
+        let _ = child.wait();
+        (health, stored, std::fs::read_to_string(&log_path).unwrap())
+    };
+    let (health, stored, log) = run("-Sn 128", 5);
+    assert_eq!((health, stored), (200, 204), "{log}");
+    // A hard limit of 256: the cap is lowered to 256 - 128 and says so.
+    let (health, stored, log) = run("-n 256", 6);
+    assert_eq!((health, stored), (200, 204), "{log}");
+    assert!(log.contains("--max-connections 1024 lowered to 128: the open-file limit is 256"), "{log}");
+}

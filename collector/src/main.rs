@@ -124,6 +124,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.db {
         DbUrl::Sqlite(path) => {
             let store = SqliteStore::open(path).map_err(|e| format!("{}: {e}", cli.db))?;
+            // Otherwise serve would start and answer every report 503.
+            if matches!(cli.command, Command::Serve(_) | Command::Purge { .. }) && store.is_read_only() {
+                return Err(format!("{}: the database file is read-only; this command writes to it", cli.db));
+            }
             with_store(store, cli.command).await
         }
         DbUrl::Postgres(url) => {

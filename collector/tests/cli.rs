@@ -283,3 +283,59 @@ fn idle_connections_do_not_exhaust_file_descriptors() {
     assert_eq!((health, stored), (200, 204), "{log}");
     assert!(log.contains("--max-connections 1024 lowered to 128: the open-file limit is 256"), "{log}");
 }
+
+/// `serve` on a database file it cannot write (here: read-only to the user
+/// running it) started and then answered every report 503. It is a one-line
+/// error at start instead; reading commands still work.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_read_only_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    let db = format!("sqlite:{}", path.display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(bin().args(["--db", &db, "schema", "add"]).arg(&file).output().unwrap().status.success());
+    // The directory is writable (the -wal and -shm files can be made), the
+    // database file is not.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // root may write anyway: run as nobody (65534) then.
+    let as_user = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+        let mut c = bin();
+        if is_root {
+            c.uid(65534).gid(65534);
+        }
+        c.args(args).stdin(Stdio::null());
+        c
+    };
+    let (ip, ap) = (free_port(), free_port());
+    let (listen, admin) = (format!("127.0.0.1:{ip}"), format!("127.0.0.1:{ap}"));
+    let mut serve = as_user(&["--db", &db, "serve", "--listen", &listen, "--admin-listen", &admin])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = status.unwrap_or_else(|| panic!("serve kept running on a read-only database: {err}"));
+    assert!(!status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("read-only"), "{err}");
+    let list = as_user(&["--db", &db, "schema", "list"]).output().unwrap();
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+}

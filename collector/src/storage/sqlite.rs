@@ -86,6 +86,13 @@ impl SqliteStore {
         Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// True when the database file cannot be written (SQLite then opens it
+    /// read-only): fine for reading commands, not for serve.
+    pub fn is_read_only(&self) -> bool {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(false)
+    }
+
     async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {

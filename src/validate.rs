@@ -52,6 +52,7 @@ pub enum Reject {
     NotUtf8,
     MalformedJson,
     DuplicateKey,
+    NotCanonical,
     NotAnObject,
     WrongFormat,
     BadDigest,
@@ -81,6 +82,7 @@ impl Reject {
         Reject::NotUtf8,
         Reject::MalformedJson,
         Reject::DuplicateKey,
+        Reject::NotCanonical,
         Reject::NotAnObject,
         Reject::WrongFormat,
         Reject::BadDigest,
@@ -109,6 +111,7 @@ impl Reject {
             Reject::NotUtf8 => "not_utf8",
             Reject::MalformedJson => "malformed_json",
             Reject::DuplicateKey => "duplicate_key",
+            Reject::NotCanonical => "not_canonical",
             Reject::NotAnObject => "not_an_object",
             Reject::WrongFormat => "wrong_format",
             Reject::BadDigest => "bad_digest",
@@ -142,6 +145,7 @@ impl Reject {
             Reject::NotUtf8
                 | Reject::MalformedJson
                 | Reject::DuplicateKey
+                | Reject::NotCanonical
                 | Reject::NotAnObject
                 | Reject::WrongFormat
                 | Reject::BadDigest
@@ -276,8 +280,9 @@ fn is_library_version(s: &str) -> bool {
 }
 
 impl Envelope {
-    /// Checks what can be checked without the schema: strict JSON, an
-    /// object, the format number and a well-formed `schema_digest`.
+    /// Checks what can be checked without the schema: strict JSON in the
+    /// library's own spelling, an object, the format number and a
+    /// well-formed `schema_digest`.
     pub fn parse(body: &[u8]) -> Result<Envelope, Reject> {
         let text = std::str::from_utf8(body).map_err(|_| Reject::NotUtf8)?;
         let value = parse_json(text, "the report").map_err(|e| {
@@ -287,6 +292,14 @@ impl Envelope {
                 Reject::MalformedJson
             }
         })?;
+        // The library writes a report with serde_json: compact, keys sorted,
+        // strings escaped only where JSON requires. Any other spelling of the
+        // same value (white space, another key order, "\u0069map", -0, 1e3)
+        // is not something it produces, so it is refused whole rather than
+        // normalised: the body is byte for byte what the library would send.
+        if serde_json::to_string(&value).ok().as_deref() != Some(text) {
+            return Err(Reject::NotCanonical);
+        }
         let Value::Object(obj) = value else { return Err(Reject::NotAnObject) };
         if obj.get("format").and_then(Value::as_u64) != Some(u64::from(REPORT_FORMAT))
             || obj.get("format").is_some_and(Value::is_f64)
@@ -300,6 +313,55 @@ impl Envelope {
     /// The schema digest the report names (well-formed, not yet known to exist).
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Checks what does not need the schema: the keys, the report id, the
+    /// schema version and built-ins, and that every field has a name and a
+    /// value some schema could allow (a bool, a 1-2-5 count, a token or a
+    /// list of tokens). A collector runs it before keeping a report whose
+    /// schema is not registered yet, so that it never holds free text.
+    /// Whatever [`Envelope::check`] accepts passes it.
+    pub fn precheck(&self) -> Result<(), Reject> {
+        let obj = &self.obj;
+        if obj.keys().any(|k| !REPORT_KEYS.contains(&k.as_str())) {
+            return Err(Reject::UnknownKey);
+        }
+        if REPORT_KEYS.iter().any(|k| !obj.contains_key(*k)) {
+            return Err(Reject::MissingKey);
+        }
+        let string = |key: &str, why: Reject, ok: &dyn Fn(&str) -> bool| -> Result<(), Reject> {
+            obj[key].as_str().filter(|s| ok(s)).map(|_| ()).ok_or(why)
+        };
+        string("report_id", Reject::ReportId, &is_report_id)?;
+        let version = &obj["schema_version"];
+        if version.is_f64() || !version.as_u64().is_some_and(|v| (1..=u64::from(u32::MAX)).contains(&v)) {
+            return Err(Reject::SchemaVersion);
+        }
+        string("os_family", Reject::OsFamily, &|s| OS_FAMILIES.contains(&s))?;
+        string("os_version", Reject::OsVersion, &is_os_version)?;
+        string("arch", Reject::Arch, &|s| ARCHES.contains(&s))?;
+        string("product", Reject::Product, &is_valid_product)?;
+        string("product_version", Reject::ProductVersion, &is_valid_product_version)?;
+        string("library_version", Reject::LibraryVersion, &is_library_version)?;
+        let Value::Object(given) = &obj["fields"] else { return Err(Reject::FieldsNotObject) };
+        for (name, v) in given {
+            if !crate::schema::is_name(name) {
+                return Err(Reject::UnknownField);
+            }
+            // Bucket labels ("5-9", "25+") and choice values are tokens.
+            let token = |v: &Value| v.as_str().is_some_and(crate::schema::is_token);
+            let ok = match v {
+                Value::Bool(_) => true,
+                Value::Number(_) => v.as_u64().is_some_and(is_125) && !v.is_f64(),
+                Value::String(_) => token(v),
+                Value::Array(items) => items.len() <= crate::schema::MAX_VALUES && items.iter().all(token),
+                _ => return Err(Reject::WrongType),
+            };
+            if !ok {
+                return Err(Reject::ChoiceValue);
+            }
+        }
+        Ok(())
     }
 
     /// Checks the report against `schema`, which should be the schema with
@@ -509,6 +571,75 @@ mod tests {
         assert_eq!(validate(&s, dup.as_bytes()).unwrap_err(), Reject::DuplicateKey);
     }
 
+    /// The same values spelt otherwise than the library spells them are
+    /// refused: a report is what the library could have sent, byte for byte.
+    #[test]
+    fn refuses_other_spellings_of_a_report() {
+        let s = schema();
+        let good = good(&s);
+        assert!(validate(&s, good.as_bytes()).is_ok());
+        let reordered = {
+            // "arch" moved from first to last key.
+            let (first, rest) = good[1..good.len() - 1].split_once(",\"fields\"").unwrap();
+            format!("{{\"fields\"{rest},{first}}}")
+        };
+        let spellings = [
+            good.replace("\"imap\"", "\"\\u0069map\""),
+            good.replace("\"linux\"", "\"\\u006cinux\""),
+            good.replace("\"report_id\"", "\"\\u0072eport_id\""),
+            good.replace("\"Mail Archiver\"", "\"Mail\\u0020Archiver\""),
+            good.replace(",", ", "),
+            good.replace(":", " : "),
+            format!(" {good}"),
+            format!("{good}\n"),
+            reordered,
+            good.replace("\"format\":1", "\"format\":1e0"),
+        ];
+        for body in &spellings {
+            assert_eq!(validate(&s, body.as_bytes()).unwrap_err(), Reject::NotCanonical, "{body}");
+            assert!(Reject::NotCanonical.is_malformed());
+        }
+        // serde_json's own spelling of a float: refused for its type.
+        assert_eq!(validate(&s, good.replace("\"format\":1", "\"format\":1.0").as_bytes()).unwrap_err(), Reject::WrongFormat);
+        let v3 = good.replace("\"schema_version\":3", "\"schema_version\":3.0");
+        assert_eq!(validate(&s, v3.as_bytes()).unwrap_err(), Reject::SchemaVersion);
+        // Numbers in a rounded count the library never writes.
+        let rounded = |n: &str| {
+            let mut v: Value = serde_json::from_str(&good).unwrap();
+            v["fields"]["archived"] = json!(20);
+            serde_json::to_string(&v).unwrap().replace("\"archived\":20", &format!("\"archived\":{n}"))
+        };
+        assert!(validate(&s, rounded("20").as_bytes()).is_ok());
+        for n in ["-0", "0.0", "2e1", "20.0", "2E1", "200e-1", "10000000000000000000.0", "100000000000000000000"] {
+            assert!(validate(&s, rounded(n).as_bytes()).is_err(), "{n}");
+        }
+        assert_eq!(validate(&s, rounded("-0").as_bytes()).unwrap_err(), Reject::NotCanonical);
+        assert_eq!(validate(&s, rounded("2e1").as_bytes()).unwrap_err(), Reject::NotCanonical);
+    }
+
+    /// What no schema could accept is refused before the schema is known;
+    /// what the library builds passes.
+    #[test]
+    fn precheck_needs_no_schema() {
+        let s = schema();
+        assert_eq!(Envelope::parse(good(&s).as_bytes()).unwrap().precheck(), Ok(()));
+        let pre = |f: &dyn Fn(&mut Value)| Envelope::parse(&edited(f)).unwrap().precheck();
+        assert_eq!(pre(&|v| v["client_ip"] = json!("203.0.113.7")), Err(Reject::UnknownKey));
+        assert_eq!(pre(&|v| drop(v.as_object_mut().unwrap().remove("arch"))), Err(Reject::MissingKey));
+        assert_eq!(pre(&|v| v["report_id"] = json!("x")), Err(Reject::ReportId));
+        assert_eq!(pre(&|v| v["schema_version"] = json!(0)), Err(Reject::SchemaVersion));
+        assert_eq!(pre(&|v| v["os_version"] = json!("6.1 (host mail.example.com)")), Err(Reject::OsVersion));
+        assert_eq!(pre(&|v| v["product"] = json!("a@b")), Err(Reject::Product));
+        assert_eq!(pre(&|v| v["fields"]["Host Name"] = json!(true)), Err(Reject::UnknownField));
+        assert_eq!(pre(&|v| v["fields"]["note"] = json!("user alice@example.com")), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["note"] = json!(["ok", "a b"])), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!(1234)), Err(Reject::ChoiceValue));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!({"a": 1})), Err(Reject::WrongType));
+        assert_eq!(pre(&|v| v["fields"]["n"] = json!(null)), Err(Reject::WrongType));
+        // A field the schema does not have but some schema could: passes.
+        assert_eq!(pre(&|v| v["fields"]["other"] = json!("25+")), Ok(()));
+    }
+
     #[test]
     fn accepts_every_value_the_library_can_send() {
         let s = schema();
@@ -577,6 +708,7 @@ mod tests {
             let identity = crate::report::ReportIdentity { id: format!("{:016x}{:016x}", next(), next()), draw_key };
             let body = crate::report::build(&s, &values, &builtins(), &identity);
             let r = validate(&s, body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert_eq!(Envelope::parse(body.as_bytes()).unwrap().precheck(), Ok(()), "{body}");
             for (i, v) in values.iter().enumerate() {
                 let encoded = r.fields[i].as_ref().map(|got| match got {
                     ReportValue::Bool(b) => json!(b),
@@ -622,6 +754,7 @@ mod tests {
             }
             if let Ok(r) = validate(&s, &b) {
                 accepted += 1;
+                assert_eq!(Envelope::parse(&b).unwrap().precheck(), Ok(()));
                 assert_eq!(r.schema_digest, s.digest);
             }
         }

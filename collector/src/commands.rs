@@ -1,7 +1,8 @@
 //! The non-serving commands: schema add / list / check, purge.
 
 use crate::privacy::{keep, Week};
-use crate::storage::{SchemaRow, Store};
+use crate::rollup::Aggregates;
+use crate::storage::{SchemaRow, SchemaSet, Store};
 use optin_telemetry::error::parse_json;
 use optin_telemetry::schema::{CountEncoding, Kind, Schema};
 use optin_telemetry::validate::{Envelope, Reject};
@@ -47,7 +48,61 @@ pub fn check_report(schema: &Schema) -> (String, bool) {
             "warning: {total:.2} identifying bits is above {MAX_BITS}: one report could single out an installation\n"
         ));
     }
+    if let Some(w) = size_warning(schema) {
+        out.push_str(&w);
+    }
     (out, over)
+}
+
+/// The collector's body limit (413 beyond it).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// An upper bound on the body the library can send for `schema`: every
+/// field set to its longest value, every built-in at its longest, written
+/// with the library's own serializer.
+pub fn largest_report_bytes(schema: &Schema) -> usize {
+    use optin_telemetry::validate::{bucket_labels, ARCHES, OS_FAMILIES};
+    use serde_json::{json, Map, Value};
+    let longest = |v: &[String]| v.iter().max_by_key(|s| s.len()).cloned().unwrap_or_default();
+    let mut fields = Map::new();
+    for f in &schema.fields {
+        let v = match &f.kind {
+            Kind::Bool => json!(false),
+            Kind::Count { encoding: CountEncoding::Buckets(b) } => json!(longest(&bucket_labels(b))),
+            Kind::Count { encoding: CountEncoding::Round125 } => json!(u64::MAX),
+            Kind::Choice { values } => json!(longest(values)),
+            Kind::Choices { values } => json!(values),
+        };
+        fields.insert(f.name.clone(), v);
+    }
+    let widest = |v: &[&str]| "x".repeat(v.iter().map(|s| s.len()).max().unwrap_or(0));
+    let report = json!({
+        "arch": widest(ARCHES),
+        "fields": Value::Object(fields),
+        "format": 1,
+        // The patterns' longest: 3 x 10 digits; 64 characters; 4 x 9
+        // digits; 3 x 9 digits and a 32-character pre-release.
+        "os_family": widest(OS_FAMILIES),
+        "os_version": "1111111111.1111111111.1111111111",
+        "product": "x".repeat(64),
+        "product_version": "111111111.111111111.111111111.111111111",
+        "library_version": format!("111111111.111111111.111111111-{}", "x".repeat(32)),
+        "report_id": "0".repeat(32),
+        "schema_digest": schema.digest,
+        "schema_version": u64::from(schema.version),
+    });
+    serde_json::to_string(&report).map_or(usize::MAX, |s| s.len())
+}
+
+/// A warning when some report of `schema` would be over the body limit: the
+/// library would send it and the collector answer 413 every time.
+pub fn size_warning(schema: &Schema) -> Option<String> {
+    let n = largest_report_bytes(schema);
+    (n > MAX_BODY).then(|| {
+        format!(
+            "warning: a report of this schema can be {n} bytes, over the collector's {MAX_BODY}-byte limit: such reports are refused (413); use fewer or shorter fields and values\n"
+        )
+    })
 }
 
 #[derive(Debug, Default)]
@@ -66,23 +121,34 @@ pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, S
     let mut summary = AddSummary { id, digest: schema.digest.clone(), ..Default::default() };
     let held = store.quarantined(&schema.digest).await.map_err(|e| e.to_string())?;
     let mut rows = vec![];
-    let mut weeks = vec![];
     for q in &held {
         let checked = Envelope::parse(&q.body).and_then(|e| e.check(&schema));
         match (checked, Week::parse(&q.week)) {
-            (Ok(report), Some(week)) => {
-                rows.push(keep(&report, id, week));
-                if !weeks.contains(&q.week) {
-                    weeks.push(q.week.clone());
-                }
-            }
+            (Ok(report), Some(week)) => rows.push(keep(&report, id, week)),
             (Err(reason), _) => *summary.rejected.entry(reason.name()).or_default() += 1,
             (Ok(_), None) => *summary.rejected.entry(Reject::MalformedJson.name()).or_default() += 1,
         }
     }
-    summary.moved_in = store.insert_reports(rows).await.map_err(|e| e.to_string())?;
-    // Those weeks' aggregates (if already rolled up) must be recomputed.
-    store.invalidate_rollup(weeks).await.map_err(|e| e.to_string())?;
+    // A week already rolled up may have lost its other raw reports to
+    // retention, so a new rollup of it would count only these: their counts
+    // are added to its figures instead. Only reports stored now (not
+    // retries already stored) are counted.
+    let rolled_up = store.rolled_up_weeks().await.map_err(|e| e.to_string())?;
+    let schemas = SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?);
+    let mut late: BTreeMap<String, Aggregates> = BTreeMap::new();
+    for row in rows {
+        let late_week = rolled_up.contains(&row.week).then(|| row.week.clone());
+        let counted = late_week.as_ref().map(|_| row.clone());
+        if store.insert_report(row).await.map_err(|e| e.to_string())? {
+            summary.moved_in += 1;
+            if let (Some(week), Some(row)) = (late_week, counted) {
+                late.entry(week).or_default().add(&schemas, &row);
+            }
+        }
+    }
+    for (week, agg) in late {
+        store.add_to_rollup(&week, agg).await.map_err(|e| e.to_string())?;
+    }
     if !held.is_empty() {
         store.remove_quarantined(held.into_iter().map(|q| q.key).collect()).await.map_err(|e| e.to_string())?;
         store.compact().await.map_err(|e| e.to_string())?;
@@ -161,6 +227,63 @@ fn field_count(body: &str) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn builtins_at_longest() -> optin_telemetry::report::Builtins {
+        optin_telemetry::report::Builtins {
+            os_family: "emscripten".into(),
+            os_version: "1234567890.1234567890.1234567890".into(),
+            arch: "loongarch64".into(),
+            product: "P".repeat(64),
+            product_version: "123456789.123456789.123456789.123456789".into(),
+            library_version: format!("123456789.123456789.123456789-{}", "r".repeat(32)),
+        }
+    }
+
+    /// A schema the library accepts (with a raised max_bits) can make
+    /// reports over 16 KiB: the library would send them, the collector
+    /// refuse them, so `schema check` and `schema add` warn. The bound is
+    /// never below what the library really builds.
+    #[test]
+    fn warns_when_reports_can_exceed_the_body_limit() {
+        use optin_telemetry::report::{build, ReportIdentity};
+        use optin_telemetry::schema::FieldValue;
+        let identity = ReportIdentity { id: "0123456789abcdef0123456789abcdef".into(), draw_key: [3; 32] };
+        let wide: Vec<_> = (0..200)
+            .map(|i| {
+                let name = format!("f{i:03}_{}", "n".repeat(59));
+                json!({"name": name, "type": "choice", "values": ["a".repeat(64), "b".repeat(64)], "description": {"en": "x"}})
+            })
+            .collect();
+        let wide = Schema::from_json(&json!({"version": 1, "fields": wide})).unwrap();
+        let values: Vec<_> = wide.fields.iter().map(|_| Some(FieldValue::Choice(1))).collect();
+        let sent = build(&wide, &values, &builtins_at_longest(), &identity).len();
+        assert!(sent > MAX_BODY, "the library builds {sent} bytes");
+        assert!(largest_report_bytes(&wide) >= sent);
+        let (text, _) = check_report(&wide);
+        assert!(text.contains("over the collector's 16384-byte limit"), "{text}");
+
+        let small = Schema::from_json(&json!({"version": 4, "fields": [
+            {"name": "users", "type": "count", "buckets": [1, 5, 10, 25], "description": {"en": "x"}},
+            {"name": "archived", "type": "count", "rounding": "1-2-5", "description": {"en": "x"}},
+            {"name": "trial", "type": "bool", "description": {"en": "x"}},
+            {"name": "edition", "type": "choice", "values": ["standard", "enterprise"], "description": {"en": "x"}},
+            {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365"], "description": {"en": "x"}}
+        ]}))
+        .unwrap();
+        let bound = largest_report_bytes(&small);
+        for count in [0, 7, 25, 1 << 40, u64::MAX] {
+            let values = vec![
+                Some(FieldValue::Count(count)),
+                Some(FieldValue::Count(count)),
+                Some(FieldValue::Bool(true)),
+                Some(FieldValue::Choice(1)),
+                Some(FieldValue::Choices([0, 1, 2].into_iter().collect())),
+            ];
+            let sent = build(&small, &values, &builtins_at_longest(), &identity).len();
+            assert!(sent <= bound, "{sent} > {bound}");
+        }
+        assert!(!check_report(&small).0.contains("byte limit"));
+    }
 
     #[test]
     fn bits_follow_the_library_rule() {

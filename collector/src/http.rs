@@ -79,6 +79,11 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        // Nothing here decodes gzip and the like; a coded body is refused
+        // rather than read as if it were the report (RFC 9110 8.4.1).
+        let coded = parts.headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+            v.to_str().map_or(true, |v| v.split(',').any(|c| !c.trim().eq_ignore_ascii_case("identity")))
+        });
         let declared: Option<u64> =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         drop(parts);
@@ -87,9 +92,9 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
             state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
             return Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
         }
-        if !json {
+        if !json || coded {
             state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
-            return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json"));
+            return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, if coded { "content_encoding" } else { "not_json" }));
         }
         // A client dripping its body a byte at a time holds this slot for at
         // most request_timeout.
@@ -145,6 +150,11 @@ async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Read buffer per connection, and so the largest request head: a client
+/// needs well under 1 KiB; hyper's default (~400 KiB) would let each of
+/// the 1024 connections hold that much in headers. Bodies stream through it.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
     pub max_connections: usize,
@@ -185,7 +195,7 @@ pub async fn serve_http(
             let _slot = slot;
             let service = TowerToHyperService::new(router.into_service::<hyper::body::Incoming>());
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
             match tls {
                 Some(acceptor) => {
                     let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await else {

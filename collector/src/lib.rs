@@ -63,7 +63,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             ingest_path: "/v1/report".into(),
-            max_body: 16 * 1024,
+            max_body: commands::MAX_BODY,
             max_inflight: 256,
             max_connections: 1024,
             request_timeout: Duration::from_secs(10),

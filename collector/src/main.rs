@@ -149,6 +149,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.db {
         DbUrl::Sqlite(path) => {
             let store = SqliteStore::open(path).map_err(|e| format!("{}: {e}", cli.db))?;
+            // Otherwise serve would start and answer every report 503.
+            if matches!(cli.command, Command::Serve(_) | Command::Purge { .. }) && store.is_read_only() {
+                return Err(format!("{}: the database file is read-only; this command writes to it", cli.db));
+            }
             with_store(store, cli.command).await
         }
         DbUrl::Postgres(url) => {
@@ -191,7 +195,7 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
                 public: a.public,
                 ingest_path: a.ingest_path,
                 max_inflight: a.max_inflight.max(1),
-                max_connections: a.max_connections.max(1),
+                max_connections: fit_connections(a.max_connections.max(1)),
                 request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
                 retain_weeks: a.retain_weeks,
                 ..Options::default()
@@ -217,6 +221,9 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let s = commands::add_schema(&store, &text).await.map_err(|e| format!("{}: {e}", file.display()))?;
             println!("registered {} (id {})", s.digest, s.id);
+            if let Some(w) = commands::parse_schema(&text).ok().and_then(|(schema, _)| commands::size_warning(&schema)) {
+                eprint!("optin-collector: {w}");
+            }
             if s.moved_in > 0 || !s.rejected.is_empty() {
                 println!("quarantine: {} report(s) moved in", s.moved_in);
                 for (reason, n) in &s.rejected {
@@ -251,6 +258,50 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Descriptors kept free beside the ingest connections: the admin
+/// listener's 64 connections, the database (files or pooled connections),
+/// the listeners and standard streams.
+const RESERVED_FDS: usize = 128;
+
+/// A service manager's default soft limit on open files (often 1024) is
+/// below what --max-connections (default 1024) needs; at that limit accept
+/// fails, so the admin listener and the database starve too. Raises the
+/// soft limit to the hard one and, if that is still too low, lowers the
+/// connection cap to fit (saying so once).
+fn fit_connections(wanted: usize) -> usize {
+    let Some(limit) = open_file_limit() else { return wanted };
+    let fits = limit.saturating_sub(RESERVED_FDS).max(1);
+    if wanted > fits {
+        eprintln!("optin-collector: --max-connections {wanted} lowered to {fits}: the open-file limit is {limit}");
+        fits
+    } else {
+        wanted
+    }
+}
+
+#[cfg(unix)]
+fn open_file_limit() -> Option<usize> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> Option<usize> {
+    None
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.

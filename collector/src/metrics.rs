@@ -40,7 +40,7 @@ impl Metrics {
         counter("optin_reports_quarantined_total", "Reports kept in quarantine (digest not registered).", &self.quarantined);
         counter("optin_reports_quarantine_full_total", "Reports refused because the quarantine cap was reached.", &self.quarantine_full);
         counter("optin_requests_too_large_total", "Requests over the body limit.", &self.too_large);
-        counter("optin_requests_unsupported_media_type_total", "Requests not sent as application/json.", &self.unsupported_media_type);
+        counter("optin_requests_unsupported_media_type_total", "Requests not sent as application/json, or in a content coding.", &self.unsupported_media_type);
         counter("optin_requests_rate_limited_total", "Requests answered 429 by the global limiter.", &self.rate_limited);
         counter("optin_requests_timeout_total", "Requests whose body did not arrive in time.", &self.timeouts);
         counter("optin_storage_errors_total", "Requests answered 503 because storage failed.", &self.storage_errors);

@@ -28,6 +28,11 @@ pub async fn receive<S: Store>(state: &AppState<S>, body: &[u8]) -> Result<Outco
         registered = state.schemas().by_digest.get(envelope.digest()).cloned();
     }
     let Some((schema_id, schema)) = registered else {
+        // Kept verbatim until the schema is registered: only what some
+        // schema could allow, never free text or extra keys.
+        if let Err(reason) = envelope.precheck() {
+            return Ok(rejected(state, reason));
+        }
         let caps: QuarantineCaps = state.options.quarantine;
         return Ok(if state.store.quarantine(envelope.digest(), &week.to_string(), body, caps).await? {
             state.metrics.quarantined.fetch_add(1, Ordering::Relaxed);

@@ -217,3 +217,125 @@ fn serves_over_tls() {
     // Not registered: 202 (quarantine) proves the request went through TLS to the handler.
     assert!(text.starts_with("HTTP/1.1 202"), "{text} / {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Started under a low soft limit on open files (a service manager's usual
+/// 1024, here 128) with the default --max-connections 1024, idle
+/// connections used up every descriptor: the admin listener could no longer
+/// accept (/healthz timed out) and the database could not open files.
+/// serve raises the soft limit, or lowers the cap to fit a low hard limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_connections_do_not_exhaust_file_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(bin().args(["--db", &db, "schema", "add"]).arg(&file).output().unwrap().status.success());
+    // (ulimit arguments, report number) -> (/healthz status, POST status, log)
+    let run = |ulimit: &str, n: u64| {
+        let (ip, ap) = (free_port(), free_port());
+        let log_path = dir.path().join(format!("serve{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let script = format!(
+            "ulimit {ulimit} && exec \"$0\" serve --db '{db}' --listen 127.0.0.1:{ip} --admin-listen 127.0.0.1:{ap} --request-timeout 600"
+        );
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_optin-collector")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{ap}").parse().unwrap();
+        let ingest: std::net::SocketAddr = format!("127.0.0.1:{ip}").parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(admin).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Answered at once, or not before the idle connections time out (600 s).
+        let within_10s = |to: std::net::SocketAddr, req: String| {
+            let mut s = std::net::TcpStream::connect(to).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+            read_response(&mut s).status
+        };
+        let body = report(&report_id(n));
+        let post = format!(
+            "POST /v1/report HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let idle: Vec<_> = (0..100).map(|_| std::net::TcpStream::connect(ingest).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Within the cap: served while 100 connections idle.
+        let stored = within_10s(ingest, post);
+        let more: Vec<_> = (0..100).map(|_| std::net::TcpStream::connect(ingest).unwrap()).collect();
+        // Let the server accept them all (or run out trying).
+        std::thread::sleep(Duration::from_millis(500));
+        let health = within_10s(admin, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into());
+        drop((idle, more));
+        let _ = child.kill();
+        let _ = child.wait();
+        (health, stored, std::fs::read_to_string(&log_path).unwrap())
+    };
+    let (health, stored, log) = run("-Sn 128", 5);
+    assert_eq!((health, stored), (200, 204), "{log}");
+    // A hard limit of 256: the cap is lowered to 256 - 128 and says so.
+    let (health, stored, log) = run("-n 256", 6);
+    assert_eq!((health, stored), (200, 204), "{log}");
+    assert!(log.contains("--max-connections 1024 lowered to 128: the open-file limit is 256"), "{log}");
+}
+
+/// `serve` on a database file it cannot write (here: read-only to the user
+/// running it) started and then answered every report 503. It is a one-line
+/// error at start instead; reading commands still work.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_read_only_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    let db = format!("sqlite:{}", path.display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(bin().args(["--db", &db, "schema", "add"]).arg(&file).output().unwrap().status.success());
+    // The directory is writable (the -wal and -shm files can be made), the
+    // database file is not.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // root may write anyway: run as nobody (65534) then.
+    let as_user = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+        let mut c = bin();
+        if is_root {
+            c.uid(65534).gid(65534);
+        }
+        c.args(args).stdin(Stdio::null());
+        c
+    };
+    let (ip, ap) = (free_port(), free_port());
+    let (listen, admin) = (format!("127.0.0.1:{ip}"), format!("127.0.0.1:{ap}"));
+    let mut serve = as_user(&["--db", &db, "serve", "--listen", &listen, "--admin-listen", &admin])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = status.unwrap_or_else(|| panic!("serve kept running on a read-only database: {err}"));
+    assert!(!status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("read-only"), "{err}");
+    let list = as_user(&["--db", &db, "schema", "list"]).output().unwrap();
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+}

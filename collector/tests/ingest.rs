@@ -38,7 +38,8 @@ async fn ingest_table<S: Store>(store: S) {
         (report(&report_id(2)).replace("\"users\":\"5-9\"", "\"users\":\"5-10\""), Reject::BucketLabel),
         (report(&report_id(3)).replace("2000", "2001"), Reject::RoundedValue),
         (report(&report_id(4)).replace("[\"imap\",\"gmail\"]", "[\"gmail\",\"imap\"]"), Reject::ChoicesOrder),
-        (report(&report_id(5)).replace("\"trial\":false", "\"trial\":false,\"hostname\":true"), Reject::UnknownField),
+        // In key order, as the library would write it, so only the field is wrong.
+        (report(&report_id(5)).replace("\"profiles\":", "\"hostname\":true,\"profiles\":"), Reject::UnknownField),
         (report(&report_id(6)).replace("\"trial\":false", "\"trial\":\"no\""), Reject::WrongType),
         (report(&report_id(7)).replace("\"linux\"", "\"plan9\""), Reject::OsFamily),
         (report(&report_id(8)).replace("\"5.2.1\"", "\"5.2.1-beta\""), Reject::ProductVersion),

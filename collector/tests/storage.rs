@@ -178,3 +178,133 @@ async fn postgres_purge_rewrites_rows_in_key_order() {
     assert_eq!(after.len(), 50);
     assert!(after.windows(2).all(|w| w[0] < w[1]), "rows rewritten in key order");
 }
+
+/// A row's xmin (the id of the transaction that wrote it) numbers the rows
+/// in arrival order and survives CLUSTER (PostgreSQL keeps the raw xmin even
+/// of frozen tuples). After a purge, every report and quarantined body must
+/// carry the same xmin, so that it orders nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_leaves_no_arrival_order_in_xmin() {
+    if pg_url().is_none() {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    }
+    let db = Db::new("postgres").await;
+    let store = open_pg(&db.url).await;
+    add_schema(&store, SCHEMA).await.unwrap();
+    let s = schema();
+    let week = Week::of_unix(WEEK_A);
+    for n in 0..20u64 {
+        store.insert_report(keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), 1, week)).await.unwrap();
+        let caps = optin_collector::storage::QuarantineCaps::default();
+        store.quarantine(&format!("sha256:{}", "0".repeat(64)), &week.to_string(), b"{}", caps).await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let distinct_xmin = |table: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!("SELECT count(DISTINCT xmin::text) FROM {table}");
+            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+        }
+    };
+    assert_eq!(distinct_xmin("reports").await, 20, "one transaction per arrival (the check below can fail)");
+    assert_eq!(distinct_xmin("quarantine").await, 20);
+    purge(&store, WEEK_A, 13).await.unwrap();
+    assert_eq!(store.count_reports().await.unwrap(), 20);
+    assert_eq!(distinct_xmin("reports").await, 1, "xmin still tells the reports' arrival order");
+    assert_eq!(distinct_xmin("quarantine").await, 1, "xmin still tells the quarantined bodies' arrival order");
+}
+
+/// With a short retention, a week can be rolled up and its raw reports
+/// deleted while reports of that week still wait in quarantine. Moving them
+/// in later adds them to the week's figures; it must not replace the
+/// figures with a new rollup of whatever raw reports are left.
+async fn late_move_in_keeps_rolled_up_counts<S: Store>(store: S) {
+    let week = Week::of_unix(WEEK_A);
+    let s = schema();
+    add_schema(&store, SCHEMA).await.unwrap();
+    let id = store.schemas().await.unwrap()[0].id;
+    for n in 0..3u64 {
+        store.insert_report(keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), id, week)).await.unwrap();
+    }
+    // Two bodies (one sent twice, a retry) of a schema not registered yet.
+    let other = SCHEMA.replace("\"version\": 2", "\"version\": 3");
+    let other_digest = optin_collector::commands::parse_schema(&other).unwrap().0.digest;
+    let q = |n: u64| {
+        report(&report_id(n)).replace(&s.digest, &other_digest).replace("\"schema_version\":2", "\"schema_version\":3")
+    };
+    for n in [10, 11, 11] {
+        assert!(store.quarantine(&other_digest, &week.to_string(), q(n).as_bytes(), Default::default()).await.unwrap());
+    }
+    // Two weeks on, with one week of retention: rolled up, raw deleted.
+    let later = WEEK_A + 14 * 86_400;
+    let first = purge(&store, later, 1).await.unwrap();
+    assert_eq!((first.weeks_rolled_up.len(), first.reports_deleted), (1, 3));
+    assert_eq!(store.week_totals(&week.to_string()).await.unwrap(), vec![(id, 3)]);
+    // The schema is registered; its quarantined reports move in.
+    let added = add_schema(&store, &other).await.unwrap();
+    assert_eq!(added.moved_in, 2);
+    purge(&store, later, 1).await.unwrap();
+    let mut totals = store.week_totals(&week.to_string()).await.unwrap();
+    totals.sort();
+    assert_eq!(totals, vec![(id, 3), (added.id, 2)], "the rolled-up counts of the week were lost");
+    let aggs = store.aggregates(&week.to_string()).await.unwrap();
+    let count = |schema_id: i64| aggs.iter().find(|a| a.schema_id == schema_id && a.field == "os_family").map(|a| a.count);
+    assert_eq!((count(id), count(added.id)), (Some(3), Some(2)));
+    assert_eq!(store.count_reports().await.unwrap(), 0, "the moved-in reports are past retention too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_move_in_keeps_rolled_up_counts_sqlite() {
+    let db = Db::new("sqlite").await;
+    late_move_in_keeps_rolled_up_counts(open_sqlite(&db.sqlite_path().unwrap()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_move_in_keeps_rolled_up_counts_postgres() {
+    if pg_url().is_none() {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    }
+    let db = Db::new("postgres").await;
+    late_move_in_keeps_rolled_up_counts(open_pg(&db.url).await).await;
+}
+
+/// A request that read the clock just before a week ended (or a process on
+/// the same PostgreSQL whose clock lags a little) stores its report in that
+/// week after the week ended. A rolled-up week is never rolled up again, so
+/// a purge right after midnight must not roll that week up yet.
+async fn report_stored_just_after_week_end_is_counted<S: Store>(store: S) {
+    let s = schema();
+    add_schema(&store, SCHEMA).await.unwrap();
+    let id = store.schemas().await.unwrap()[0].id;
+    let week = Week::parse("2026-W47").unwrap();
+    let week_end = week.minus(-1).start_unix();
+    let row = |n: u64| keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), id, week);
+    assert!(store.insert_report(row(1)).await.unwrap());
+    // A minute after the week ended, keeping no raw weeks at all: the week
+    // is neither rolled up nor deleted yet.
+    let early = purge(&store, week_end + 60, 0).await.unwrap();
+    assert_eq!((early.weeks_rolled_up.len(), early.reports_deleted), (0, 0), "{early:?}");
+    assert!(store.insert_report(row(2)).await.unwrap());
+    let later = purge(&store, week_end + 3 * 3600, 0).await.unwrap();
+    assert_eq!((later.weeks_rolled_up, later.reports_deleted), (vec!["2026-W47".to_string()], 2));
+    assert_eq!(store.week_totals("2026-W47").await.unwrap(), vec![(id, 2)], "a report of the week was left out of its figures");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_stored_just_after_week_end_is_counted_sqlite() {
+    let db = Db::new("sqlite").await;
+    report_stored_just_after_week_end_is_counted(open_sqlite(&db.sqlite_path().unwrap()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_stored_just_after_week_end_is_counted_postgres() {
+    if pg_url().is_none() {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    }
+    let db = Db::new("postgres").await;
+    report_stored_just_after_week_end_is_counted(open_pg(&db.url).await).await;
+}

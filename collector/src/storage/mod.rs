@@ -134,6 +134,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Aggregates every raw report of `week` (the aggregation itself is
     /// [`crate::rollup`]) and replaces that week's aggregates.
     fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<u64>> + Send;
+    /// Adds counts to a week that is already rolled up (reports moved in from
+    /// quarantine after the rollup, whose other raw reports may be gone).
+    fn add_to_rollup(&self, week: &str, agg: crate::rollup::Aggregates) -> impl Future<Output = Result<()>> + Send;
     /// Deletes raw reports received before `week`; returns how many.
     fn delete_reports_before(&self, week: &str) -> impl Future<Output = Result<u64>> + Send;
     /// True when rows lie in arrival order on disk until [`Store::compact`]

@@ -255,6 +255,30 @@ impl Store for PgStore {
         Ok(agg.reports())
     }
 
+    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let ins = tx
+            .prepare(
+                "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = aggregates.count + excluded.count",
+            )
+            .await?;
+        for ((schema_id, field, value), count) in &agg.cells {
+            tx.execute(&ins, &[&week, schema_id, field, value, count]).await?;
+        }
+        for (schema_id, reports) in &agg.totals {
+            tx.execute(
+                "INSERT INTO week_totals (week, schema_id, reports) VALUES ($1, $2, $3) \
+                 ON CONFLICT (week, schema_id) DO UPDATE SET reports = week_totals.reports + excluded.reports",
+                &[&week, schema_id, reports],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         Ok(self.client().await?.execute("DELETE FROM reports WHERE week < $1", &[&week]).await?)
     }
@@ -267,7 +291,16 @@ impl Store for PgStore {
         // CLUSTER rewrites the table into a new file in report_id order: the
         // deleted tuples' bytes are not copied, and the physical order no
         // longer follows arrival. It holds an exclusive lock while it runs.
-        let c = self.client().await?;
+        //
+        // A row's xmin (the transaction that wrote it) numbers the rows in
+        // arrival order, and CLUSTER keeps it (even frozen tuples keep their
+        // raw xmin). Rewriting every row in one transaction first gives them
+        // all the same xmin; CLUSTER then drops the old versions. The
+        // columns set are in no index, so the update stays cheap (HOT).
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body").await?;
+        tx.commit().await?;
         c.batch_execute("CLUSTER reports USING reports_pkey; CLUSTER quarantine USING quarantine_pkey").await?;
         c.batch_execute("VACUUM aggregates").await?;
         Ok(())

@@ -86,6 +86,13 @@ impl SqliteStore {
         Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// True when the database file cannot be written (SQLite then opens it
+    /// read-only): fine for reading commands, not for serve.
+    pub fn is_read_only(&self) -> bool {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(false)
+    }
+
     async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
@@ -275,6 +282,32 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(agg.reports())
+        })
+        .await
+    }
+
+    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
+        let week = week.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare(
+                    "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = count + excluded.count",
+                )?;
+                for ((schema_id, field, value), count) in &agg.cells {
+                    ins.execute(params![week, schema_id, field, value, count])?;
+                }
+                let mut tot = tx.prepare(
+                    "INSERT INTO week_totals (week, schema_id, reports) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (week, schema_id) DO UPDATE SET reports = reports + excluded.reports",
+                )?;
+                for (schema_id, reports) in &agg.totals {
+                    tot.execute(params![week, schema_id, reports])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

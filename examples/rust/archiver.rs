@@ -1,18 +1,22 @@
 //! Demo host: a mock e-mail archiver that embeds optin-telemetry, asks for
 //! consent in the terminal, shows the "view data" screen, and sends its report
-//! to a small collector it starts on 127.0.0.1.
+//! to a real `optin-collector serve` it builds (cargo, this workspace) and
+//! starts on free loopback ports with a temporary SQLite database; it ends by
+//! printing what the collector stored.
 //!
 //!     cargo run --example archiver              # asks y/N/v on the terminal
 //!     cargo run --example archiver -- --yes     # non-interactive
 //!     cargo run --example archiver -- --no
 //!
-//! With a real collector (`optin-collector serve`, see the README):
+//! With a collector of your own (`optin-collector serve`, see the README):
 //!
 //!     cargo run --example archiver -- --yes --collector http://127.0.0.1:8080/v1/report \
 //!         --collector-admin http://127.0.0.1:8081
 //!
-//! sends there instead and ends by printing what the collector stored (its
-//! `fields` figures; start `serve --min-cell 1` to see a single report).
+//! (start it with `serve --min-cell 1` to see a single report's figures).
+//! `--test-server` uses a minimal recording server instead of the collector
+//! (also the fallback where the collector cannot be built or started, and
+//! the choice on Windows, where the collector is not supported).
 //!
 //! The report is due at a random moment within 7 days; the demo drives the
 //! library's clock with `tick_at` to that moment instead of waiting a week.
@@ -106,7 +110,23 @@ fn ask(question: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let language = std::env::var("LANG").ok().filter(|l| l.starts_with("de")).map_or("en", |_| "de");
-    let real = real_collector(&args);
+    let mut started = None;
+    let real = real_collector(&args).or_else(|| {
+        if args.iter().any(|a| a == "--test-server") || cfg!(windows) {
+            return None;
+        }
+        match StartedCollector::start() {
+            Ok(c) => {
+                let urls = (c.ingest.clone(), c.admin.clone());
+                started = Some(c);
+                Some(urls)
+            }
+            Err(e) => {
+                println!("(could not start optin-collector: {e}; using a minimal recording server instead)");
+                None
+            }
+        }
+    });
     let (endpoint, received) = match &real {
         Some((ingest, _)) => (ingest.clone(), mpsc::channel().1),
         None => start_collector(),
@@ -158,7 +178,12 @@ fn main() {
         println!("Nothing is scheduled (consent {}, blocked_by {}): nothing will leave this machine.", status["consent"], status["blocked_by"]);
         std::thread::sleep(Duration::from_millis(200));
         let n = received.try_iter().count();
+        let n = n + if real.is_some() { delivered(&client).len() } else { 0 };
         println!("Collector received {n} request(s).");
+        if let Some((_, admin)) = &real {
+            print_stored(admin);
+        }
+        drop(started); // process::exit runs no destructors
         let _ = std::fs::remove_dir_all(&state_dir);
         std::process::exit(if n == 0 { 0 } else { 2 });
     };
@@ -197,12 +222,88 @@ fn main() {
         let history: Value = serde_json::from_str(&client.history().unwrap()).unwrap();
         println!("History keeps {} report(s) that left the machine.", history["reports"].as_array().map_or(0, Vec::len));
         drop(client);
+        drop(started);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::process::exit(if identical && after == 0 { 0 } else { 2 });
     }
 }
 
-// ----- a real optin-collector (--collector) -----
+// ----- a real optin-collector -----
+
+/// `optin-collector serve` started for this demo; stopped (and its
+/// temporary database removed) when dropped.
+struct StartedCollector {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    ingest: String,
+    admin: String,
+}
+
+impl StartedCollector {
+    fn start() -> Result<StartedCollector, String> {
+        use std::process::{Command, Stdio};
+        // Built with the profile this example runs under, into the same target directory.
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let profile_dir = exe.parent().and_then(|p| p.parent()).ok_or("no target directory")?.to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "optin-collector"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        println!("Building and starting optin-collector (the vendor's collector) ...");
+        if !build.status().map_err(|e| format!("cargo: {e}"))?.success() {
+            return Err("cargo build -p optin-collector failed".into());
+        }
+        let bin = profile_dir.join(format!("optin-collector{}", std::env::consts::EXE_SUFFIX));
+        let dir = std::env::temp_dir().join(format!("optin-collector-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let db = format!("sqlite:{}", dir.join("collector.db").display());
+        let schema_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/archiver-schema.json");
+        let added = Command::new(&bin).args(["--db", &db, "schema", "add"]).arg(&schema_file).stdout(Stdio::null()).status();
+        if !added.map_err(|e| format!("{}: {e}", bin.display()))?.success() {
+            return Err("optin-collector schema add failed".into());
+        }
+        let free_port = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string());
+        let (ingest_port, admin_port) = (free_port()?, free_port()?);
+        let log = std::fs::File::create(dir.join("serve.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&bin)
+            .args(["--db", &db, "serve", "--listen", &format!("127.0.0.1:{ingest_port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            // A demo of one installation: show its figures (a real collector hides counts below 10).
+            .args(["--min-cell", "1"])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let started = StartedCollector { child, dir, ingest: format!("http://127.0.0.1:{ingest_port}/v1/report"), admin: format!("http://127.0.0.1:{admin_port}") };
+        for _ in 0..100 {
+            if http_get(&started.admin, "/healthz").is_ok_and(|t| t.starts_with("HTTP/1.1 200") || t.starts_with("HTTP/1.0 200")) {
+                return Ok(started);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("optin-collector did not answer on {} (see {})", started.admin, started.dir.join("serve.log").display()))
+    }
+}
+
+impl Drop for StartedCollector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A GET over plain HTTP on loopback: the whole answer, head and body.
+fn http_get(base: &str, path: &str) -> std::io::Result<String> {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
 
 /// (ingest URL, admin base URL) when --collector is given.
 fn real_collector(args: &[String]) -> Option<(String, String)> {
@@ -225,15 +326,8 @@ fn delivered(client: &Client) -> Vec<Vec<u8>> {
 
 /// Prints the collector's figures for this week (GET over plain HTTP on loopback).
 fn print_stored(admin: &str) {
-    let host = admin.trim_start_matches("http://").trim_end_matches('/');
     let path = "/api/v1/fields?product=Mock%20Mail%20Archiver";
-    let answer = std::net::TcpStream::connect(host).and_then(|mut s| {
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text)
-    });
-    match answer {
+    match http_get(admin, path) {
         Ok(text) => println!("The collector stored (its {path} answer):\n  {}", text.split("\r\n\r\n").nth(1).unwrap_or("").trim()),
         Err(e) => println!("Could not ask the collector at {admin}: {e}"),
     }

@@ -8,6 +8,7 @@ use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{pin_mut, TryStreamExt};
 use std::sync::Arc;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/001_init.sql")];
@@ -113,23 +114,8 @@ impl Store for PgStore {
     async fn insert_report(&self, row: ReportRow) -> Result<bool> {
         let c = self.client().await?;
         let st = c.prepare_cached(INSERT_REPORT).await?;
-        let n = c
-            .execute(
-                &st,
-                &[
-                    &&row.report_id[..],
-                    &row.week,
-                    &row.schema_id,
-                    &row.os_family,
-                    &row.os_version,
-                    &row.arch,
-                    &row.product,
-                    &row.product_version,
-                    &row.library_version,
-                    &row.codes,
-                ],
-            )
-            .await?;
+        let id = &row.report_id[..];
+        let n = c.execute(&st, &report_params(&row, &id)).await?;
         Ok(n == 1)
     }
 
@@ -139,23 +125,8 @@ impl Store for PgStore {
         let st = tx.prepare(INSERT_REPORT).await?;
         let mut new = 0;
         for row in &rows {
-            new += tx
-                .execute(
-                    &st,
-                    &[
-                        &&row.report_id[..],
-                        &row.week,
-                        &row.schema_id,
-                        &row.os_family,
-                        &row.os_version,
-                        &row.arch,
-                        &row.product,
-                        &row.product_version,
-                        &row.library_version,
-                        &row.codes,
-                    ],
-                )
-                .await?;
+            let id = &row.report_id[..];
+            new += tx.execute(&st, &report_params(row, &id)).await?;
         }
         tx.commit().await?;
         Ok(new)
@@ -393,4 +364,10 @@ impl Store for PgStore {
             .await?;
         Ok(r.get::<_, i64>(0) as u64)
     }
+}
+
+/// The parameters of `INSERT_REPORT`, in its column order (`id` is the
+/// row's report id as a byte slice, which bytea takes).
+fn report_params<'a>(row: &'a ReportRow, id: &'a &'a [u8]) -> [&'a (dyn ToSql + Sync); 10] {
+    [id, &row.week, &row.schema_id, &row.os_family, &row.os_version, &row.arch, &row.product, &row.product_version, &row.library_version, &row.codes]
 }

@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +73,38 @@ def clients():
     yield open_client
     for c in opened:
         c.close()
+
+
+def chattr(flag, path):
+    """Runs chattr (e.g. "+i", "-i") on a path; the CompletedProcess."""
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def immutable():
+    """Makes a directory immutable (chattr +i: refuses new entries even to root); undone afterwards."""
+    if not shutil.which("chattr"):
+        pytest.skip("chattr is not installed")
+    done = []
+
+    def make(path):
+        r = chattr("+i", path)
+        if r.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {r.stderr.strip()}")
+        done.append(path)
+        try:
+            (path / ".probe").touch()
+        except OSError:
+            return
+        (path / ".probe").unlink()
+        chattr("-i", path)
+        pytest.skip("chattr +i did not stop writes on this filesystem")
+
+    def undo(path):
+        chattr("-i", path)
+        done.remove(path)
+
+    make.undo = undo
+    yield make
+    for p in list(done):
+        chattr("-i", p)

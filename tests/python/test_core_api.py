@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import optin_telemetry as ot
-from conftest import ROOT, SCHEMA, make_config
+from conftest import ROOT, SCHEMA, chattr, make_config
 
 OK = 0
 E_NULL = ot.TEL_ERR_NULL_ARGUMENT
@@ -1016,40 +1016,6 @@ def test_state_dir_that_is_a_regular_file_is_an_io_error(lib, tmp_path):
     assert f.read_bytes() == b"x"
 
 
-def _chattr(flag, path):
-    return subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
-
-
-@pytest.fixture
-def immutable(tmp_path):
-    """Makes a directory immutable (chattr +i: refuses new entries even to root); undone afterwards."""
-    if not shutil.which("chattr"):
-        pytest.skip("chattr is not installed")
-    done = []
-
-    def make(path):
-        r = _chattr("+i", path)
-        if r.returncode != 0:
-            pytest.skip(f"chattr +i is not supported here: {r.stderr.strip()}")
-        done.append(path)
-        try:
-            (path / ".probe").touch()
-        except OSError:
-            return
-        (path / ".probe").unlink()
-        _chattr("-i", path)
-        pytest.skip("chattr +i did not stop writes on this filesystem")
-
-    def undo(path):
-        _chattr("-i", path)
-        done.remove(path)
-
-    make.undo = undo
-    yield make
-    for p in list(done):
-        _chattr("-i", p)
-
-
 def test_open_on_an_immutable_state_dir_is_an_io_error(lib, tmp_path, immutable):
     d = tmp_path / "ro"
     d.mkdir()
@@ -1110,7 +1076,7 @@ def test_outputs_untouched_when_the_lock_file_cannot_be_taken(lib, state_dir, im
         # Preview needs no disk.
         raw_preview(lib, h)
     finally:
-        _chattr("-i", state_dir)
+        chattr("-i", state_dir)
         lib.tel_close(h)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 
@@ -22,34 +20,6 @@ from conftest import make_config
 
 FLUSH_MS = 15_000
 T0 = int(time.time())
-
-
-def _chattr(flag, path):
-    return subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
-
-
-@pytest.fixture
-def immutable():
-    """chattr +i on a directory (refuses new entries even to root); undone afterwards."""
-    if not shutil.which("chattr"):
-        pytest.skip("chattr is not installed")
-    done = []
-
-    def make(path):
-        r = _chattr("+i", path)
-        if r.returncode != 0:
-            pytest.skip(f"chattr +i is not supported here: {r.stderr.strip()}")
-        done.append(path)
-        try:
-            (path / ".probe").touch()
-        except OSError:
-            return
-        (path / ".probe").unlink()
-        pytest.skip("chattr +i did not stop writes on this filesystem")
-
-    yield make
-    for p in done:
-        _chattr("-i", p)
 
 
 def scheduled(clients, state_dir, url):
@@ -65,7 +35,7 @@ def test_a_no_that_cannot_be_saved_fails_closed_for_the_rest_of_the_clients_life
     with pytest.raises(ot.TelemetryError) as e:
         c.set_consent(False)
     assert e.value.code == ot.TEL_ERR_IO
-    _chattr("-i", state_dir)  # the disk recovers; the consent on disk is still "yes"
+    immutable.undo(state_dir)  # the disk recovers; the consent on disk is still "yes"
     for t in (due, due + 3600, due + 7 * 86400):
         c.tick(t)
         c.flush(FLUSH_MS)

@@ -34,6 +34,7 @@ pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let published = Router::new()
         .route("/", get(api::dashboard::<S>))
         .route("/dashboard.css", get(api::stylesheet))
+        .route("/favicon.ico", get(api::no_icon))
         .route("/api/v1/products", get(api::products::<S>))
         .route("/api/v1/weeks", get(api::weeks::<S>))
         .route("/api/v1/fields", get(api::fields::<S>))

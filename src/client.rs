@@ -276,10 +276,11 @@ impl Client {
             let text = if german { de } else { en };
             fields.push(json!({"name": name, "builtin": true, "kind": "text", "description": text, "value": value}));
         }
-        let next_report = s.next_body(&state, &inner);
         // A pending report is retried with the bytes of its first attempt:
         // the values shown are the ones in those bytes.
-        let pending_body: Option<Value> = s.pending_body(&state).and_then(|b| serde_json::from_str::<Value>(b).ok());
+        let saved = s.pending_body(&state);
+        let next_report = saved.map_or_else(|| report::build(sch, &values, &builtins, &identity), str::to_owned);
+        let pending_body: Option<Value> = saved.and_then(|b| serde_json::from_str::<Value>(b).ok());
         for (i, f) in sch.fields.iter().enumerate() {
             let mut d = Map::new();
             d.insert("name".into(), json!(f.name));
@@ -629,11 +630,7 @@ impl Shared {
             }
             Some(values)
         });
-        let identity = match (state.schedule.as_ref().and_then(|sc| sc.pending.as_ref()), &state.next_report) {
-            (Some(p), _) => p.report.clone(),
-            (None, Some(n)) => n.clone(),
-            (None, None) => inner.report.clone(),
-        };
+        let identity = self.identity(state, inner);
         // Values set here and not yet published win: they are published at
         // this process's next tick, before anything is sent.
         let shared = if inner.values_dirty { None } else { shared };
@@ -643,6 +640,16 @@ impl Shared {
                 (values, identity, builtins)
             }
             None => (inner.values.clone(), identity, self.builtins.clone()),
+        }
+    }
+
+    /// The next report's id and draw key: the pending report's, else the one
+    /// saved for the next report, else this process's own.
+    fn identity(&self, state: &State, inner: &Inner) -> ReportIdentity {
+        match (state.schedule.as_ref().and_then(|sc| sc.pending.as_ref()), &state.next_report) {
+            (Some(p), _) => p.report.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => inner.report.clone(),
         }
     }
 
@@ -811,16 +818,22 @@ impl Shared {
             // shared values, and the pending report's id as saved with the
             // in-flight marker.
             let mut changed = self.publish(&mut state, &mut inner);
-            let body = self.next_body(&state, &inner);
-            let (_, identity, _) = self.view(&state, &inner);
-            // The first attempt's bytes are saved with the pending report
-            // before any of them is sent: every retry, in any process,
-            // sends exactly them again.
-            let saved = self.pending_body(&state).is_some();
-            if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| !saved && p.body.as_deref() != Some(body.as_str())) {
-                p.body = Some(body.clone());
-                changed = true;
-            }
+            let identity = self.identity(&state, &inner);
+            let body = match self.pending_body(&state) {
+                Some(saved) => saved.to_owned(),
+                None => {
+                    let (values, _, builtins) = self.view(&state, &inner);
+                    let body = report::build(&self.config.schema, &values, &builtins, &identity);
+                    // The first attempt's bytes are saved with the pending
+                    // report before any of them is sent: every retry, in any
+                    // process, sends exactly them again.
+                    if let Some(p) = state.schedule.as_mut().and_then(|sc| sc.pending.as_mut()).filter(|p| p.body.as_deref() != Some(body.as_str())) {
+                        p.body = Some(body.clone());
+                        changed = true;
+                    }
+                    body
+                }
+            };
             if changed {
                 self.store.save(&guard, &state)?;
             }

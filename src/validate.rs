@@ -454,6 +454,10 @@ pub fn validate(schema: &Schema, body: &[u8]) -> Result<AcceptedReport, Reject> 
 }
 
 #[cfg(test)]
+#[path = "../tests/support/mutate.rs"]
+mod mutate;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::schema::FieldValue;
@@ -729,29 +733,10 @@ mod tests {
     fn mutation_fuzz_never_panics() {
         let s = schema();
         let base = good(&s).into_bytes();
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let alphabet = b"{}[]\",:0123456789-.eE truefalsnl\\abcdefxyz";
+        let mut mutator = mutate::Mutator::new(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
         for _ in 0..20_000 {
-            let mut b = base.clone();
-            for _ in 0..1 + next() % 4 {
-                if b.is_empty() {
-                    break;
-                }
-                let pos = (next() as usize) % b.len();
-                match next() % 4 {
-                    0 => b[pos] = alphabet[(next() as usize) % alphabet.len()],
-                    1 => drop(b.remove(pos)),
-                    2 => b.insert(pos, alphabet[(next() as usize) % alphabet.len()]),
-                    _ => b.truncate(pos),
-                }
-            }
+            let b = mutator.mutate(&base, 4, b"{}[]\",:0123456789-.eE truefalsnl\\abcdefxyz");
             if let Ok(r) = validate(&s, &b) {
                 accepted += 1;
                 assert_eq!(Envelope::parse(&b).unwrap().precheck(), Ok(()));

@@ -22,8 +22,9 @@
  *    another thread or process makes them return TEL_OK at once and look again
  *    a few seconds of tick time later), tel_set_bool/count/choice,
  *    tel_set_values_json, tel_string_free, tel_last_error_message (the
- *    setters take a short in-process lock that a concurrent tel_set_consent
- *    on the same client holds while it waits as below). For as long as
+ *    setters take a short in-process lock, which another thread of the
+ *    client holds only for one state file read and write, never while it
+ *    waits for another process). For as long as
  *    another process holds the state lock (normally well under a
  *    millisecond; longer only if that process is stopped or its disk
  *    stalls), plus one file read or durable write: tel_open,

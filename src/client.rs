@@ -1,7 +1,11 @@
 //! The client a host opens: safe Rust, used by the C ABI in `ffi.rs` and
 //! directly by Rust hosts.
 //!
-//! Locking order, always: `inner` mutex, then the lock file. Neither is held
+//! Locking order, always: the lock file, then the `inner` mutex (`look` only
+//! ever tries both, so it adds no ordering). So `inner` is held only by a
+//! thread that already has the file, for one state read and write, and the
+//! setters, which take only `inner`, never wait behind another process that
+//! holds the file (stopped in a debugger, a stalled disk). Neither is held
 //! while bytes travel over the network. The send lock (`Store::try_lock_send`)
 //! is only ever tried, never waited for, so it adds no ordering.
 
@@ -180,8 +184,9 @@ impl Client {
 
     fn save_consent(&self, granted: bool) -> Result<()> {
         let s = &*self.shared;
-        let inner = lock(&s.inner);
+        // The lock file first (see LOCK ORDER at the top of this file).
         let guard = s.store.lock()?;
+        let inner = lock(&s.inner);
         let (mut state, warning) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.scope());
         if state.consent.as_ref() != Some(&answer) {
@@ -803,8 +808,8 @@ impl Shared {
         // 1. Before connecting: consent, policy and ownership of the send are
         //    checked again, under the lock (and once more by the gate).
         let body = {
-            let mut inner = lock(&self.inner);
             let guard = self.store.lock()?;
+            let mut inner = lock(&self.inner);
             let (mut state, _) = self.store.load(&guard);
             let (ours, allowed) = self.may_send(&state, token, generation);
             if !allowed || !ours {

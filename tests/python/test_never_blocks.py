@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import threading
 import time
@@ -55,6 +56,32 @@ def test_tick_does_not_wait_for_a_lock_held_by_another_process(clients, state_di
     c.tick(due + 60)
     c.flush(FLUSH_MS)
     assert len(collector.wait_for(1, 5)) == 1
+
+
+def test_setters_do_not_wait_while_another_thread_waits_for_the_state_lock(clients, state_dir, collector):
+    # A thread of the host saves a consent answer while another process
+    # holds the state lock: that call may wait (the header says so), but the
+    # setters and tel_tick on other threads must not wait behind it.
+    c = clients(state_dir, collector.url)
+    with open(state_dir / "lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        answer = threading.Thread(target=lambda: c.set_consent(True), daemon=True)
+        answer.start()
+        time.sleep(0.5)  # let it reach the lock file; if it has not yet, the checks below pass trivially
+        assert answer.is_alive(), "tel_set_consent did not wait for a lock held by another process"
+        for name, call in [
+            ("tel_set_count", lambda: c.set_count("users", 7)),
+            ("tel_set_bool", lambda: c.set_bool("trial", False)),
+            ("tel_set_values_json", lambda: c.set_values({"edition": "smb"})),
+            ("tel_tick", lambda: c.tick(T0)),
+        ]:
+            finished, _ = in_thread(call)
+            assert finished, f"{name} waited while another thread of the client waited for the state lock"
+        assert answer.is_alive()
+    answer.join(HANG)
+    assert not answer.is_alive()
+    assert c.consent == ot.Consent.GRANTED
+    assert json.loads(c.preview())["fields"]["users"] == "5-9"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are Unix")

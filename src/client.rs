@@ -465,6 +465,9 @@ impl Client {
             return Ok(());
         };
         let (mut state, warning) = s.store.load(&guard);
+        // Noted here, under `inner` already held: taking it again after the
+        // locks are released could wait (a tick never waits).
+        inner.warnings.extend(warning);
         // Values set here and the next report's identity go to the shared
         // state first, consent or not: a GUI's consent dialog on the same
         // directory shows what the service would send.
@@ -478,7 +481,6 @@ impl Client {
         if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
             self.shared.set_next_look(now, i64::MAX);
             drop((guard, inner));
-            self.shared.note(warning);
             return Ok(());
         }
         let mut rng = OsRng;
@@ -494,7 +496,6 @@ impl Client {
             s.store.save(&guard, &state)?;
             self.shared.set_next_look(now, due);
             drop((guard, inner));
-            self.shared.note(warning);
             return Ok(());
         };
         // Whoever owns a send holds the send lock until its outcome is
@@ -508,7 +509,6 @@ impl Client {
         if send_lock.is_none() && schedule.in_flight.is_some() {
             self.shared.set_next_look(now, now.saturating_add(60));
             drop((guard, inner));
-            self.shared.note(warning);
             return Ok(());
         }
         let before = schedule.clone();
@@ -549,7 +549,6 @@ impl Client {
             }
         }
         drop((guard, inner));
-        self.shared.note(warning);
         if let Some(token) = start {
             let shared = Arc::clone(&self.shared);
             let generation = s.generation.load(Ordering::SeqCst);

@@ -1,0 +1,163 @@
+//! Differencing across endpoints: a small cell must not follow from
+//! subtracting figures that two endpoints publish about the same week (the
+//! `fields` answer against `mean` and against `crosstab`). Hand-made data
+//! on the real server, k = 10, SQLite and PostgreSQL.
+
+mod common;
+
+use common::*;
+use optin_collector::commands::add_schema;
+use optin_collector::privacy::{keep, Week};
+use optin_collector::storage::Store;
+use optin_collector::Options;
+use optin_telemetry::validate::{bucket_labels, validate};
+use serde_json::Value;
+
+const NOW: i64 = 1_795_000_000; // 2026-W47
+const K: i64 = 10;
+
+/// A report for SCHEMA with only the given fields set (`fields` is the inside
+/// of the canonical, key-sorted "fields" object).
+fn body(id: u64, fields: &str) -> String {
+    let s = schema();
+    format!(
+        r#"{{"arch":"x86_64","fields":{{{fields}}},"format":1,"library_version":"0.1.0","os_family":"linux","os_version":"6.1","product":"Mail Archiver","product_version":"5.2.1","report_id":"{}","schema_digest":"{}","schema_version":2}}"#,
+        report_id(id),
+        s.digest
+    )
+}
+
+/// Stores `bodies` as this week's raw reports and serves them with k = 10.
+async fn served<S: Store>(store: S, bodies: &[String]) -> Server<S> {
+    let id = add_schema(&store, SCHEMA).await.unwrap().id;
+    let week = Week::of_unix(NOW);
+    let s = schema();
+    let rows = bodies.iter().map(|b| keep(&validate(&s, b.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {b}")), id, week)).collect();
+    store.insert_reports(rows).await.unwrap();
+    serve(store, Options { min_cell: K, ..Options::default() }, TestClock::new(NOW).clock()).await
+}
+
+async fn answer(server: &Server<impl Store>, path: &str) -> Value {
+    let r = get(server.running.admin_addr, path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn small(n: i64) -> bool {
+    n > 0 && n < K
+}
+
+fn number(v: &Value) -> Option<i64> {
+    v.as_i64()
+}
+
+/// 53 reports: archived 1000 ×25, 2000 ×18, 5,000,000 ×1, unset ×9. `fields`
+/// shows 25, 18 and "other" 10; the mean's sample size must not tell how
+/// many of those 10 carry a value (nor the mean then that one's value).
+async fn mean_next_to_fields<S: Store>(store: S) {
+    let mut bodies = vec![];
+    let mut id = 0;
+    for (value, times) in [(Some(1000), 25), (Some(2000), 18), (Some(5_000_000), 1), (None, 9)] {
+        for _ in 0..times {
+            id += 1;
+            bodies.push(match value {
+                Some(v) => body(id, &format!(r#""archived":{v}"#)),
+                None => body(id, r#""trial":false"#),
+            });
+        }
+    }
+    let server = served(store, &bodies).await;
+    let week = Week::of_unix(NOW);
+    let f = answer(&server, &format!("/api/v1/fields?product=Mail+Archiver&week={week}")).await;
+    let reports = number(&f["reports"]).expect("53 reports are shown");
+    let cells = f["fields"]["archived"].as_object().unwrap();
+    let shown: i64 = cells.iter().filter(|(l, _)| *l != "other").filter_map(|(_, v)| number(v)).sum();
+    for field in ["archived", "users"] {
+        let m = answer(&server, &format!("/api/v1/mean?product=Mail+Archiver&week={week}&field={field}")).await;
+        assert_eq!(m["histogram"], f["fields"][field], "the mean's histogram is the fields figure: {m}");
+        // Whatever sample size the answer states, with the fields figures it
+        // must not single out a small group.
+        for key in ["reports", "n"] {
+            if let Some(n) = m.get(key).and_then(number) {
+                assert!(!small(reports - n), "{field}: {key} {n} against {reports} reports: {} unset", reports - n);
+                if field == "archived" {
+                    assert!(!small(n - shown), "{field}: {key} {n} minus the shown {shown}: {} hidden values", n - shown);
+                }
+            }
+        }
+    }
+    let m = answer(&server, &format!("/api/v1/mean?product=Mail+Archiver&week={week}&field=archived")).await;
+    assert!(m["mean"].is_null() && m.get("ci95").is_none(), "a mean here reveals the one hidden value: {m}");
+}
+
+/// users: 25 in "25-49", 12 in "50-99", 3 in "100+" (all trial = false), and
+/// 5 unset: `fields` shows 25 and merges 12 (complementary rule). The
+/// crosstab must not show the 12 (as a row or as a column), nor how many
+/// reports have `users` set.
+async fn crosstab_next_to_fields<S: Store>(store: S) {
+    let labels = bucket_labels(&[1, 5, 10, 25, 50, 100]);
+    let label = |lo: &str| labels.iter().find(|l| l.starts_with(lo)).unwrap().clone();
+    let (mid, high, top) = (label("25"), label("50"), label("100"));
+    let mut bodies = vec![];
+    let mut id = 0;
+    for (users, times) in [(Some(&mid), 25), (Some(&high), 12), (Some(&top), 3), (None, 5)] {
+        for _ in 0..times {
+            id += 1;
+            bodies.push(match users {
+                Some(u) => body(id, &format!(r#""trial":false,"users":"{u}""#)),
+                None => body(id, r#""trial":false"#),
+            });
+        }
+    }
+    let server = served(store, &bodies).await;
+    let week = Week::of_unix(NOW);
+    let f = answer(&server, &format!("/api/v1/fields?product=Mail+Archiver&week={week}")).await;
+    assert_eq!(f["fields"]["users"].get(&high), None, "fields merges the 12: {f}");
+    let shown_users: Vec<String> = f["fields"]["users"].as_object().unwrap().iter().filter(|(l, v)| *l != "other" && v.is_number()).map(|(l, _)| l.clone()).collect();
+    let reports = number(&f["reports"]).unwrap();
+
+    // users as rows: only labels fields shows (or "other"); row totals add
+    // up to the reports, so nothing tells how many have users set.
+    let x = answer(&server, &format!("/api/v1/crosstab?product=Mail+Archiver&week={week}&a=users&b=trial")).await;
+    let mut total = 0;
+    for (row, cells) in x["cells"].as_object().unwrap() {
+        assert!(row == "other" || shown_users.contains(row), "row {row} is hidden in fields: {x}");
+        let nums: Vec<Option<i64>> = cells.as_object().unwrap().values().map(number).collect();
+        if nums.iter().all(Option::is_some) {
+            total += nums.iter().flatten().sum::<i64>();
+        } else {
+            total = -1;
+        }
+    }
+    assert!(total == -1 || total == reports || !small(reports - total), "rows add up to {total} of {reports}: {x}");
+
+    // users as columns: the same.
+    let x = answer(&server, &format!("/api/v1/crosstab?product=Mail+Archiver&week={week}&a=trial&b=users")).await;
+    for (_, cells) in x["cells"].as_object().unwrap() {
+        for (col, v) in cells.as_object().unwrap() {
+            assert!(col == "other" || shown_users.contains(col) || !v.is_number(), "column {col} is hidden in fields: {x}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mean_does_not_reveal_a_hidden_value() {
+    for backend in backends() {
+        let db = Db::new(backend).await;
+        match backend {
+            "sqlite" => mean_next_to_fields(open_sqlite(&db.sqlite_path().unwrap()).await).await,
+            _ => mean_next_to_fields(open_pg(&db.url).await).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crosstab_does_not_undo_complementary_suppression() {
+    for backend in backends() {
+        let db = Db::new(backend).await;
+        match backend {
+            "sqlite" => crosstab_next_to_fields(open_sqlite(&db.sqlite_path().unwrap()).await).await,
+            _ => crosstab_next_to_fields(open_pg(&db.url).await).await,
+        }
+    }
+}

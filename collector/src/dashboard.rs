@@ -119,7 +119,11 @@ fn t(lang: &str, key: &str) -> &'static str {
         "none" => if de { "keine" } else { "none" },
         "nodata" => if de { "Noch keine Daten." } else { "No data yet." },
         "of" => if de { "Berichte" } else { "reports" },
-        "nomean" => if de { "zu wenige Berichte für einen Durchschnitt" } else { "too few reports for an average" },
+        "nomean" => if de {
+            "kein Durchschnitt: zu wenige Berichte, oder er verriete einzelne Werte"
+        } else {
+            "no average: too few reports, or it would single out a few values"
+        },
         "week" => if de { "Woche" } else { "week" },
         _ => "",
     }

@@ -299,7 +299,7 @@ pub fn mean_json(product: &str, counts: &WeekCounts, info: &FieldInfo, k: i64) -
             None => {
                 out["mean"] = Value::Null;
                 out["note"] = json!(format!(
-                    "no mean: fewer than {} reports carry the field, or the mean would reveal a count below {} (reports without the field, or values merged into \"other\")",
+                    "no mean: fewer than {} reports carry the field, or the mean would reveal a count below {} (reports without the field, or values merged into \"other\") or the few values that dominate those merged",
                     k.max(2),
                     k.max(1)
                 ));

@@ -13,6 +13,9 @@
 //! - Multi-valued fields (`choices`): each member is counted on its own and
 //!   the members do not add up to the total, so only the first rule applies.
 //! - The number of reports is itself shown only when at least `k`.
+//! - Crosstabs show only the rows and columns `fields` shows (see
+//!   [`crosstab`]); a mean only when it and its sample size tell nothing
+//!   about the values merged into "other" that `fields` hid (see [`mean`]).
 //! - No minimum, maximum or extreme percentile is computed anywhere.
 
 use serde_json::Value;
@@ -244,10 +247,27 @@ pub fn mean(counts: &[(String, i64)], total: i64, k: i64) -> Option<Mean> {
     if n < k.max(2) {
         return None;
     }
-    let shown: i64 = single(counts, total, k).iter().filter(|(l, _)| l != OTHER).filter_map(|(_, s)| s.number()).sum();
+    let cells = single(counts, total, k);
+    let shown: i64 = cells.iter().filter(|(l, _)| l != OTHER).filter_map(|(_, s)| s.number()).sum();
     let small = |x: i64| x > 0 && x < k.max(1);
     if small(total - n) || small(n - shown) {
         return None;
+    }
+    // The values merged into "other" are known only through n x mean (their
+    // sum) and the interval (with it, their sum of squares). When the
+    // largest of them makes up more than half of either, these figures
+    // single it out: an extreme value, which is never published.
+    let is_shown = |l: &str| cells.iter().any(|(c, s)| c == l && c != OTHER && s.number().is_some());
+    let hidden: Vec<(f64, f64)> = counts
+        .iter()
+        .filter(|(l, c)| *c > 0 && !is_shown(l))
+        .filter_map(|(l, c)| Some((l.parse::<f64>().ok()?, *c as f64)))
+        .collect();
+    let (sum, squares) = hidden.iter().fold((0.0, 0.0), |(s, q), (v, c)| (s + v * c, q + v * v * c));
+    if let Some((top, c)) = hidden.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)) {
+        if top > 0.0 && (top * c > sum / 2.0 || top * top * c > squares / 2.0) {
+            return None;
+        }
     }
     let nf = n as f64;
     let mean = histogram.iter().map(|(v, c)| v * *c as f64).sum::<f64>() / nf;
@@ -331,7 +351,12 @@ mod tests {
         // "other" holds 9 unset and 1 value: n = 31 of 40 shown as 30 would
         // single the one out (and the mean its value).
         assert_eq!(mean(&c(&[("100", 15), ("200", 15), ("5000", 1)]), 40, 10), None);
-        // 12 merged values and no unset: n - shown = 12, fine.
-        assert!(mean(&c(&[("100", 25), ("200", 6), ("500", 6)]), 37, 10).is_some());
+        // Merged: 9 x 2000 and 1 x 20000: the one makes up over half of
+        // the merged sum; mean and interval would point at it.
+        assert_eq!(mean(&c(&[("1000", 20), ("2000", 9), ("20000", 1)]), 30, 10), None);
+        // Half of the sum but most of the squares: 9 x 2000 and 1 x 10000.
+        assert_eq!(mean(&c(&[("1000", 20), ("2000", 9), ("10000", 1)]), 30, 10), None);
+        // 13 merged values, no unset, none of them dominating: fine.
+        assert!(mean(&c(&[("500", 20), ("1000", 6), ("2000", 6), ("5000", 1)]), 33, 10).is_some());
     }
 }

@@ -90,6 +90,28 @@ async fn mean_next_to_fields<S: Store>(store: S) {
     assert!(m["mean"].is_null() && m.get("ci95").is_none(), "a mean here reveals the one hidden value: {m}");
 }
 
+/// archived 1000 x20 (shown), 2000 x9 and 20,000 x1 (merged into "other"):
+/// n x mean and the interval give the merged values' sum and sum of squares,
+/// which the one 20,000 dominates: no mean.
+async fn mean_of_a_dominated_remainder<S: Store>(store: S) {
+    let mut bodies = vec![];
+    let mut id = 0;
+    for (value, times) in [(1000, 20), (2000, 9), (20_000, 1)] {
+        for _ in 0..times {
+            id += 1;
+            bodies.push(body(id, &format!(r#""archived":{value}"#)));
+        }
+    }
+    let server = served(store, &bodies).await;
+    let week = Week::of_unix(NOW);
+    let f = answer(&server, &format!("/api/v1/fields?product=Mail+Archiver&week={week}")).await;
+    assert_eq!(f["fields"]["archived"], serde_json::json!({"1000": 20, "other": 10}), "{f}");
+    let m = answer(&server, &format!("/api/v1/mean?product=Mail+Archiver&week={week}&field=archived")).await;
+    assert!(m["mean"].is_null() && m.get("ci95").is_none() && m.get("n").is_none(), "the mean points at the one 20,000: {m}");
+    let d = get(server.running.admin_addr, "/").await;
+    assert!(!d.body.contains("1,933") && !d.body.contains("1933"), "the dashboard shows that mean");
+}
+
 /// users: 25 in "25-49", 12 in "50-99", 3 in "100+" (all trial = false), and
 /// 5 unset: `fields` shows 25 and merges 12 (complementary rule). The
 /// crosstab must not show the 12 (as a row or as a column), nor how many
@@ -147,6 +169,17 @@ async fn mean_does_not_reveal_a_hidden_value() {
         match backend {
             "sqlite" => mean_next_to_fields(open_sqlite(&db.sqlite_path().unwrap()).await).await,
             _ => mean_next_to_fields(open_pg(&db.url).await).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mean_does_not_point_at_an_extreme_value() {
+    for backend in backends() {
+        let db = Db::new(backend).await;
+        match backend {
+            "sqlite" => mean_of_a_dominated_remainder(open_sqlite(&db.sqlite_path().unwrap()).await).await,
+            _ => mean_of_a_dominated_remainder(open_pg(&db.url).await).await,
         }
     }
 }

@@ -162,6 +162,39 @@ async fn crosstab_next_to_fields<S: Store>(store: S) {
     }
 }
 
+/// A choice value spelt "other" would share its key with the merged cells:
+/// edition standard x25, "other" x15, unset x10 published {"standard": 25,
+/// "other": 10}, the 15 overwritten. Registration refuses such a schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_named_other_is_refused() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let text = r#"{"version": 1, "fields": [{"name": "edition", "type": "choice", "values": ["standard", "other"], "description": {"en": "Edition"}}]}"#;
+    match add_schema(&store, text).await {
+        Err(e) => assert!(e.contains("\"other\""), "{e}"),
+        Ok(row) => {
+            let (s, _) = optin_collector::commands::parse_schema(text).unwrap();
+            let week = Week::of_unix(NOW);
+            let mut rows = vec![];
+            for (i, edition) in (0..50).map(|i| (i, if i < 25 { Some("standard") } else if i < 40 { Some("other") } else { None })) {
+                let fields = edition.map(|e| format!(r#""edition":"{e}""#)).unwrap_or_default();
+                let b = format!(
+                    r#"{{"arch":"x86_64","fields":{{{fields}}},"format":1,"library_version":"0.1.0","os_family":"linux","os_version":"6.1","product":"P","product_version":"1","report_id":"{}","schema_digest":"{}","schema_version":1}}"#,
+                    report_id(i),
+                    s.digest
+                );
+                rows.push(keep(&validate(&s, b.as_bytes()).unwrap(), row.id, week));
+            }
+            store.insert_reports(rows).await.unwrap();
+            let server = serve(store, Options { min_cell: K, ..Options::default() }, TestClock::new(NOW).clock()).await;
+            let f = answer(&server, &format!("/api/v1/fields?product=P&week={week}")).await;
+            panic!("a schema with a value \"other\" was registered; fields then says {}", f["fields"]["edition"]);
+        }
+    }
+    let text = text.replace(r#""type": "choice""#, r#""type": "choices""#);
+    assert!(add_schema(&store, &text).await.is_err(), "choices too");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mean_does_not_reveal_a_hidden_value() {
     for backend in backends() {

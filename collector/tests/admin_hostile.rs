@@ -140,3 +140,59 @@ async fn schema_texts_are_escaped_on_the_dashboard() {
     }
     server.running.stop().await;
 }
+
+/// `serve --admin-token-file` with a file whose token no client could send
+/// (or none at all) refuses to start with one line naming the file, instead
+/// of serving an admin listener that answers 401 to everyone.
+#[test]
+fn unusable_token_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("newline only", b"\n".to_vec()),
+        ("15 characters", b"0123456789abcde\n".to_vec()),
+        // Notepad's UTF-8 byte order mark: invisible, and no header carries it.
+        ("byte order mark", b"\xef\xbb\xbf0123456789abcdef-token\r\n".to_vec()),
+        ("not ASCII", "0123456789abcdef-tökén\n".as_bytes().to_vec()),
+        ("not UTF-8", b"0123456789abcdef-\xff\xfe\n".to_vec()),
+        ("a space inside", b"0123456789abcdef token\n".to_vec()),
+    ];
+    for (what, content) in cases {
+        let file = dir.path().join("token");
+        std::fs::write(&file, &content).unwrap();
+        let mut child = bin()
+            .args(["serve", "--db", &db, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-token-file"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Not a speed check: a refusal comes at once; a server that started
+        // keeps running, and 60 s tells the two apart on any machine.
+        let mut status = None;
+        for _ in 0..600 {
+            if let Some(s) = child.try_wait().unwrap() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: serve started with that token file");
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.unwrap().success(), "{what}");
+        assert!(err.contains("--admin-token-file") && err.trim().lines().count() == 1, "{what}: {err}");
+    }
+    // A directory instead of a file: a clear error too.
+    let out = bin()
+        .args(["serve", "--db", &db, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-token-file"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--admin-token-file"));
+}

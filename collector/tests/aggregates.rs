@@ -160,6 +160,22 @@ async fn property<S: Store>(store: S, seed: u64) {
             let shown = col_shown.get(col).copied().unwrap_or(0);
             assert!(col_total == shown || col_total - shown >= k || shown == 0, "column {col}: {col_total} - {shown}");
         }
+        // Crosstabs with a multi-valued field on either side: every number
+        // >= k, and rows and columns only values `fields` shows.
+        let f: Value = serde_json::from_str(&get(admin, &format!("/api/v1/fields?product=Mail+Archiver&week={current}")).await.body).unwrap();
+        for (a, b) in [("profiles", "edition"), ("edition", "profiles"), ("profiles", "users")] {
+            let r = get(admin, &format!("/api/v1/crosstab?product=Mail+Archiver&week={current}&a={a}&b={b}")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let x: Value = serde_json::from_str(&r.body).unwrap();
+            let published = |field: &str, label: &str| label == "other" || f["fields"][field][label].is_number();
+            for (row, cells) in x["cells"].as_object().unwrap() {
+                assert!(published(a, row), "{a}={row} is a row but not shown in fields");
+                for (col, v) in cells.as_object().unwrap() {
+                    assert!(published(b, col), "{b}={col} is a column but not shown in fields");
+                    k_ok(v, k);
+                }
+            }
+        }
         // Export: the same figures.
         let csv = export(&store, &current.to_string(), "csv", k).await.unwrap();
         for line in csv.lines().skip(1) {

@@ -75,9 +75,16 @@ pub fn single(counts: &[(String, i64)], total: i64, k: i64) -> Cells {
         if rest == 0 || rest >= k {
             break;
         }
-        // Merge the smallest cell still shown (the first of equals, so the
-        // result does not depend on anything but the counts and order).
-        let smallest = counts.iter().enumerate().filter(|(i, _)| shown[*i]).min_by_key(|(_, (_, n))| *n).map(|(i, _)| i);
+        // Merge the smallest cell still shown; of equals, the one with the
+        // smallest label. Not the first in display order: that order comes
+        // from the schema version an endpoint reads it from, and two
+        // endpoints merging different equals would show both between them.
+        let smallest = counts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shown[*i])
+            .min_by(|(_, (la, na)), (_, (lb, nb))| (na, la).cmp(&(nb, lb)))
+            .map(|(i, _)| i);
         match smallest {
             Some(i) => shown[i] = false,
             None => break,

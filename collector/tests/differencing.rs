@@ -195,6 +195,56 @@ async fn a_value_named_other_is_refused() {
     assert!(add_schema(&store, &text).await.is_err(), "choices too");
 }
 
+/// Two schema versions list `edition`'s values in different orders; a week
+/// with reports of the first only: standard x12, enterprise x12, unset x3.
+/// The complementary rule must merge one of the tied 12s; which one must not
+/// depend on the version whose order an endpoint happens to use (fields: the
+/// week's schemas; crosstab and dashboard: all of them), or together they
+/// show both 12s, and with them the 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ties_are_merged_alike_everywhere() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let v1 = r#"{"version": 1, "fields": [{"name": "edition", "type": "choice", "values": ["standard", "enterprise"], "description": {"en": "Edition"}}]}"#;
+    let v2 = r#"{"version": 2, "fields": [{"name": "edition", "type": "choice", "values": ["enterprise", "standard", "smb"], "description": {"en": "Edition"}}]}"#;
+    let id1 = add_schema(&store, v1).await.unwrap().id;
+    let id2 = add_schema(&store, v2).await.unwrap().id;
+    let week = Week::of_unix(NOW).minus(1);
+    let body = |s: &optin_telemetry::schema::Schema, i: u64, edition: Option<&str>| {
+        let fields = edition.map(|e| format!(r#""edition":"{e}""#)).unwrap_or_default();
+        format!(
+            r#"{{"arch":"x86_64","fields":{{{fields}}},"format":1,"library_version":"0.1.0","os_family":"linux","os_version":"6.1","product":"P","product_version":"1","report_id":"{}","schema_digest":"{}","schema_version":{}}}"#,
+            report_id(i),
+            s.digest,
+            s.version
+        )
+    };
+    let (s1, _) = optin_collector::commands::parse_schema(v1).unwrap();
+    let (s2, _) = optin_collector::commands::parse_schema(v2).unwrap();
+    let mut rows = vec![];
+    for i in 0..27 {
+        let e = [Some("standard"), Some("enterprise"), None][if i < 12 { 0 } else if i < 24 { 1 } else { 2 }];
+        rows.push(keep(&validate(&s1, body(&s1, i, e).as_bytes()).unwrap(), id1, week));
+    }
+    // The product has reports of version 2 in the current week.
+    for i in 100..130 {
+        rows.push(keep(&validate(&s2, body(&s2, i, Some("smb")).as_bytes()).unwrap(), id2, Week::of_unix(NOW)));
+    }
+    store.insert_reports(rows).await.unwrap();
+    let server = serve(store, Options { min_cell: K, ..Options::default() }, TestClock::new(NOW).clock()).await;
+    let f = answer(&server, &format!("/api/v1/fields?product=P&week={week}")).await;
+    let shown: Vec<&String> = f["fields"]["edition"].as_object().unwrap().keys().filter(|l| *l != "other").collect();
+    assert_eq!(shown.len(), 1, "{f}");
+    let x = answer(&server, &format!("/api/v1/crosstab?product=P&week={week}&a=edition&b=arch")).await;
+    for row in x["cells"].as_object().unwrap().keys() {
+        assert!(row == "other" || row == shown[0], "fields shows {} (and other 15), the crosstab {row}: {x}", shown[0]);
+    }
+    // The dashboard's trend of that week names the same value.
+    let d = get(server.running.admin_addr, "/").await;
+    let hidden = if shown[0] == "standard" { "enterprise" } else { "standard" };
+    assert!(!d.body.contains(&format!("{week} {hidden}: 12")), "the dashboard shows {hidden}: 12 in {week}, fields {}: 12", shown[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mean_does_not_reveal_a_hidden_value() {
     for backend in backends() {

@@ -17,6 +17,19 @@ pub fn parse_schema(text: &str) -> Result<(Schema, String), String> {
         _ => value,
     };
     let schema = Schema::from_json(&schema_value).map_err(|e| e.message)?;
+    // Published figures merge small cells under this label; a value spelt
+    // the same would share its key and one of the two counts would be lost.
+    for f in &schema.fields {
+        if let Kind::Choice { values } | Kind::Choices { values } = &f.kind {
+            if values.iter().any(|v| v == crate::suppress::OTHER) {
+                return Err(format!(
+                    "field {}: the value \"{}\" is reserved for the merged small cells of published figures; name it differently",
+                    f.name,
+                    crate::suppress::OTHER
+                ));
+            }
+        }
+    }
     let body = serde_json::to_string(&schema_value).map_err(|e| e.to_string())?;
     Ok((schema, body))
 }

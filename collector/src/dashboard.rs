@@ -119,7 +119,11 @@ fn t(lang: &str, key: &str) -> &'static str {
         "none" => if de { "keine" } else { "none" },
         "nodata" => if de { "Noch keine Daten." } else { "No data yet." },
         "of" => if de { "Berichte" } else { "reports" },
-        "nomean" => if de { "zu wenige Berichte für einen Durchschnitt" } else { "too few reports for an average" },
+        "nomean" => if de {
+            "kein Durchschnitt: zu wenige Berichte, oder er verriete einzelne Werte"
+        } else {
+            "no average: too few reports, or it would single out a few values"
+        },
         "week" => if de { "Woche" } else { "week" },
         _ => "",
     }
@@ -431,12 +435,8 @@ fn mean_chart(weeks: &[WeekCounts], f: &FieldInfo, current: &str, lang: &str, k:
     let points: Vec<(String, Option<crate::suppress::Mean>)> = weeks
         .iter()
         .map(|wk| {
-            let h: Vec<(f64, i64)> = wk
-                .fields
-                .get(&f.name)
-                .map(|c| c.iter().filter_map(|(l, n)| Some((l.parse::<f64>().ok()?, *n))).collect())
-                .unwrap_or_default();
-            (wk.week.clone(), crate::suppress::mean(&h, k))
+            let counts = wk.fields.get(&f.name).map(|c| f.ordered(c)).unwrap_or_default();
+            (wk.week.clone(), crate::suppress::mean(&counts, wk.reports, k))
         })
         .collect();
     let (w, hgt, left, bottom) = (420.0, 160.0, 6.0, 20.0);

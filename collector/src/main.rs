@@ -179,6 +179,15 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
                     if token.len() < 16 {
                         return Err(format!("--admin-token-file {}: the token must be at least 16 characters", f.display()));
                     }
+                    // A byte order mark, a letter outside ASCII or a space
+                    // inside: no client sends that in `Authorization`, so the
+                    // admin listener would refuse everyone.
+                    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(format!(
+                            "--admin-token-file {}: the token must be printable ASCII without spaces (is there a byte order mark?)",
+                            f.display()
+                        ));
+                    }
                     optin_collector::api::Token(Some(token.as_bytes().to_vec()))
                 }
                 None if !a.admin_listen.ip().is_loopback() => {

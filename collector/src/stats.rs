@@ -221,6 +221,7 @@ pub async fn crosstab_counts<S: Store>(
     let mut cols: BTreeMap<String, i64> = BTreeMap::new();
     let mut cells: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut ids = BTreeSet::new();
+    let mut reports = 0;
     for (row, n) in store.week_groups(week).await? {
         if row.product != product {
             continue;
@@ -228,6 +229,7 @@ pub async fn crosstab_counts<S: Store>(
         let Some(schema) = schemas.by_id.get(&row.schema_id) else { continue };
         let Some(decoded) = decode_codes(schema, &row.codes) else { continue };
         ids.insert(row.schema_id);
+        reports += n;
         let (la, lb) = (labels_of(schemas, &row, &decoded, a), labels_of(schemas, &row, &decoded, b));
         for x in &la {
             *rows.entry(x.clone()).or_default() += n;
@@ -250,6 +252,7 @@ pub async fn crosstab_counts<S: Store>(
         col_totals: col_labels.iter().map(|y| cols[y]).collect(),
         row_labels,
         col_labels,
+        reports,
     };
     Ok((t, ids))
 }
@@ -280,20 +283,26 @@ pub fn fields_json(product: &str, counts: &WeekCounts, catalog: &[FieldInfo], k:
 pub fn mean_json(product: &str, counts: &WeekCounts, info: &FieldInfo, k: i64) -> Value {
     let empty = BTreeMap::new();
     let c = counts.fields.get(&info.name).unwrap_or(&empty);
-    let n: i64 = c.values().sum();
     let histogram = cells_json(&info.suppress(c, counts.reports, k), k);
+    // `reports` is the week's (as in `fields`); how many of them carry the
+    // field (`n`) only next to a mean suppress::mean allowed: on its own it
+    // would tell how many reports lack the field.
     let mut out = json!({"product": product, "week": counts.week, "field": info.name,
-        "reports": Shown::of(n, k).json(k), "histogram": histogram});
+        "reports": Shown::of(counts.reports, k).json(k), "histogram": histogram});
     if info.rounded {
-        let h: Vec<(f64, i64)> = c.iter().filter_map(|(l, n)| Some((l.parse::<f64>().ok()?, *n))).collect();
-        match suppress::mean(&h, k) {
+        match suppress::mean(&info.ordered(c), counts.reports, k) {
             Some(m) => {
+                out["n"] = json!(m.n);
                 out["mean"] = json!(round2(m.mean));
                 out["ci95"] = json!([round2(m.low), round2(m.high)]);
             }
             None => {
                 out["mean"] = Value::Null;
-                out["note"] = json!(format!("fewer than {} reports: no mean", k.max(2)));
+                out["note"] = json!(format!(
+                    "no mean: fewer than {} reports carry the field, or the mean would reveal a count below {} (reports without the field, or values merged into \"other\") or the few values that dominate those merged",
+                    k.max(2),
+                    k.max(1)
+                ));
             }
         }
     } else {
@@ -308,7 +317,11 @@ fn round2(x: f64) -> f64 {
 }
 
 pub fn crosstab_json(product: &str, week: &str, a: &FieldInfo, b: &FieldInfo, t: &suppress::Crosstab, k: i64) -> Value {
-    let rows = suppress::crosstab(t, !a.multi, !b.multi, k);
+    // The rows and columns are what `fields` publishes of a and b.
+    let counts = |labels: &[String], totals: &[i64]| -> BTreeMap<String, i64> { labels.iter().cloned().zip(totals.iter().copied()).collect() };
+    let row_cells = a.suppress(&counts(&t.row_labels, &t.row_totals), t.reports, k);
+    let col_cells = b.suppress(&counts(&t.col_labels, &t.col_totals), t.reports, k);
+    let rows = suppress::crosstab(t, &row_cells, &col_cells, !a.multi, !b.multi, k);
     let mut cells = Map::new();
     for (x, c) in &rows {
         cells.insert(x.clone(), cells_json(c, k));

@@ -112,9 +112,20 @@ async fn property<S: Store>(store: S, seed: u64) {
             let a: Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(a["week"], Value::from(week.clone()));
             check_fields(&a, *reports, cells, k);
-            // mean: a rounded count has one (k reports and up), a bucketed one never.
+            // mean: a rounded count has one only from k reports with a value
+            // on, and not when its sample size would tell a small count next
+            // to the `fields` figure; a bucketed one never.
             let m: Value = serde_json::from_str(&get(admin, &format!("/api/v1/mean?product=Mail+Archiver&week={week}&field=archived")).await.body).unwrap();
-            assert_eq!(m["mean"].is_number(), *reports >= k.max(2), "{m}");
+            let n: i64 = cells.iter().filter(|((f, _), _)| f == "archived").map(|(_, c)| c).sum();
+            let shown: i64 = a["fields"]["archived"].as_object().unwrap().iter().filter(|(l, _)| *l != "other").filter_map(|(_, v)| v.as_i64()).sum();
+            let small = |x: i64| x > 0 && x < k;
+            if m["mean"].is_number() {
+                assert!(n >= k.max(2) && !small(reports - n) && !small(n - shown), "{m}");
+            }
+            if k == 1 {
+                assert_eq!(m["mean"].is_number(), n >= 2, "nothing is merged with k = 1: {m}");
+            }
+            assert_eq!(m["n"].as_i64(), m["mean"].is_number().then_some(n), "{m}");
             for v in m["histogram"].as_object().unwrap().values() {
                 k_ok(v, k);
             }
@@ -128,8 +139,11 @@ async fn property<S: Store>(store: S, seed: u64) {
         let x: Value = serde_json::from_str(&r.body).unwrap();
         let t = &truth[&current.to_string()].1;
         let mut col_shown: BTreeMap<String, i64> = BTreeMap::new();
+        // Rows not published in `fields` (and reports without the field) make
+        // up the "other" row.
+        let named: i64 = x["cells"].as_object().unwrap().keys().filter(|r| *r != "other").map(|r| t[&("os_family".to_string(), r.clone())]).sum();
         for (row, cells) in x["cells"].as_object().unwrap() {
-            let row_total = t[&("os_family".to_string(), row.clone())];
+            let row_total = if row == "other" { truth[&current.to_string()].0 - named } else { t[&("os_family".to_string(), row.clone())] };
             let mut shown = 0;
             for (col, v) in cells.as_object().unwrap() {
                 if let Some(n) = k_ok(v, k) {
@@ -145,6 +159,22 @@ async fn property<S: Store>(store: S, seed: u64) {
             let col_total = t.get(&("trial".to_string(), col.to_string())).copied().unwrap_or(0);
             let shown = col_shown.get(col).copied().unwrap_or(0);
             assert!(col_total == shown || col_total - shown >= k || shown == 0, "column {col}: {col_total} - {shown}");
+        }
+        // Crosstabs with a multi-valued field on either side: every number
+        // >= k, and rows and columns only values `fields` shows.
+        let f: Value = serde_json::from_str(&get(admin, &format!("/api/v1/fields?product=Mail+Archiver&week={current}")).await.body).unwrap();
+        for (a, b) in [("profiles", "edition"), ("edition", "profiles"), ("profiles", "users")] {
+            let r = get(admin, &format!("/api/v1/crosstab?product=Mail+Archiver&week={current}&a={a}&b={b}")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let x: Value = serde_json::from_str(&r.body).unwrap();
+            let published = |field: &str, label: &str| label == "other" || f["fields"][field][label].is_number();
+            for (row, cells) in x["cells"].as_object().unwrap() {
+                assert!(published(a, row), "{a}={row} is a row but not shown in fields");
+                for (col, v) in cells.as_object().unwrap() {
+                    assert!(published(b, col), "{b}={col} is a column but not shown in fields");
+                    k_ok(v, k);
+                }
+            }
         }
         // Export: the same figures.
         let csv = export(&store, &current.to_string(), "csv", k).await.unwrap();

@@ -612,6 +612,12 @@ impl Transport {
             if status != PROXY_AUTH_REQUIRED {
                 return self.finish(&request, status as u16, &left);
             }
+            // A 407 on a direct connection comes from the collector (or
+            // whoever answers in its place), not from a proxy: the Windows
+            // identity is never offered to it.
+            if let Route::Direct(_) = route {
+                return Err("the server answered HTTP 407 (proxy authentication required) although no proxy is used; not answered".into());
+            }
             // The proxy wants authentication. Only Negotiate and NTLM are
             // answered, with the identity of this process; never a user name
             // or password (none is taken from the configuration).
@@ -884,6 +890,66 @@ mod tests {
         // the rest of the answer or for a next report.
         let sent = server.join().unwrap();
         assert!(sent < HUGE, "the server could write the whole {HUGE} bytes: the answer was read or the connection kept");
+    }
+
+    /// A server reached directly that answers 407 is the collector (or
+    /// whoever answers in its place), not a proxy: the Windows identity
+    /// must not be offered to it. (Under Wine an answered challenge shows
+    /// as a second request; real Windows would send a Negotiate/NTLM token.)
+    #[test]
+    fn a_407_on_a_direct_connection_is_not_answered_with_the_windows_identity() {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (done, requests, with_auth) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let server = {
+            let (done, requests, with_auth) = (done.clone(), requests.clone(), with_auth.clone());
+            std::thread::spawn(move || {
+                while !done.load(SeqCst) {
+                    let mut s = match listener.accept() {
+                        Ok((s, _)) => s,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                        Err(e) => panic!("accept: {e}"),
+                    };
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+                    let mut got = vec![];
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        got.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                        let complete = text.find("\r\n\r\n").is_some_and(|end| {
+                            let len: usize = text[..end].lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+                            got.len() >= end + 4 + len
+                        });
+                        if n == 0 || complete {
+                            break;
+                        }
+                    }
+                    if got.is_empty() {
+                        continue;
+                    }
+                    requests.fetch_add(1, SeqCst);
+                    if String::from_utf8_lossy(&got).to_ascii_lowercase().contains("proxy-authorization:") {
+                        with_auth.fetch_add(1, SeqCst);
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\nProxy-Authenticate: NTLM\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            })
+        };
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let d = t.send("{}", || true);
+        done.store(true, SeqCst);
+        server.join().unwrap();
+        assert!(matches!(d, Delivery::Failed { ref error, .. } if error.contains("407")), "{d:?}");
+        assert_eq!((requests.load(SeqCst), with_auth.load(SeqCst)), (1, 0), "the 407 of a server reached directly was answered ({d:?})");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 """Licence notices and CycloneDX SBOMs for the shipped binaries, from `cargo metadata`.
 
 What counts as "compiled into" a binary: every crate reachable from the binary's package
-through *normal* dependency edges for the target in question (`cargo metadata
---filter-platform`). That includes proc-macro crates (serde_derive, syn, ...), whose
-generated code ends up in the binary. It excludes dev-dependencies (tests only) and crates
+through *normal* dependency edges for the target in question, with the features a build of
+that package alone resolves (`cargo tree -p PACKAGE -e normal --target T`; not `cargo
+metadata`, which unifies features across the workspace and all platforms). Crate details
+(licence, repository, licence files) come from `cargo metadata`. That includes proc-macro
+crates (openssl-macros, syn, ...), whose generated code ends up in the binary. It excludes dev-dependencies (tests only) and crates
 reached only through build-dependency edges (cc, shlex, find-msvc-tools: they run on the
 build machine; what ring's build script compiles is ring's own code, listed under ring).
 The Rust standard library, which is linked in too, gets its own entry (texts from the
@@ -25,6 +27,7 @@ Usage:
   thirdparty.py update
   thirdparty.py notices PACKAGE OUT [--target T ...]
   thirdparty.py sbom PACKAGE OUT --target T
+  thirdparty.py sbom-check SBOM CARGO_JSON     (CARGO_JSON: cargo build --message-format=json)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -86,31 +90,53 @@ def lock_checksums(meta: dict) -> dict[tuple[str, str], str]:
     return {(p["name"], p["version"]): p["checksum"] for p in data.get("package", []) if "checksum" in p}
 
 
+def tree(package: str, target: str) -> list[tuple[int, str, str]]:
+    """`cargo tree` of the package's normal dependencies for `target`: (depth, name,
+    version) per line. cargo tree resolves features as `cargo build -p PACKAGE
+    --target TARGET` does; `cargo metadata` does not: it unifies the features of every
+    workspace member, of dev-dependencies and of other platforms' dependencies (the
+    rustls features of ureq for other Unix), so its graph named ring and rustls for
+    the Linux .so, which contains neither."""
+    cmd = ["cargo", "tree", "--locked", "--offline", "--manifest-path", str(ROOT / "Cargo.toml"), "-p", package,
+           "-e", "normal", "--target", target, "--prefix", "depth", "--format", "{p}", "--charset", "ascii"]
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    except subprocess.CalledProcessError:
+        out = subprocess.run([c for c in cmd if c != "--offline"], check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    lines = []
+    for line in out.splitlines():
+        m = re.match(r"^(\d+)(\S+) v(\S+)", line)
+        if m:
+            lines.append((int(m.group(1)), m.group(2), m.group(3)))
+    return lines
+
+
 def shipped(package: str, target: str) -> tuple[dict, list[dict], dict[str, list[str]]]:
     """The root package, the crates compiled into it for `target` (sorted), and the
-    normal-dependency edges among them (id -> [id])."""
+    normal-dependency edges among them (id -> [id]). Which crates and edges: `cargo
+    tree` (see `tree`); their details (licence, repository, files): `cargo metadata`."""
     meta = metadata(package, target)
-    by_id = {p["id"]: p for p in meta["packages"]}
+    by_key = {(p["name"], p["version"]): p for p in meta["packages"]}
     manifest = str((ROOT / PACKAGES[package][0]).resolve())
     root = next(p for p in meta["packages"] if str(Path(p["manifest_path"]).resolve()) == manifest)
-    nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
-    edges: dict[str, list[str]] = {}
-    seen = {root["id"]}
-    todo = [root["id"]]
-    while todo:
-        cur = todo.pop()
-        normal = sorted({d["pkg"] for d in nodes[cur]["deps"]
-                         if any(k["kind"] is None for k in d["dep_kinds"])})
-        edges[cur] = normal
-        for dep in normal:
-            if dep not in seen:
-                seen.add(dep)
-                todo.append(dep)
-    crates = sorted((by_id[i] for i in seen if i != root["id"]), key=lambda p: (p["name"], p["version"]))
+    lines = tree(package, target)
+    if not lines or (lines[0][1], lines[0][2]) != (root["name"], root["version"]):
+        raise SystemExit(f"thirdparty: cargo tree for {package} ({target}) did not start with the package itself")
+    edges: dict[str, set[str]] = {}
+    stack: list[str] = []
+    for depth, name, version in lines:
+        pid = by_key[(name, version)]["id"]
+        del stack[depth:]
+        if stack:
+            edges.setdefault(stack[-1], set()).add(pid)
+        edges.setdefault(pid, set())
+        stack.append(pid)
+    by_id = {p["id"]: p for p in meta["packages"]}
+    crates = sorted((by_id[i] for i in edges if i != root["id"]), key=lambda p: (p["name"], p["version"]))
     sums = lock_checksums(meta)
     for c in crates:
         c["_checksum"] = sums.get((c["name"], c["version"]))
-    return root, crates, edges
+    return root, crates, {k: sorted(v) for k, v in edges.items()}
 
 
 def licence_files(pkg: dict) -> list[Path]:
@@ -321,6 +347,55 @@ def cmd_sbom(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- SBOM against the build
+
+def built_units(messages: Path) -> tuple[set[str], set[str], str]:
+    """From `cargo build --message-format=json` of one binary: every crate compiled
+    (libraries and proc-macros, build scripts left out), the crates compiled with the
+    root's own optimisation level (the normal dependencies linked into the binary;
+    build-script and proc-macro dependencies get the build-override profile), and
+    the root's "name version"."""
+    units = []
+    for line in messages.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        m = json.loads(line)
+        if m.get("reason") != "compiler-artifact" or "custom-build" in m["target"]["kind"]:
+            continue
+        # package_id: "registry+URL#name@version", "path+file:///dir#version" or "...#name@version"
+        frag = m["package_id"].rsplit("#", 1)[1]
+        if "@" in frag:
+            name, version = frag.rsplit("@", 1)
+        else:
+            name, version = Path(m["manifest_path"]).parent.name, frag
+            name = m["target"]["name"].replace("_", "-") if name in ("", ".") else name
+        units.append((f"{name} {version}", m["profile"]["opt_level"], m["manifest_path"], m["target"]["kind"]))
+    roots = [u for u in units if any(k in ("cdylib", "staticlib", "bin") for k in u[3])]
+    if not roots:
+        raise SystemExit(f"thirdparty: {messages}: no cdylib/staticlib/bin artifact among {len(units)} units")
+    root, level = roots[0][0], roots[0][1]
+    compiled = {u[0] for u in units} - {root}
+    linked = {u[0] for u in units if u[1] == level and "proc-macro" not in u[3]} - {root}
+    return compiled, linked, root
+
+
+def cmd_sbom_check(args) -> int:
+    """The SBOM names exactly what the build put into the binary: every component was
+    compiled, and every crate linked in (compiled like the root) is a component."""
+    bom = json.loads(Path(args.sbom).read_text())
+    compiled, linked, root = built_units(Path(args.cargo_json))
+    comps = {f"{c['name']} {c['version']}" for c in bom["components"]}
+    problems = [f"{c} is in the SBOM but the build did not compile it" for c in sorted(comps - compiled)]
+    problems += [f"{c} is linked into the binary but not in the SBOM" for c in sorted(linked - comps)]
+    for p in problems:
+        print(f"thirdparty: FAIL: {args.sbom}: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"thirdparty: {Path(args.sbom).name}: its {len(comps)} components are what the build of {root} compiled "
+          f"({len(linked)} linked in, the rest proc-macros and their dependencies)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -332,6 +407,10 @@ def main() -> int:
         p.add_argument("out")
         p.add_argument("--target", action="append", required=(name == "sbom"))
         p.set_defaults(fn=fn)
+    p = sub.add_parser("sbom-check")
+    p.add_argument("sbom")
+    p.add_argument("cargo_json", help="output of cargo build --message-format=json for the binary")
+    p.set_defaults(fn=cmd_sbom_check)
     args = ap.parse_args()
     return args.fn(args)
 

@@ -8,7 +8,9 @@
 //!   `windows/policy/` writes exactly these values.
 //! - Unix: the file `/etc/optin-telemetry/disabled` (all products) or
 //!   `/etc/optin-telemetry/<product>.disabled` (that product only). Their
-//!   content does not matter; they exist or not.
+//!   content does not matter; they exist or not (a dangling symbolic link
+//!   exists). A file named `/etc/optin-telemetry` instead of the directory
+//!   counts as set for all products.
 //!
 //! A policy that cannot be read (access denied, a value of the wrong type) is
 //! treated as set: an administrator's "off" must not be lost to a permission
@@ -54,7 +56,12 @@ mod imp {
             let path = dir.join(&name);
             match std::fs::symlink_metadata(&path) {
                 Ok(_) => return Some(format!("policy: {} exists (administrator switch, {scope})", path.display())),
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // A file where the directory belongs (`echo 1 > /etc/optin-telemetry`):
+                // an administrator meant to switch sending off.
+                Err(e) if e.kind() == ErrorKind::NotADirectory => {
+                    return Some(format!("policy: {} is not a directory; treated as set (all products)", dir.display()))
+                }
                 Err(e) => return Some(format!("policy: cannot check {} ({e}); treated as set", path.display())),
             }
         }
@@ -81,11 +88,14 @@ mod imp {
             std::fs::remove_dir_all(&dir).unwrap();
         }
 
+        /// `echo 1 > /etc/optin-telemetry` is an administrator trying to
+        /// switch sending off: it must not be read as "no policy".
         #[test]
-        fn a_file_in_place_of_the_directory_is_no_policy() {
+        fn a_file_in_place_of_the_directory_counts_as_set() {
             let f = std::env::temp_dir().join(format!("optin-policy-file-{}", crate::random_hex(8)));
-            std::fs::write(&f, "").unwrap();
-            assert_eq!(blocked_in(&f, "Mock Archiver"), None);
+            std::fs::write(&f, "1").unwrap();
+            let why = blocked_in(&f, "Mock Archiver").expect("a file where the policy directory belongs blocks");
+            assert!(why.contains("not a directory") && why.contains("treated as set"), "{why}");
             std::fs::remove_file(&f).unwrap();
         }
     }

@@ -143,7 +143,11 @@ const WINHTTP_OPTION_DISABLE_FEATURE: u32 = 63;
 const WINHTTP_OPTION_SERVER_CERT_CONTEXT: u32 = 78;
 const WINHTTP_OPTION_REDIRECT_POLICY: u32 = 88;
 const WINHTTP_OPTION_SEND_TIMEOUT: u32 = 5;
-const WINHTTP_OPTION_RECEIVE_TIMEOUT: u32 = 7;
+/// Each receive (6) and the wait for the whole response header (7): both
+/// are narrowed to what is left of the 30 s, or one slow read could block
+/// for the session's full 30 s after most of them had gone.
+const WINHTTP_OPTION_RECEIVE_TIMEOUT: u32 = 6;
+const WINHTTP_OPTION_RECEIVE_RESPONSE_TIMEOUT: u32 = 7;
 const WINHTTP_OPTION_REDIRECT_POLICY_NEVER: u32 = 0;
 const WINHTTP_OPTION_AUTOLOGON_POLICY: u32 = 77;
 const WINHTTP_AUTOLOGON_SECURITY_LEVEL_MEDIUM: u32 = 0;
@@ -578,9 +582,7 @@ impl Transport {
         let len = u32::try_from(body.len()).map_err(|_| "the report is too large")?;
         let mut answered_challenge = false;
         loop {
-            let ms = left()?;
-            let _ = request.set_u32(WINHTTP_OPTION_SEND_TIMEOUT, ms as u32);
-            let _ = request.set_u32(WINHTTP_OPTION_RECEIVE_TIMEOUT, ms as u32);
+            narrow_timeouts(&request, left()?);
             // Connection, proxy CONNECT, TLS handshake and the request headers;
             // the body follows only after the checks below.
             // SAFETY: valid handle; NUL-terminated headers (length -1); no optional data.
@@ -603,7 +605,7 @@ impl Transport {
                 }
                 written += n;
             }
-            let _ = request.set_u32(WINHTTP_OPTION_RECEIVE_TIMEOUT, left()? as u32);
+            narrow_timeouts(&request, left()?);
             // SAFETY: valid handle.
             if unsafe { WinHttpReceiveResponse(request.0, null_mut()) } == 0 {
                 return Err(describe(last_error()));
@@ -611,6 +613,12 @@ impl Transport {
             let status = query_status(&request)?;
             if status != PROXY_AUTH_REQUIRED {
                 return self.finish(&request, status as u16, &left);
+            }
+            // A 407 on a direct connection comes from the collector (or
+            // whoever answers in its place), not from a proxy: the Windows
+            // identity is never offered to it.
+            if let Route::Direct(_) = route {
+                return Err("the server answered HTTP 407 (proxy authentication required) although no proxy is used; not answered".into());
             }
             // The proxy wants authentication. Only Negotiate and NTLM are
             // answered, with the identity of this process; never a user name
@@ -643,7 +651,9 @@ impl Transport {
         // Read a bounded amount so a hostile server cannot make us buffer much.
         let mut text = vec![0u8; MAX_RESPONSE_BODY as usize];
         let mut have = 0usize;
-        while have < text.len() && left().is_ok() {
+        while have < text.len() {
+            let Ok(ms) = left() else { break };
+            narrow_timeouts(request, ms);
             let mut n = 0u32;
             // SAFETY: valid handle; the buffer's free part and its length.
             let ok = unsafe { WinHttpReadData(request.0, text[have..].as_mut_ptr().cast(), (text.len() - have) as u32, &mut n) } != 0;
@@ -660,6 +670,14 @@ impl Transport {
             300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
             _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
         })
+    }
+}
+
+/// Every blocking step of `request` gets at most what is left of the
+/// attempt's 30 s.
+fn narrow_timeouts(request: &Handle, ms: i32) {
+    for option in [WINHTTP_OPTION_SEND_TIMEOUT, WINHTTP_OPTION_RECEIVE_TIMEOUT, WINHTTP_OPTION_RECEIVE_RESPONSE_TIMEOUT] {
+        let _ = request.set_u32(option, ms as u32);
     }
 }
 
@@ -884,6 +902,89 @@ mod tests {
         // the rest of the answer or for a next report.
         let sent = server.join().unwrap();
         assert!(sent < HUGE, "the server could write the whole {HUGE} bytes: the answer was read or the connection kept");
+    }
+
+    /// A server reached directly that answers 407 is the collector (or
+    /// whoever answers in its place), not a proxy: the Windows identity
+    /// must not be offered to it. (Under Wine an answered challenge shows
+    /// as a second request; real Windows would send a Negotiate/NTLM token.)
+    #[test]
+    fn a_407_on_a_direct_connection_is_not_answered_with_the_windows_identity() {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (done, requests, with_auth) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let server = {
+            let (done, requests, with_auth) = (done.clone(), requests.clone(), with_auth.clone());
+            std::thread::spawn(move || {
+                while !done.load(SeqCst) {
+                    let mut s = match listener.accept() {
+                        Ok((s, _)) => s,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                        Err(e) => panic!("accept: {e}"),
+                    };
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+                    let mut got = vec![];
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        got.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                        let complete = text.find("\r\n\r\n").is_some_and(|end| {
+                            let len: usize = text[..end].lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+                            got.len() >= end + 4 + len
+                        });
+                        if n == 0 || complete {
+                            break;
+                        }
+                    }
+                    if got.is_empty() {
+                        continue;
+                    }
+                    requests.fetch_add(1, SeqCst);
+                    if String::from_utf8_lossy(&got).to_ascii_lowercase().contains("proxy-authorization:") {
+                        with_auth.fetch_add(1, SeqCst);
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\nProxy-Authenticate: NTLM\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            })
+        };
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let d = t.send("{}", || true);
+        done.store(true, SeqCst);
+        server.join().unwrap();
+        assert!(matches!(d, Delivery::Failed { ref error, .. } if error.contains("407")), "{d:?}");
+        assert_eq!((requests.load(SeqCst), with_auth.load(SeqCst)), (1, 0), "the 407 of a server reached directly was answered ({d:?})");
+    }
+
+    /// What is left of the 30 s bounds sending, each receive (a server
+    /// that sends its answer slowly) and the wait for the whole header.
+    #[test]
+    fn every_blocking_step_gets_only_what_is_left_of_the_30_s() {
+        let agent = wide("test");
+        // SAFETY: NUL-terminated strings; no connection is made by these calls.
+        let session = Handle::new(unsafe { WinHttpOpen(agent.as_ptr(), WINHTTP_ACCESS_TYPE_NO_PROXY, null(), null(), 0) }, "WinHttpOpen").unwrap();
+        let host = wide("127.0.0.1");
+        // SAFETY: as above.
+        let connection = Handle::new(unsafe { WinHttpConnect(session.0, host.as_ptr(), 9, 0) }, "WinHttpConnect").unwrap();
+        let (verb, path) = (wide("POST"), wide("/r"));
+        // SAFETY: as above.
+        let request = Handle::new(unsafe { WinHttpOpenRequest(connection.0, verb.as_ptr(), path.as_ptr(), null(), null(), null(), 0) }, "WinHttpOpenRequest").unwrap();
+        narrow_timeouts(&request, 1234);
+        for (option, name) in [(5u32, "send"), (6, "receive"), (7, "receive response")] {
+            let (mut value, mut size) = (0u32, 4u32);
+            // SAFETY: valid handle, a DWORD buffer with its size.
+            let ok = unsafe { WinHttpQueryOption(request.0, option, (&mut value as *mut u32).cast(), &mut size) } != 0;
+            assert!(ok, "WinHttpQueryOption({option}): error {}", last_error());
+            assert_eq!(value, 1234, "the {name} timeout (option {option})");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! WinHTTP machine setting that services use, the user's Internet Options,
 //! PAC scripts and WPAD), proxy authentication with the process's Windows
 //! identity (Negotiate/NTLM), SChannel with the Windows certificate store
-//! (enterprise roots, revocation) — and a DLL without rustls and its roots.
+//! (enterprise roots; revocation is not asked for, see docs/windows.md) — and
+//! a DLL without rustls and its roots.
 //! docs/windows.md says why and what could not be tested under Wine.
 //!
 //! Same promises as the ureq transport (src/transport.rs): https only (plain

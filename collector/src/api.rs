@@ -110,14 +110,23 @@ pub fn current_week<S>(state: &AppState<S>) -> Week {
     Week::of_unix((state.clock)())
 }
 
+/// The newest week this listener shows (see `suppress::newest_shown_week`).
+pub fn newest_shown_week<S>(state: &AppState<S>) -> Week {
+    crate::suppress::newest_shown_week(current_week(state), state.options.public)
+}
+
 /// (product, week) from the query, or the answer to send instead.
 fn product_week<S: Store>(state: &AppState<S>, q: &HashMap<String, String>) -> Result<(String, String), Box<Response>> {
     let product = q.get("product").cloned().ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "product_missing")))?;
+    let newest = newest_shown_week(state);
     let week = match q.get("week") {
-        Some(w) => Week::parse(w).ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_week")))?.to_string(),
-        None => current_week(state).to_string(),
+        Some(w) => Week::parse(w).ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_week")))?,
+        None => newest,
     };
-    Ok((product, week))
+    if state.options.public && week > newest {
+        return Err(Box::new(json_error(StatusCode::NOT_FOUND, "week_not_published")));
+    }
+    Ok((product, week.to_string()))
 }
 
 pub async fn products<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
@@ -131,8 +140,10 @@ pub async fn weeks<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response 
     match state.store.data_weeks().await {
         Ok(mut w) => {
             let current = current_week(&state).to_string();
-            // A clock-skewed future week is not "with data" yet.
-            w.retain(|x| *x <= current);
+            // A clock-skewed future week is not "with data" yet (and a
+            // public reader sees complete weeks only).
+            let newest = newest_shown_week(&state).to_string();
+            w.retain(|x| *x <= newest);
             json(serde_json::json!({ "weeks": w, "current": current }))
         }
         Err(e) => storage_failed(e),

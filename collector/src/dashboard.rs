@@ -22,6 +22,9 @@ pub struct ProductData {
 
 pub struct DashboardData {
     pub current_week: String,
+    /// The newest week shown (the current one, or for a public reader the
+    /// last complete one).
+    pub newest_week: String,
     pub products: Vec<ProductData>,
     pub quarantine: Vec<(String, i64)>,
     pub rejected: Vec<(&'static str, u64)>,
@@ -30,9 +33,10 @@ pub struct DashboardData {
 
 pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, StoreError> {
     let current = crate::api::current_week(state).to_string();
+    let newest = crate::api::newest_shown_week(state).to_string();
     let schemas = state.schemas();
     let mut weeks = state.store.data_weeks().await?;
-    weeks.retain(|w| *w <= current);
+    weeks.retain(|w| *w <= newest);
     let skip = weeks.len().saturating_sub(MAX_WEEKS);
     let weeks = &weeks[skip..];
     // Weeks not rolled up are scanned once, for the product list and all
@@ -73,7 +77,7 @@ pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, Stor
             .collect();
         (state.store.quarantine_summary().await?, rejected)
     };
-    Ok(DashboardData { current_week: current, products, quarantine, rejected, public: state.options.public })
+    Ok(DashboardData { current_week: current, newest_week: newest, products, quarantine, rejected, public: state.options.public })
 }
 
 /// HTML-escapes text and attribute values.
@@ -98,6 +102,7 @@ fn t(lang: &str, key: &str) -> &'static str {
         "title" => if de { "Nutzungsstatistik" } else { "Usage statistics" },
         "k" => if de { "Zahlen unter k werden als „<k“ gezeigt und unter „other“ zusammengefasst; k =" } else { "Counts below k are shown as \"<k\" and merged into \"other\"; k =" },
         "current" => if de { "aktuelle Woche (unvollständig)" } else { "current week (incomplete)" },
+        "public_weeks" => if de { "nur vollständige Wochen, bis" } else { "complete weeks only, up to" },
         "reports" => if de { "Berichte pro Woche" } else { "Reports per week" },
         "reports_expl" => if de {
             "Jede zustimmende, laufende Installation sendet höchstens einen Bericht pro 7-Tage-Abschnitt, zu einem zufälligen Zeitpunkt. Die Berichte einer Woche schätzen daher die Zahl der zustimmenden aktiven Installationen; da ein Abschnitt über eine Wochengrenze reichen kann, schwankt eine einzelne Woche um einige Prozent. Die laufende Woche ist noch unvollständig."
@@ -202,8 +207,8 @@ pub fn render(d: &DashboardData, lang: &str, k: i64) -> String {
         t(lang, "title"),
         esc(t(lang, "k")),
         k.max(1),
-        t(lang, "current"),
-        esc(&d.current_week)
+        t(lang, if d.public { "public_weeks" } else { "current" }),
+        esc(if d.public { &d.newest_week } else { &d.current_week })
     );
     if d.products.is_empty() {
         let _ = write!(h, "<section class=\"card\"><p>{}</p></section>", t(lang, "nodata"));

@@ -17,11 +17,27 @@
 //!   [`crosstab`]); a mean only when it and its sample size tell nothing
 //!   about the values merged into "other" that `fields` hid (see [`mean`]).
 //! - No minimum, maximum or extreme percentile is computed anywhere.
+//! - A public reader (`--public`) sees complete weeks only
+//!   ([`newest_shown_week`]).
 
+use crate::privacy::Week;
 use serde_json::Value;
 
 /// The label suppressed cells are merged into.
 pub const OTHER: &str = "other";
+
+/// The newest week whose figures may be shown. A public reader sees complete
+/// weeks only: the current week's figures change with each report received,
+/// so two reads one report apart would give away that installation's values.
+/// The vendor (on the admin listener, with its token) sees the live week: it
+/// holds the raw reports anyway.
+pub fn newest_shown_week(current: Week, public: bool) -> Week {
+    if public {
+        current.minus(1)
+    } else {
+        current
+    }
+}
 
 /// A published count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -277,3 +277,53 @@ async fn crosstab_does_not_undo_complementary_suppression() {
         }
     }
 }
+
+/// A public reader sees complete weeks only: the live week's figures change
+/// with each report received, so two reads one report apart would give away
+/// that installation's values. The vendor (with the admin listener) still
+/// sees the live week. Last week: 12 reports of version 5.2.1; this week: 15
+/// of 5.3.0 (a version that only this week's reports carry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_readers_see_complete_weeks_only() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let id = add_schema(&store, SCHEMA).await.unwrap().id;
+    let s = schema();
+    let (this_week, last_week) = (Week::of_unix(NOW), Week::of_unix(NOW).minus(1));
+    let mut rows = vec![];
+    for n in 0..27u64 {
+        let (week, b) = if n < 12 {
+            (last_week, body(n, r#""trial":false"#))
+        } else {
+            (this_week, body(n, r#""trial":true"#).replace(r#""product_version":"5.2.1""#, r#""product_version":"5.3.0""#))
+        };
+        rows.push(keep(&validate(&s, b.as_bytes()).unwrap(), id, week));
+    }
+    store.insert_reports(rows).await.unwrap();
+    let product = "product=Mail%20Archiver";
+    for public in [false, true] {
+        let server = serve(store.clone(), Options { min_cell: K, public, ..Options::default() }, TestClock::new(NOW).clock()).await;
+        let admin = server.running.admin_addr;
+        let weeks = answer(&server, "/api/v1/weeks").await;
+        let listed: Vec<&str> = weeks["weeks"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(listed.contains(&this_week.to_string().as_str()), !public, "public {public}: {weeks}");
+        assert!(listed.contains(&last_week.to_string().as_str()), "{weeks}");
+        // Without a week: the newest week shown.
+        let f = answer(&server, &format!("/api/v1/fields?{product}")).await;
+        let (week, reports) = if public { (last_week, 12) } else { (this_week, 15) };
+        assert_eq!((f["week"].as_str(), f["reports"].as_i64()), (Some(week.to_string().as_str()), Some(reports)), "public {public}: {f}");
+        for path in ["fields", "mean", "crosstab"] {
+            let q = format!("/api/v1/{path}?{product}&week={this_week}&field=archived&a=trial&b=users");
+            let r = get(admin, &q).await;
+            assert_eq!(r.status, if public { 404 } else { 200 }, "public {public}: {q}: {}", r.body);
+            let later = format!("/api/v1/{path}?{product}&week={}&field=archived&a=trial&b=users", this_week.minus(-1));
+            assert_eq!(get(admin, &later).await.status, if public { 404 } else { 200 }, "public {public}: {later}");
+        }
+        let page = get(admin, "/").await;
+        assert_eq!(page.status, 200);
+        assert_eq!(page.body.contains("5.3.0"), !public, "public {public}: this week's only version on the dashboard");
+        assert!(page.body.contains("5.2.1"));
+        assert_eq!(page.body.contains(&format!("complete weeks only, up to {last_week}")), public);
+        server.running.stop().await;
+    }
+}

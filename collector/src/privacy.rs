@@ -152,25 +152,24 @@ pub fn decode_codes(schema: &Schema, codes: &str) -> Option<Vec<Option<ReportVal
     if parts.len() != schema.fields.len() {
         return None;
     }
-    schema
-        .fields
-        .iter()
-        .zip(parts)
-        .map(|(field, code)| {
-            if code.is_empty() {
-                return Some(None);
-            }
-            let n: u64 = code.parse().ok()?;
-            let v = match &field.kind {
-                Kind::Bool => ReportValue::Bool(n == 1),
-                Kind::Count { encoding: CountEncoding::Buckets(_) } => ReportValue::Bucket(n as usize),
-                Kind::Count { encoding: CountEncoding::Round125 } => ReportValue::Rounded(series_value(u32::try_from(n).ok()?)?),
-                Kind::Choice { .. } => ReportValue::Choice(n as usize),
-                Kind::Choices { .. } => ReportValue::Choices((0..64).filter(|i| n & (1 << i) != 0).collect()),
-            };
-            Some(Some(v))
-        })
-        .collect()
+    schema.fields.iter().zip(parts).map(|(field, code)| decode_code(&field.kind, code)).collect()
+}
+
+/// One field's code from the `codes` column: `Some(None)` when the field was
+/// not set, `None` when the code is not one this kind writes.
+pub fn decode_code(kind: &Kind, code: &str) -> Option<Option<ReportValue>> {
+    if code.is_empty() {
+        return Some(None);
+    }
+    let n: u64 = code.parse().ok()?;
+    let v = match kind {
+        Kind::Bool => ReportValue::Bool(n == 1),
+        Kind::Count { encoding: CountEncoding::Buckets(_) } => ReportValue::Bucket(n as usize),
+        Kind::Count { encoding: CountEncoding::Round125 } => ReportValue::Rounded(series_value(u32::try_from(n).ok()?)?),
+        Kind::Choice { .. } => ReportValue::Choice(n as usize),
+        Kind::Choices { .. } => ReportValue::Choices((0..64).filter(|i| n & (1 << i) != 0).collect()),
+    };
+    Some(Some(v))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -4,13 +4,13 @@
 //! (weeks with raw reports only), and the published forms of all of them,
 //! which always go through [`crate::suppress`].
 
-use crate::privacy::{decode_codes, ReportRow};
-use crate::storage::{SchemaSet, Store, StoreError, WeekColumns};
+use crate::privacy::decode_code;
+use crate::storage::{GroupColumns, SchemaSet, Store, StoreError, WeekColumns};
 use crate::suppress::{self, Cells, Shown};
-use optin_telemetry::schema::{CountEncoding, Kind, BUILTIN_FIELDS};
+use optin_telemetry::schema::{CountEncoding, Kind, Schema, BUILTIN_FIELDS};
 use optin_telemetry::validate::{bucket_labels, labels};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Unsuppressed counts of one product in one week. Never published as is.
 #[derive(Clone, Debug, Default)]
@@ -111,25 +111,6 @@ pub fn catalog(schemas: &SchemaSet, ids: &BTreeSet<i64>) -> Vec<FieldInfo> {
     out
 }
 
-/// The labels a stored report has for `field` (none when unset).
-fn labels_of(schemas: &SchemaSet, row: &ReportRow, decoded: &[Option<optin_telemetry::validate::ReportValue>], field: &str) -> Vec<String> {
-    match field {
-        "os_family" => vec![row.os_family.clone()],
-        "os_version" => vec![row.os_version.clone()],
-        "arch" => vec![row.arch.clone()],
-        "product" => vec![row.product.clone()],
-        "product_version" => vec![row.product_version.clone()],
-        "library_version" => vec![row.library_version.clone()],
-        _ => {
-            let Some(schema) = schemas.by_id.get(&row.schema_id) else { return vec![] };
-            match schema.field(field) {
-                Some((i, f)) => decoded.get(i).cloned().flatten().map(|v| labels(&f.kind, &v)).unwrap_or_default(),
-                None => vec![],
-            }
-        }
-    }
-}
-
 /// Products with data (aggregates, and raw reports of weeks not rolled up).
 pub async fn products<S: Store>(store: &S) -> Result<Vec<String>, StoreError> {
     let mut set: BTreeSet<String> = store.aggregate_products().await?.into_iter().collect();
@@ -194,12 +175,8 @@ pub fn counts_from_columns(columns: &WeekColumns, schemas: &SchemaSet, product: 
         }
         for (&(i, code), n) in &c.codes {
             let Some(f) = schema.fields.get(i) else { continue };
-            // Decode one position by giving it alone to the codes decoder.
-            let mut parts = vec![String::new(); schema.fields.len()];
-            parts[i] = code.to_string();
-            let Some(decoded) = decode_codes(schema, &parts.join(",")) else { continue };
-            if let Some(Some(v)) = decoded.get(i) {
-                for l in labels(&f.kind, v) {
+            if let Some(Some(v)) = decode_code(&f.kind, &code.to_string()) {
+                for l in labels(&f.kind, &v) {
                     *out.fields.entry(f.name.clone()).or_default().entry(l).or_default() += n;
                 }
             }
@@ -209,6 +186,11 @@ pub fn counts_from_columns(columns: &WeekColumns, schemas: &SchemaSet, product: 
 }
 
 /// A crosstab of two fields of `product` in `week` (raw reports only).
+///
+/// The week's groups are nearly unique (their codes hold every field), so
+/// the loop allocates nothing per group once a label is known: a field's
+/// labels depend only on its schema and its own code and are worked out once
+/// per code, and counts are found by reference before a key is allocated.
 pub async fn crosstab_counts<S: Store>(
     store: &S,
     schemas: &SchemaSet,
@@ -217,37 +199,46 @@ pub async fn crosstab_counts<S: Store>(
     a: &str,
     b: &str,
 ) -> Result<(suppress::Crosstab, BTreeSet<i64>), StoreError> {
-    let mut rows: BTreeMap<String, i64> = BTreeMap::new();
-    let mut cols: BTreeMap<String, i64> = BTreeMap::new();
-    let mut cells: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut rows: HashMap<String, i64> = HashMap::new();
+    let mut cols: HashMap<String, i64> = HashMap::new();
+    let mut cells: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    let (mut known_a, mut known_b) = (LabelCache::default(), LabelCache::default());
     let mut ids = BTreeSet::new();
     let mut reports = 0;
-    for (row, n) in store.week_groups(week).await? {
+    for group in store.week_groups(week).await? {
+        let (row, n) = (group.columns(), group.reports);
         if row.product != product {
             continue;
         }
-        let Some(schema) = schemas.by_id.get(&row.schema_id) else { continue };
-        let Some(decoded) = decode_codes(schema, &row.codes) else { continue };
-        ids.insert(row.schema_id);
-        reports += n;
-        let (la, lb) = (labels_of(schemas, &row, &decoded, a), labels_of(schemas, &row, &decoded, b));
-        for x in &la {
-            *rows.entry(x.clone()).or_default() += n;
+        let Some(schema) = schemas.by_id.get(&group.schema_id) else { continue };
+        let codes: Vec<&str> = if schema.fields.is_empty() { vec![] } else { row.codes.split(',').collect() };
+        if codes.len() != schema.fields.len() {
+            continue;
         }
-        for y in &lb {
-            *cols.entry(y.clone()).or_default() += n;
-            for x in &la {
-                *cells.entry((x.clone(), y.clone())).or_default() += n;
+        ids.insert(group.schema_id);
+        reports += n;
+        let la = known_a.labels(schema, group.schema_id, &row, &codes, a);
+        let lb = known_b.labels(schema, group.schema_id, &row, &codes, b);
+        for x in &la {
+            add(&mut rows, x, n);
+            let line = match cells.get_mut(*x) {
+                Some(line) => line,
+                None => cells.entry(x.to_string()).or_default(),
+            };
+            for y in &lb {
+                add(line, y, n);
             }
         }
+        for y in &lb {
+            add(&mut cols, y, n);
+        }
     }
-    let row_labels: Vec<String> = rows.keys().cloned().collect();
-    let col_labels: Vec<String> = cols.keys().cloned().collect();
+    let mut row_labels: Vec<String> = rows.keys().cloned().collect();
+    let mut col_labels: Vec<String> = cols.keys().cloned().collect();
+    row_labels.sort();
+    col_labels.sort();
     let t = suppress::Crosstab {
-        cells: row_labels
-            .iter()
-            .map(|x| col_labels.iter().map(|y| cells.get(&(x.clone(), y.clone())).copied().unwrap_or(0)).collect())
-            .collect(),
+        cells: row_labels.iter().map(|x| col_labels.iter().map(|y| cells.get(x).and_then(|l| l.get(y)).copied().unwrap_or(0)).collect()).collect(),
         row_totals: row_labels.iter().map(|x| rows[x]).collect(),
         col_totals: col_labels.iter().map(|y| cols[y]).collect(),
         row_labels,
@@ -255,6 +246,49 @@ pub async fn crosstab_counts<S: Store>(
         reports,
     };
     Ok((t, ids))
+}
+
+fn add(counts: &mut HashMap<String, i64>, label: &str, n: i64) {
+    match counts.get_mut(label) {
+        Some(c) => *c += n,
+        None => {
+            counts.insert(label.to_string(), n);
+        }
+    }
+}
+
+/// Labels of one field by (schema, code), for `crosstab_counts`.
+#[derive(Default)]
+struct LabelCache {
+    /// schema id -> code -> labels
+    by_code: HashMap<i64, HashMap<String, Vec<String>>>,
+}
+
+impl LabelCache {
+    /// The labels a stored report has for `field` (none when unset or not
+    /// decodable), borrowed from the row or from the cache.
+    fn labels<'a>(&'a mut self, schema: &Schema, schema_id: i64, row: &GroupColumns<'a>, codes: &[&str], field: &str) -> Vec<&'a str> {
+        let builtin = match field {
+            "os_family" => Some(row.os_family),
+            "os_version" => Some(row.os_version),
+            "arch" => Some(row.arch),
+            "product" => Some(row.product),
+            "product_version" => Some(row.product_version),
+            "library_version" => Some(row.library_version),
+            _ => None,
+        };
+        if let Some(value) = builtin {
+            return vec![value];
+        }
+        let Some((i, f)) = schema.field(field) else { return vec![] };
+        let code = codes[i];
+        let known = self.by_code.entry(schema_id).or_default();
+        if !known.contains_key(code) {
+            let decoded = decode_code(&f.kind, code).flatten().map(|v| labels(&f.kind, &v)).unwrap_or_default();
+            known.insert(code.to_string(), decoded);
+        }
+        known[code].iter().map(String::as_str).collect()
+    }
 }
 
 // ----- published forms (suppressed) -----

@@ -152,10 +152,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn aggregates(&self, week: &str) -> impl Future<Output = Result<Vec<AggregateRow>>> + Send;
     /// Reports per schema id in `week`, from the rolled-up totals.
     fn week_totals(&self, week: &str) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
-    /// Raw reports of `week` grouped by everything stored but the report id:
-    /// (a row with a zero id, how many reports share it). Feeds the current
-    /// week's figures and crosstabs ([`crate::stats`]).
-    fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<(ReportRow, i64)>>> + Send;
+    /// Raw reports of `week` grouped by everything stored but the report id.
+    /// Feeds the crosstabs ([`crate::stats::crosstab_counts`]).
+    fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<Group>>> + Send;
     /// Raw reports of `week` counted column by column, per schema and
     /// product (no joint counts: the fast path for `fields` and `mean`).
     fn week_columns(&self, week: &str) -> impl Future<Output = Result<WeekColumns>> + Send;
@@ -249,21 +248,38 @@ impl Grouper {
         *self.groups.entry((schema_id, cols.join("\u{1f}"))).or_default() += 1;
     }
 
-    pub fn rows(self) -> Vec<(ReportRow, i64)> {
-        self.groups
-            .into_iter()
-            .map(|((id, key), n)| {
-                let mut parts = key.split('\u{1f}').map(str::to_string);
-                let mut next = || parts.next().unwrap_or_default();
-                (group_row(id, [next(), next(), next(), next(), next(), next(), next()]), n)
-            })
-            .collect()
+    pub fn groups(self) -> Vec<Group> {
+        self.groups.into_iter().map(|((schema_id, columns), reports)| Group { schema_id, columns, reports }).collect()
     }
 }
 
-pub(crate) fn group_row(schema_id: i64, s: [String; 7]) -> ReportRow {
-    let [os_family, os_version, arch, product, product_version, library_version, codes] = s;
-    ReportRow { report_id: [0; 16], week: String::new(), schema_id, os_family, os_version, arch, product, product_version, library_version, codes }
+/// Reports of a week that share their schema, built-ins and codes. The
+/// columns stay one string (joined by U+001F, which no stored value holds): a
+/// week's groups are nearly unique, and splitting each into seven strings
+/// cost more than the counting.
+pub struct Group {
+    pub schema_id: i64,
+    columns: String,
+    pub reports: i64,
+}
+
+/// A group's columns, borrowed.
+pub struct GroupColumns<'a> {
+    pub os_family: &'a str,
+    pub os_version: &'a str,
+    pub arch: &'a str,
+    pub product: &'a str,
+    pub product_version: &'a str,
+    pub library_version: &'a str,
+    pub codes: &'a str,
+}
+
+impl Group {
+    pub fn columns(&self) -> GroupColumns<'_> {
+        let mut parts = self.columns.split('\u{1f}');
+        let mut next = || parts.next().unwrap_or("");
+        GroupColumns { os_family: next(), os_version: next(), arch: next(), product: next(), product_version: next(), library_version: next(), codes: next() }
+    }
 }
 
 /// The database a command works on, from `--db`.

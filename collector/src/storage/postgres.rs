@@ -2,7 +2,7 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -308,7 +308,7 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+    async fn week_groups(&self, week: &str) -> Result<Vec<Group>> {
         // Streamed and grouped here (see week_columns).
         let c = self.client().await?;
         let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
@@ -318,7 +318,7 @@ impl Store for PgStore {
             let text = |i: usize| r.get::<_, &str>(i);
             groups.add(r.get(0), [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
         }
-        Ok(groups.rows())
+        Ok(groups.groups())
     }
 
     async fn week_columns(&self, week: &str) -> Result<WeekColumns> {

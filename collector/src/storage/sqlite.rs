@@ -2,7 +2,7 @@
 //! from blocking threads; WAL so readers never wait for the writer;
 //! `secure_delete` so deleted rows are overwritten with zeros.
 
-use super::{Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
 use crate::rollup::Aggregates;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -365,7 +365,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn week_groups(&self, week: &str) -> Result<Vec<(ReportRow, i64)>> {
+    async fn week_groups(&self, week: &str) -> Result<Vec<Group>> {
         let week = week.to_string();
         self.with(move |c| {
             // Grouped here rather than by SQL: SQLite sorts for a GROUP BY
@@ -379,7 +379,7 @@ impl Store for SqliteStore {
                 let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
                 groups.add(r.get(0)?, [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
             }
-            Ok(groups.rows())
+            Ok(groups.groups())
         })
         .await
     }

@@ -12,6 +12,24 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 
+def stop_accept_loop(sock: socket.socket, thread: threading.Thread) -> None:
+    """Ends a raw server's accept loop before its socket is closed.
+
+    Closing alone is not enough: a thread that has just read the socket's
+    file descriptor number, or loops back to accept(), can call accept() on
+    whatever socket gets that number next. Seen once in a full run: a later
+    test's collector lost a report to an old fake proxy, which answered it
+    with its 502. shutdown() wakes a blocked accept(); the join makes sure the
+    thread is out before the number is freed."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    thread.join(10)
+    assert not thread.is_alive(), "the accept loop did not end"
+    sock.close()
+
+
 @dataclass
 class Request:
     method: str

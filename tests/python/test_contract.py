@@ -21,6 +21,7 @@ import time
 import pytest
 
 import optin_telemetry as ot
+from collector import stop_accept_loop
 from conftest import ROOT, make_config
 
 HEADER = ROOT / "include" / "optin_telemetry.h"
@@ -289,7 +290,8 @@ class _FakeProxy:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         try:
@@ -309,7 +311,7 @@ class _FakeProxy:
             pass
 
     def close(self):
-        self.sock.close()
+        stop_accept_loop(self.sock, self.thread)
 
 
 @pytest.mark.parametrize("source", ["config", "HTTPS_PROXY", "https_proxy"])

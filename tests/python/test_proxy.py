@@ -12,6 +12,7 @@ import time
 import pytest
 
 import optin_telemetry as ot
+from collector import stop_accept_loop
 from conftest import make_config
 
 REMOTE = "https://telemetry.example.invalid/v1/report"
@@ -28,7 +29,8 @@ class Proxy:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         try:
@@ -48,7 +50,7 @@ class Proxy:
             pass
 
     def close(self):
-        self.sock.close()
+        stop_accept_loop(self.sock, self.thread)
 
 
 def send_once(lib, state_dir, **extra):

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import optin_telemetry as ot
-from collector import Collector, Reply, free_port
+from collector import Collector, Reply, free_port, stop_accept_loop
 from conftest import ROOT, SCHEMA, make_config
 
 WEEK = 7 * 24 * 3600
@@ -649,7 +649,8 @@ def test_server_that_never_answers_times_out_SLOW_30s(clients, state_dir):
         except OSError:
             pass
 
-    threading.Thread(target=accept, daemon=True).start()
+    accepting = threading.Thread(target=accept, daemon=True)
+    accepting.start()
     try:
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/report"
         c, due = scheduled(clients, state_dir, endpoint)
@@ -670,7 +671,7 @@ def test_server_that_never_answers_times_out_SLOW_30s(clients, state_dir):
         h = reports(c)
         assert (h[0]["outcome"], h[0]["status"]) == ("failed", None)
     finally:
-        listener.close()
+        stop_accept_loop(listener, accepting)
         for s in conns:
             s.close()
 

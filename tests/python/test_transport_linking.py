@@ -21,6 +21,7 @@ import time
 import pytest
 
 import optin_telemetry as ot
+from collector import stop_accept_loop
 from conftest import ROOT, make_config
 from pki import make_test_pki
 
@@ -57,7 +58,8 @@ class TlsServer:
         self.lock = threading.Lock()
         self.connections = []
         self.done = threading.Condition(self.lock)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while True:
@@ -104,7 +106,7 @@ class TlsServer:
             return list(self.connections)
 
     def close(self):
-        self.sock.close()
+        stop_accept_loop(self.sock, self.thread)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from collector import Collector  # noqa: E402
+from collector import Collector, stop_accept_loop  # noqa: E402
 from conftest import SCHEMA  # noqa: E402
 from pki import make_test_pki  # noqa: E402
 
@@ -95,7 +95,8 @@ class Proxy:
         self.port = self.sock.getsockname()[1]
         self.address = f"{PROXY_HOST}:{self.port}"
         self._stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         while not self._stop:
@@ -173,7 +174,7 @@ class Proxy:
 
     def close(self):
         self._stop = True
-        self.sock.close()
+        stop_accept_loop(self.sock, self.thread)
 
 
 def tls(collector: Collector, pki: Path) -> str:

@@ -1,7 +1,9 @@
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,59 @@ SCHEMA = {
         {"name": "profiles", "type": "choices", "values": ["imap", "exchange", "m365", "gmail", "pst"], "description": {"en": "Kinds of archiving profiles."}},
     ],
 }
+
+
+WEEK = 7 * 24 * 3600
+# One "now" for the suites, close to the real clock, so that anything the
+# library compares with the wall clock (a lease's expiry shown as "sending")
+# stays consistent.
+T0 = int(time.time())
+
+
+def scheduled(open_client, state_dir, endpoint, **extra):
+    """A client with consent whose first tick (at T0) drew the schedule.
+    Returns (client, first due time)."""
+    c = open_client(state_dir, endpoint, **extra)
+    c.set_consent(True)
+    c.tick(T0)
+    due = c.status()["next_due"]
+    assert isinstance(due, int) and T0 <= due < T0 + WEEK, due
+    return c, due
+
+
+def granted_dir(d, url):
+    """A directory holding a state.json with a valid "yes" (made by a real
+    client); returns its first due time."""
+    c = ot.Client(make_config(d, endpoint=url))
+    c.set_consent(True)
+    c.tick(T0)
+    due = c.status()["next_due"]
+    c.close()
+    return due
+
+
+# A second process (a service beside a GUI) on the same state_dir: opens a
+# client, sets values, ticks once (publishing them) and prints its preview and
+# describe.
+SERVICE = r"""
+import json, sys
+import optin_telemetry as ot
+cfg, values, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+c = ot.Client(cfg)
+c.set_values(values)
+c.tick(t)  # publishes its values
+print(json.dumps({"preview": c.preview(), "describe": c.describe("en")}), flush=True)
+c.close()
+"""
+
+
+def run_service(tmp_path, cfg, values, t=T0):
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE)
+    env = {"PYTHONPATH": str(ROOT / "bindings" / "python"), "OPTIN_TELEMETRY_LIB": str(ot.library_path()), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, str(script), json.dumps(cfg), json.dumps(values), str(t)], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def make_config(state_dir, endpoint="http://127.0.0.1:9/v1/report", schema=None, **extra):

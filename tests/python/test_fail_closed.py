@@ -8,7 +8,6 @@ ABI (ctypes binding) with a real loopback collector:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -16,17 +15,9 @@ import time
 import pytest
 
 import optin_telemetry as ot
-from conftest import make_config
+from conftest import granted_dir, make_config, scheduled
 
 FLUSH_MS = 15_000
-T0 = int(time.time())
-
-
-def scheduled(clients, state_dir, url):
-    c = clients(state_dir, url)
-    c.set_consent(True)
-    c.tick(T0)
-    return c, c.status()["next_due"]
 
 
 def test_a_no_that_cannot_be_saved_fails_closed_for_the_rest_of_the_clients_life(clients, state_dir, collector, immutable):
@@ -71,21 +62,11 @@ def test_disable_variable_that_is_not_utf8_blocks(clients, state_dir, collector)
     assert len(collector.wait_for(1, 5)) == 1, "control: without the variable the report leaves"
 
 
-def _planted(d, tmp_path, collector_url):
-    """A directory holding a state.json with a valid "yes" made by a real client."""
-    c = ot.Client(make_config(d, endpoint=collector_url))
-    c.set_consent(True)
-    c.tick(T0)
-    due = c.status()["next_due"]
-    c.close()
-    return due
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="Unix permissions")
 @pytest.mark.parametrize("mode", [0o770, 0o757, 0o777, 0o1777])
 def test_state_dir_writable_by_others_is_refused_at_open(tmp_path, collector, mode):
     d = tmp_path / "shared"
-    due = _planted(d, tmp_path, collector.url)
+    due = granted_dir(d, collector.url)
     os.chmod(d, mode)
     with pytest.raises(ot.TelemetryError) as e:
         ot.Client(make_config(d, endpoint=collector.url))
@@ -103,7 +84,7 @@ def test_state_dir_writable_by_others_is_refused_at_open(tmp_path, collector, mo
 @pytest.mark.skipif(sys.platform == "win32" or os.geteuid() != 0, reason="needs root to chown")
 def test_state_dir_owned_by_another_user_is_refused_at_open(tmp_path, collector):
     d = tmp_path / "theirs"
-    _planted(d, tmp_path, collector.url)
+    granted_dir(d, collector.url)
     os.chown(d, 54321, 54321)
     with pytest.raises(ot.TelemetryError) as e:
         ot.Client(make_config(d, endpoint=collector.url))

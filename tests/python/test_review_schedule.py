@@ -12,26 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import optin_telemetry as ot
 from collector import Collector, Reply
-from conftest import ROOT, make_config
+from conftest import ROOT, T0, granted_dir, make_config, run_service
 
-WEEK = 7 * 24 * 3600
 FLUSH_MS = 15_000
-T0 = int(time.time())
-
-
-def scheduled(open_client, state_dir, endpoint, **extra):
-    c = open_client(state_dir, endpoint, **extra)
-    c.set_consent(True)
-    c.tick(T0)
-    due = c.status()["next_due"]
-    assert isinstance(due, int) and T0 <= due < T0 + WEEK, due
-    return c, due
 
 
 def send_due(client, collector, at):
@@ -85,17 +73,6 @@ def test_a_retry_after_values_changed_resends_the_first_body_byte_for_byte(clien
 # a planted consent: the directory can be swapped through its parent
 
 
-def _granted_dir(d, url):
-    """A directory holding a state.json with a valid "yes" (made by a real
-    client) and its first due time."""
-    c = ot.Client(make_config(d, endpoint=url))
-    c.set_consent(True)
-    c.tick(T0)
-    due = c.status()["next_due"]
-    c.close()
-    return due
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="Unix permissions")
 def test_a_state_dir_whose_parent_others_can_write_is_refused(tmp_path, collector):
     # Whoever can write the parent can rename the private state_dir away
@@ -106,7 +83,7 @@ def test_a_state_dir_whose_parent_others_can_write_is_refused(tmp_path, collecto
     parent = tmp_path / "open"
     parent.mkdir()
     planted = tmp_path / "planted"
-    due = _granted_dir(planted, collector.url)
+    due = granted_dir(planted, collector.url)
     os.chmod(parent, 0o777)
     d = parent / "state"
     try:
@@ -141,7 +118,7 @@ def test_a_symlinked_state_dir_is_resolved_once_so_repointing_the_link_redirects
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
     planted = tmp_path / "planted"
-    due = _granted_dir(planted, collector.url)
+    due = granted_dir(planted, collector.url)
     link = sticky / "state"
     os.symlink(real, link)
     c = ot.Client(make_config(link, endpoint=collector.url))
@@ -160,27 +137,6 @@ def test_a_symlinked_state_dir_is_resolved_once_so_repointing_the_link_redirects
 
 # --------------------------------------------------------------------------
 # a GUI and a service of different versions on one directory
-
-
-SERVICE = r"""
-import json, sys
-import optin_telemetry as ot
-cfg, values, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
-c = ot.Client(cfg)
-c.set_values(values)
-c.tick(t)  # publishes its values
-print(json.dumps({"preview": c.preview()}), flush=True)
-c.close()
-"""
-
-
-def run_service(tmp_path, cfg, values, t=T0):
-    script = tmp_path / "service.py"
-    script.write_text(SERVICE)
-    env = {"PYTHONPATH": str(ROOT / "bindings" / "python"), "OPTIN_TELEMETRY_LIB": str(ot.library_path()), "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([sys.executable, str(script), json.dumps(cfg), json.dumps(values), str(t)], capture_output=True, text=True, env=env, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def test_a_gui_of_another_version_that_knows_no_values_shows_and_sends_the_services_bytes(clients, state_dir, collector, tmp_path):
@@ -280,7 +236,7 @@ def test_a_retry_after_kill_9_in_another_process_with_other_values_resends_the_f
 def test_state_or_history_that_is_not_a_regular_file_is_set_aside_and_never_read(state_dir, collector, name, kind):
     from test_never_blocks import in_thread
 
-    due = _granted_dir(state_dir, collector.url)
+    due = granted_dir(state_dir, collector.url)
     target = state_dir / name
     if target.exists():
         target.unlink()

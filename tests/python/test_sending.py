@@ -29,9 +29,8 @@ import pytest
 
 import optin_telemetry as ot
 from collector import Collector, Reply, free_port, stop_accept_loop
-from conftest import ROOT, SCHEMA, make_config
+from conftest import ROOT, SCHEMA, T0, WEEK, make_config, scheduled
 
-WEEK = 7 * 24 * 3600
 DAY = 24 * 3600
 HOUR = 3600
 CATCHUP_MAX_DELAY = 3600
@@ -41,25 +40,11 @@ LEASE = 180
 LATER_JITTER = 6 * HOUR  # a later report: 7 days plus 0-6 h after the previous one left
 FLUSH_MS = 15_000
 
-# A fixed "now" close to the real clock, so that anything the library compares
-# with the wall clock (a lease's expiry shown as "sending") stays consistent.
-T0 = int(time.time())
 
 
 # --------------------------------------------------------------------------
 # helpers
 
-
-
-def scheduled(open_client, state_dir, endpoint, **extra):
-    """A client with consent whose first tick (at T0) drew the schedule.
-    Returns (client, first due time)."""
-    c = open_client(state_dir, endpoint, **extra)
-    c.set_consent(True)
-    c.tick(T0)
-    due = c.status()["next_due"]
-    assert isinstance(due, int) and T0 <= due < T0 + WEEK, due
-    return c, due
 
 
 def drive(client, collectors, start, stop, step):

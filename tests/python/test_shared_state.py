@@ -9,37 +9,10 @@ shows the published ones. The next report's id is shared the same way."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
-import optin_telemetry as ot
-from conftest import ROOT, make_config
+from conftest import T0, make_config, run_service
 
 FLUSH_MS = 15_000
-T0 = int(time.time())
-
-SERVICE = r"""
-import json, sys
-import optin_telemetry as ot
-cfg, values, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
-c = ot.Client(cfg)
-c.set_values(values)
-c.tick(t)  # publishes its values
-print(json.dumps({"preview": c.preview(), "describe": c.describe("en")}), flush=True)
-c.close()
-"""
-
-
-def run_service(tmp_path, cfg, values, t=T0):
-    script = tmp_path / "service.py"
-    script.write_text(SERVICE)
-    env = {"PYTHONPATH": str(ROOT / "bindings" / "python"), "OPTIN_TELEMETRY_LIB": str(ot.library_path()), "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([sys.executable, str(script), json.dumps(cfg), json.dumps(values), str(t)], capture_output=True, text=True, env=env, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
 
 def field_values(describe):
     return {f["name"]: f["value"] for f in describe["fields"] if not f["builtin"]}

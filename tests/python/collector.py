@@ -30,6 +30,40 @@ def stop_accept_loop(sock: socket.socket, thread: threading.Thread) -> None:
     sock.close()
 
 
+class Proxy:
+    """Records request lines and headers; answers every request with `answer`."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            while True:
+                conn, _ = self.sock.accept()
+                with conn:
+                    conn.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    self.requests.append(data)
+                    conn.sendall(self.answer)
+        except OSError:
+            pass
+
+    def close(self):
+        stop_accept_loop(self.sock, self.thread)
+
+
 @dataclass
 class Request:
     method: str

@@ -47,6 +47,15 @@ def scheduled(open_client, state_dir, endpoint, **extra):
     return c, due
 
 
+def send_due(client, collector, due, flush_ms=15_000):
+    """Ticks at `due`, waits for the send, returns the request that arrived."""
+    before = len(collector.requests)
+    client.tick(due)
+    client.flush(flush_ms)
+    assert len(collector.requests) == before + 1, "the due tick did not send exactly one request"
+    return collector.requests[-1]
+
+
 def granted_dir(d, url):
     """A directory holding a state.json with a valid "yes" (made by a real
     client); returns its first due time."""

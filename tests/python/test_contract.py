@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 import optin_telemetry as ot
-from collector import stop_accept_loop
+from collector import Proxy
 from conftest import ROOT, make_config
 
 HEADER = ROOT / "include" / "optin_telemetry.h"
@@ -281,46 +279,13 @@ def test_lock_file_is_never_replaced_while_the_state_file_is(lib, state_dir):
 
 # ----------------------------------------------------------------------------- proxy
 
-class _FakeProxy:
-    """Records the first request line it receives and refuses the tunnel."""
-
-    def __init__(self):
-        self.lines = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        try:
-            while True:
-                conn, _ = self.sock.accept()
-                with conn:
-                    conn.settimeout(5)
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                    self.lines.append(data.split(b"\r\n", 1)[0].decode("latin-1"))
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        except OSError:
-            pass
-
-    def close(self):
-        stop_accept_loop(self.sock, self.thread)
-
-
 @pytest.mark.parametrize("source", ["config", "HTTPS_PROXY", "https_proxy"])
 def test_https_report_goes_through_the_proxy(lib, state_dir, monkeypatch, source):
     # Issue 3 "Transport": "A proxy from the configuration or from the usual
     # environment variables."
     for var in ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
-    proxy = _FakeProxy()
+    proxy = Proxy(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")  # refuses the tunnel
     try:
         extra = {"proxy": proxy.url} if source == "config" else {}
         if source != "config":
@@ -331,7 +296,7 @@ def test_https_report_goes_through_the_proxy(lib, state_dir, monkeypatch, source
             c.tick(c.status()["next_due"])
             c.flush(15_000)
             attempt = c.history()["reports"][0]["attempts"][0]
-        assert proxy.lines and proxy.lines[0].startswith("CONNECT telemetry.example.invalid:443 "), proxy.lines
+        assert proxy.requests and proxy.requests[0].startswith(b"CONNECT telemetry.example.invalid:443 "), proxy.requests
         assert attempt["outcome"] == "failed" and attempt["error"], attempt
     finally:
         proxy.close()

@@ -17,17 +17,9 @@ import pytest
 
 import optin_telemetry as ot
 from collector import Collector, Reply
-from conftest import ROOT, T0, granted_dir, make_config, run_service
+from conftest import ROOT, T0, granted_dir, make_config, run_service, send_due
 
 FLUSH_MS = 15_000
-
-
-def send_due(client, collector, at):
-    before = len(collector.requests)
-    client.tick(at)
-    client.flush(FLUSH_MS)
-    assert len(collector.requests) == before + 1, "the due tick did not send exactly one request"
-    return collector.requests[-1]
 
 
 # --------------------------------------------------------------------------

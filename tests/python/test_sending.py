@@ -29,7 +29,7 @@ import pytest
 
 import optin_telemetry as ot
 from collector import Collector, Reply, free_port, stop_accept_loop
-from conftest import ROOT, SCHEMA, T0, WEEK, make_config, scheduled
+from conftest import ROOT, SCHEMA, T0, WEEK, make_config, scheduled, send_due
 
 DAY = 24 * 3600
 HOUR = 3600
@@ -73,15 +73,6 @@ def later_due(client, left):
     due = client.status()["next_due"]
     assert left + WEEK <= due <= left + WEEK + LATER_JITTER, f"next due {due - left - WEEK} s after left + 7 days"
     return due
-
-
-def send_due(client, collector, due):
-    """Ticks at `due`, waits for the send, returns the request that arrived."""
-    before = len(collector.requests)
-    client.tick(due)
-    client.flush(FLUSH_MS)
-    assert len(collector.requests) == before + 1, "the due tick did not send exactly one request"
-    return collector.requests[-1]
 
 
 def reports(client):

@@ -27,20 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from collector import Collector  # noqa: E402
 from pki import make_test_pki  # noqa: E402
+from wine_checks import check, failures, windows_path  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    print(("  ok   " if cond else "  FAIL ") + what)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def windows_path(p: Path) -> str:
-    # Wine maps the Linux root to drive Z:.
-    return "Z:" + str(p.resolve()).replace("/", "\\")
 
 
 def run(runner, exe, url, state_dir, answer, *extra):

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from collector import Collector, stop_accept_loop  # noqa: E402
 from conftest import SCHEMA  # noqa: E402
 from pki import make_test_pki  # noqa: E402
+from wine_checks import check, failures, windows_path  # noqa: E402
 
 WINE = os.environ.get("WINE", "/usr/lib/wine/wine64")
 POLICY_KEY = r"HKLM\SOFTWARE\Policies\optin-telemetry"
@@ -37,18 +38,6 @@ CONNECTIONS_HKLM = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Internet Set
 CONNECTIONS_HKCU = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings\Connections"
 PROXY_HOST = "127.0.0.2"  # not the collector's 127.0.0.1: WinHTTP must see two hosts
 
-failures: list[str] = []
-
-
-def check(cond, what):
-    print(("  ok   " if cond else "  FAIL ") + what)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def windows_path(p: Path) -> str:
-    return "Z:" + str(p.resolve()).replace("/", "\\")
 
 
 def reg(*args, check_rc=True):

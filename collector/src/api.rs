@@ -1,16 +1,18 @@
-//! Admin listener reads: `/api/v1/*` aggregates (JSON) and the dashboard at
-//! `/`, every figure suppressed by [`crate::suppress`]; bearer-token access
-//! control (constant-time comparison) and the dashboard's security headers.
+//! Admin listener reads: `/api/v1/*` (JSON) and the dashboard at `/`, every
+//! figure read from a stored weekly release ([`crate::release`]; nothing is
+//! computed from raw reports here); bearer-token access control
+//! (constant-time comparison) and the dashboard's security headers.
 
 use crate::privacy::Week;
-use crate::stats::{self, FieldInfo};
+use crate::published;
+use crate::release::Release;
 use crate::storage::Store;
 use crate::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -110,107 +112,97 @@ pub fn current_week<S>(state: &AppState<S>) -> Week {
     Week::of_unix((state.clock)())
 }
 
-/// The newest week this listener shows (see `suppress::newest_shown_week`).
-pub fn newest_shown_week<S>(state: &AppState<S>) -> Week {
-    crate::suppress::newest_shown_week(current_week(state), state.options.public)
-}
-
-/// (product, week) from the query, or the answer to send instead.
-fn product_week<S: Store>(state: &AppState<S>, q: &HashMap<String, String>) -> Result<(String, String), Box<Response>> {
-    let product = q.get("product").cloned().ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "product_missing")))?;
-    let newest = newest_shown_week(state);
+/// The stored release the query asks for (`product`, and `week` or the
+/// newest released one), or the answer to send instead. Only registered
+/// products are known here.
+async fn requested_release<S: Store>(state: &AppState<S>, q: &HashMap<String, String>) -> Result<Release, Box<Response>> {
+    let product = q.get("product").ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "product_missing")))?;
     let week = match q.get("week") {
-        Some(w) => Week::parse(w).ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_week")))?,
-        None => newest,
+        Some(w) => Some(Week::parse(w).ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_week")))?.to_string()),
+        None => None,
     };
-    if state.options.public && week > newest {
-        return Err(Box::new(json_error(StatusCode::NOT_FOUND, "week_not_published")));
+    let products = state.store.products().await.map_err(|e| Box::new(storage_failed(e)))?;
+    if !products.iter().any(|p| &p.name == product) {
+        return Err(Box::new(json_error(StatusCode::NOT_FOUND, "unknown_product")));
     }
-    Ok((product, week.to_string()))
+    let week = match week {
+        Some(w) => w,
+        None => match state.store.released_weeks(product).await.map_err(|e| Box::new(storage_failed(e)))?.pop() {
+            Some(w) => w,
+            None => return Err(Box::new(json_error(StatusCode::NOT_FOUND, "week_not_released"))),
+        },
+    };
+    match state.store.release(product, &week).await.map_err(|e| Box::new(storage_failed(e)))? {
+        Some(body) => Release::from_json(&body).map_err(|e| {
+            eprintln!("{e}");
+            Box::new(json_error(StatusCode::INTERNAL_SERVER_ERROR, "bad_release"))
+        }),
+        None => Err(Box::new(json_error(StatusCode::NOT_FOUND, "week_not_released"))),
+    }
 }
 
 pub async fn products<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    match stats::products(&state.store).await {
-        Ok(p) => json(serde_json::json!({ "products": p })),
+    match state.store.products().await {
+        Ok(p) => json(json!({ "products": p.into_iter().map(|p| p.name).collect::<Vec<_>>() })),
         Err(e) => storage_failed(e),
     }
 }
 
-pub async fn weeks<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    match state.store.data_weeks().await {
-        Ok(mut w) => {
-            let current = current_week(&state).to_string();
-            // A clock-skewed future week is not "with data" yet (and a
-            // public reader sees complete weeks only).
-            let newest = newest_shown_week(&state).to_string();
-            w.retain(|x| *x <= newest);
-            json(serde_json::json!({ "weeks": w, "current": current }))
+/// Weeks with a release (of the given product, or of any), and the current week.
+pub async fn weeks<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
+    let q = query(&uri);
+    let products = match state.store.products().await {
+        Ok(p) => p,
+        Err(e) => return storage_failed(e),
+    };
+    let mut weeks = BTreeSet::new();
+    for p in products.iter().filter(|p| q.get("product").is_none_or(|want| *want == p.name)) {
+        match state.store.released_weeks(&p.name).await {
+            Ok(w) => weeks.extend(w),
+            Err(e) => return storage_failed(e),
         }
-        Err(e) => storage_failed(e),
     }
+    json(json!({ "weeks": weeks, "current": current_week(&state).to_string() }))
 }
 
 pub async fn fields<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
-    let q = query(&uri);
-    let (product, week) = match product_week(&state, &q) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let schemas = state.schemas();
-    match stats::week_counts(&state.store, &schemas, &product, &week).await {
-        Ok(c) => {
-            let catalog = stats::catalog(&schemas, &c.schema_ids);
-            json(stats::fields_json(&product, &c, &catalog, state.options.min_cell))
-        }
-        Err(e) => storage_failed(e),
-    }
-}
-
-fn find_field(catalog: &[FieldInfo], name: Option<&String>) -> Result<FieldInfo, Box<Response>> {
-    let name = name.ok_or_else(|| Box::new(json_error(StatusCode::BAD_REQUEST, "field_missing")))?;
-    catalog.iter().find(|f| &f.name == name).cloned().ok_or_else(|| Box::new(json_error(StatusCode::NOT_FOUND, "unknown_field")))
-}
-
-pub async fn mean<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
-    let q = query(&uri);
-    let (product, week) = match product_week(&state, &q) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let schemas = state.schemas();
-    let c = match stats::week_counts(&state.store, &schemas, &product, &week).await {
-        Ok(c) => c,
-        Err(e) => return storage_failed(e),
-    };
-    let catalog = stats::catalog(&schemas, &all_ids(&schemas));
-    match find_field(&catalog, q.get("field")) {
-        Ok(info) => json(stats::mean_json(&product, &c, &info, state.options.min_cell)),
+    match requested_release(&state, &query(&uri)).await {
+        Ok(r) => json(published::fields(&r)),
         Err(r) => *r,
     }
 }
 
-fn all_ids(schemas: &crate::storage::SchemaSet) -> BTreeSet<i64> {
-    schemas.by_id.keys().copied().collect()
+pub async fn mean<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
+    let q = query(&uri);
+    let r = match requested_release(&state, &q).await {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let Some(field) = q.get("field") else { return json_error(StatusCode::BAD_REQUEST, "field_missing") };
+    match published::mean(&r, field) {
+        Some(v) => json(v),
+        None => json_error(StatusCode::NOT_FOUND, "unknown_field"),
+    }
 }
 
 pub async fn crosstab<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
     let q = query(&uri);
-    let (product, week) = match product_week(&state, &q) {
-        Ok(x) => x,
+    let r = match requested_release(&state, &q).await {
+        Ok(r) => r,
         Err(r) => return *r,
     };
-    let schemas = state.schemas();
-    let catalog = stats::catalog(&schemas, &all_ids(&schemas));
-    let (a, b) = match (find_field(&catalog, q.get("a")), find_field(&catalog, q.get("b"))) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
-    if a.name == b.name {
-        return json_error(StatusCode::BAD_REQUEST, "same_field");
+    let (Some(a), Some(b)) = (q.get("a"), q.get("b")) else { return json_error(StatusCode::BAD_REQUEST, "field_missing") };
+    match published::crosstab(&r, a, b) {
+        Some(v) => json(v),
+        None => json_error(StatusCode::NOT_FOUND, "crosstab_not_released"),
     }
-    match stats::crosstab_counts(&state.store, &schemas, &product, &week, &a.name, &b.name).await {
-        Ok((t, _)) => json(stats::crosstab_json(&product, &week, &a, &b, &t, state.options.min_cell)),
-        Err(e) => storage_failed(e),
+}
+
+/// The whole stored release, as stored.
+pub async fn release<S: Store>(State(state): State<Arc<AppState<S>>>, uri: Uri) -> Response {
+    match requested_release(&state, &query(&uri)).await {
+        Ok(r) => json(serde_json::to_value(&r).unwrap_or(Value::Null)),
+        Err(r) => *r,
     }
 }
 
@@ -240,7 +232,7 @@ pub async fn dashboard<S: Store>(State(state): State<Arc<AppState<S>>>, headers:
     let lang = language(&headers);
     match crate::dashboard::gather(&state).await {
         Ok(data) => {
-            let html = crate::dashboard::render(&data, lang, state.options.min_cell);
+            let html = crate::dashboard::render(&data, lang);
             let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
             secure_headers(r.headers_mut());
             r.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang));

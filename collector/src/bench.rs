@@ -1,6 +1,9 @@
 //! `optin-collector --db URL bench`: drives a real `serve` (in this process,
-//! on a loopback port) with concurrent HTTP clients, then times a rollup of a
-//! large stored week. Prints figures; asserts nothing (not a test).
+//! on a loopback port) with concurrent HTTP clients; with `--releases N`
+//! times a week's release on N stored reports and the published endpoints
+//! and dashboard served from a year of stored releases; with `--accuracy`
+//! measures the releases' errors. Prints figures; asserts nothing (not a
+//! test).
 
 use crate::privacy::{keep, Week};
 use crate::storage::postgres::PgStore;
@@ -24,16 +27,16 @@ pub struct BenchArgs {
     /// Reports posted in total.
     #[arg(long, default_value_t = 50_000)]
     pub requests: usize,
-    /// Reports stored directly for the rollup timing (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub rollup_reports: usize,
-    /// Instead of ingest: time the aggregate endpoints and the dashboard on
-    /// this many stored reports (13 weeks, the last one current and raw) plus
-    /// 52 weeks of aggregates.
+    /// Instead of ingest: time a week's release on this many stored reports,
+    /// then the endpoints and the dashboard over 52 weeks of releases.
     #[arg(long)]
-    pub aggregates: Option<usize>,
+    pub releases: Option<usize>,
+    /// Instead of ingest: the accuracy table (README "Accuracy"):
+    /// relative errors over this many releases per cell.
+    #[arg(long)]
+    pub accuracy: Option<usize>,
     /// Database to benchmark; must be empty or a scratch database.
-    #[arg(long, value_parser = DbUrl::parse)]
+    #[arg(long, value_parser = DbUrl::parse, default_value = "sqlite:/tmp/optin-collector-bench/bench.db")]
     pub bench_db: DbUrl,
 }
 
@@ -102,12 +105,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run_with<S: Store>(store: S, args: &BenchArgs) -> Result<(), String> {
-    if let Some(n) = args.aggregates {
-        return aggregates(store, n, &args.bench_db).await;
+    if let Some(n) = args.releases {
+        return releases(store, n, &args.bench_db).await;
+    }
+    if let Some(n) = args.accuracy {
+        return crate::accuracy::table(n).await;
     }
     let err = |e: crate::storage::StoreError| e.to_string();
     let (schema, body) = crate::commands::parse_schema(BENCH_SCHEMA)?;
-    let schema_id = store.add_schema(&schema.digest, &body).await.map_err(err)?;
+    store.add_schema(&schema.digest, &body).await.map_err(err)?;
     let before = store.count_reports().await.map_err(err)?;
     let options = Options { max_inflight: 4096, ..Options::default() };
     let state = AppState::new(store.clone(), options, crate::system_clock()).await.map_err(err)?;
@@ -179,33 +185,6 @@ async fn run_with<S: Store>(store: S, args: &BenchArgs) -> Result<(), String> {
         total_body / bodies.len().max(1)
     );
 
-    if args.rollup_reports > 0 {
-        // Fill one (old) week directly, as a year of a large fleet would.
-        let week = Week::parse("2020-W10").expect("a valid week");
-        let t = Instant::now();
-        let mut batch = Vec::with_capacity(10_000);
-        for _ in 0..args.rollup_reports {
-            let body = sample_report(&schema, &mut g);
-            let report = validate(&schema, body.as_bytes()).map_err(|r| r.to_string())?;
-            batch.push(keep(&report, schema_id, week));
-            if batch.len() == 10_000 {
-                store.insert_reports(std::mem::take(&mut batch)).await.map_err(err)?;
-            }
-        }
-        store.insert_reports(batch).await.map_err(err)?;
-        let fill = t.elapsed().as_secs_f64();
-        let count = store.count_reports().await.map_err(err)?;
-        let bytes = store.size_bytes().await.map_err(err)?;
-        println!(
-            "storage: {count} reports stored (filled {} in {fill:.1} s), {bytes} bytes in the database = {:.0} bytes per report",
-            args.rollup_reports,
-            bytes as f64 / count as f64
-        );
-        let schemas = Arc::new(SchemaSet::from_rows(&store.schemas().await.map_err(err)?));
-        let t = Instant::now();
-        let n = store.rollup_week(&week.to_string(), schemas).await.map_err(err)?;
-        println!("rollup: {n} reports of week {week} aggregated in {:.2} s", t.elapsed().as_secs_f64());
-    }
     Ok(())
 }
 
@@ -222,16 +201,13 @@ async fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<(u16, usize), S
     Ok((status, body.len()))
 }
 
-async fn aggregates<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<(), String> {
+async fn releases<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<(), String> {
     let err = |e: crate::storage::StoreError| e.to_string();
     let (schema, body) = crate::commands::parse_schema(BENCH_SCHEMA)?;
     let schema_id = store.add_schema(&schema.digest, &body).await.map_err(err)?;
     let now = crate::system_clock()();
     let current = Week::of_unix(now);
     let mut g = Gen(0x5eed_0fa6 ^ now as u64);
-    let t = Instant::now();
-    // 52 older weeks: a small sample each, rolled up and then deleted by
-    // retention (their aggregates stay), as a year of history would be.
     let fill = |week: Week, n: usize, g: &mut Gen| -> Result<Vec<crate::privacy::ReportRow>, String> {
         (0..n)
             .map(|_| {
@@ -240,30 +216,48 @@ async fn aggregates<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<()
             })
             .collect()
     };
-    for w in 14..66 {
+    let product = crate::storage::ProductRow {
+        name: "Mail Archiver".into(),
+        first_week: current.minus(52).to_string(),
+        versions: (0..3).flat_map(|a| (0..10).map(move |b| format!("4.{a}.{b}"))).collect(),
+    };
+    store.add_product(product.clone()).await.map_err(err)?;
+    let t = Instant::now();
+    // The week before this one holds the large sample; 51 older weeks 2,000
+    // reports each, as a year of history would be.
+    let big = current.minus(1);
+    let mut left = reports;
+    while left > 0 {
+        let n = left.min(10_000);
+        store.insert_reports(fill(big, n, &mut g)?).await.map_err(err)?;
+        left -= n;
+    }
+    for w in 2..=52 {
         store.insert_reports(fill(current.minus(w), 2000, &mut g)?).await.map_err(err)?;
     }
-    crate::retention::purge(&store, now, 13).await.map_err(err)?;
-    // The stored reports: 13 weeks, the current one included.
-    let per_week = reports / 13;
-    for w in 0..13 {
-        let mut left = if w == 0 { reports - per_week * 12 } else { per_week };
-        while left > 0 {
-            let n = left.min(10_000);
-            store.insert_reports(fill(current.minus(w), n, &mut g)?).await.map_err(err)?;
-            left -= n;
-        }
-    }
-    crate::retention::purge(&store, now, 13).await.map_err(err)?;
-    let count = store.count_reports().await.map_err(err)?;
-    let weeks = store.data_weeks().await.map_err(err)?;
     println!("backend: {db}");
-    println!(
-        "data: {count} stored reports over 13 weeks ({} in the current week {current}, raw) + aggregates for {} weeks in all; filled in {:.0} s",
-        reports - per_week * 12,
-        weeks.len(),
-        t.elapsed().as_secs_f64()
-    );
+    println!("data: {} stored reports ({reports} in {big}, 2,000 in each of 51 older weeks); filled in {:.0} s", store.count_reports().await.map_err(err)?, t.elapsed().as_secs_f64());
+    let config = crate::release::ReleaseConfig::default();
+    // One week's release on the large sample: read its rows, compute.
+    let mut times = vec![];
+    for _ in 0..3 {
+        let t = Instant::now();
+        let rows = store.release_rows(&big.to_string(), &product.name).await.map_err(err)?;
+        let read = t.elapsed().as_secs_f64();
+        let schemas = Arc::new(SchemaSet::from_rows(&store.schemas().await.map_err(err)?));
+        let plan = crate::release::Plan::new(schemas, &product, &config)?;
+        let n = rows.len();
+        let week = big.to_string();
+        let release = tokio::task::spawn_blocking(move || plan.release(&week, &rows)).await.map_err(|e| e.to_string())??;
+        let total = t.elapsed().as_secs_f64();
+        println!("release of {big} on {n} reports: read {read:.2} s, total {total:.2} s ({} figures)", release.budget.len());
+        times.push(total);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("release: median {:.2} s over {} runs (not stored)", times[times.len() / 2], times.len());
+    let t = Instant::now();
+    let done = crate::release::release_due(&store, now, &config).await?;
+    println!("release_due: {} releases stored in {:.1} s", done.released.len(), t.elapsed().as_secs_f64());
     let state = AppState::new(store.clone(), Options::default(), crate::system_clock()).await.map_err(err)?;
     let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
@@ -273,11 +267,9 @@ async fn aggregates<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<()
     let paths = [
         "/api/v1/products".to_string(),
         "/api/v1/weeks".to_string(),
-        format!("/api/v1/fields?product=Mail+Archiver&week={current}"),
         format!("/api/v1/fields?product=Mail+Archiver&week={last}"),
         format!("/api/v1/fields?product=Mail+Archiver&week={}", current.minus(40)),
-        format!("/api/v1/crosstab?product=Mail+Archiver&week={current}&a=os_family&b=edition"),
-        format!("/api/v1/mean?product=Mail+Archiver&week={current}&field=archived"),
+        format!("/api/v1/mean?product=Mail+Archiver&week={last}&field=archived"),
         "/".to_string(),
     ];
     for path in &paths {

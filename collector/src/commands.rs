@@ -1,8 +1,7 @@
 //! The non-serving commands: schema add / list / check, purge.
 
 use crate::privacy::{keep, Week};
-use crate::rollup::Aggregates;
-use crate::storage::{SchemaRow, SchemaSet, Store};
+use crate::storage::{ProductRow, SchemaRow, Store};
 use optin_telemetry::error::parse_json;
 use optin_telemetry::schema::{CountEncoding, Kind, Schema};
 use optin_telemetry::validate::{Envelope, Reject};
@@ -17,15 +16,15 @@ pub fn parse_schema(text: &str) -> Result<(Schema, String), String> {
         _ => value,
     };
     let schema = Schema::from_json(&schema_value).map_err(|e| e.message)?;
-    // Published figures merge small cells under this label; a value spelt
-    // the same would share its key and one of the two counts would be lost.
+    // A release's histograms end in a cell of this name (unset values);
+    // a value spelt the same would share its key and one count be lost.
     for f in &schema.fields {
         if let Kind::Choice { values } | Kind::Choices { values } = &f.kind {
-            if values.iter().any(|v| v == crate::suppress::OTHER) {
+            if values.iter().any(|v| v == crate::release::OTHER) {
                 return Err(format!(
                     "field {}: the value \"{}\" is reserved for the merged small cells of published figures; name it differently",
                     f.name,
-                    crate::suppress::OTHER
+                    crate::release::OTHER
                 ));
             }
         }
@@ -142,25 +141,12 @@ pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, S
             (Ok(_), None) => *summary.rejected.entry(Reject::MalformedJson.name()).or_default() += 1,
         }
     }
-    // A week already rolled up may have lost its other raw reports to
-    // retention, so a new rollup of it would count only these: their counts
-    // are added to its figures instead. Only reports stored now (not
-    // retries already stored) are counted.
-    let rolled_up = store.rolled_up_weeks().await.map_err(|e| e.to_string())?;
-    let schemas = SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?);
-    let mut late: BTreeMap<String, Aggregates> = BTreeMap::new();
+    // A week already released keeps its release: these reports count in no
+    // published figure of it (a release is never computed again).
     for row in rows {
-        let late_week = rolled_up.contains(&row.week).then(|| row.week.clone());
-        let counted = late_week.as_ref().map(|_| row.clone());
         if store.insert_report(row).await.map_err(|e| e.to_string())? {
             summary.moved_in += 1;
-            if let (Some(week), Some(row)) = (late_week, counted) {
-                late.entry(week).or_default().add(&schemas, &row);
-            }
         }
-    }
-    for (week, agg) in late {
-        store.add_to_rollup(&week, agg).await.map_err(|e| e.to_string())?;
     }
     if !held.is_empty() {
         store.remove_quarantined(held.into_iter().map(|q| q.key).collect()).await.map_err(|e| e.to_string())?;
@@ -169,49 +155,58 @@ pub async fn add_schema<S: Store>(store: &S, text: &str) -> Result<AddSummary, S
     Ok(summary)
 }
 
-/// `export`: every product's `fields` answer for `week`, as JSON (an array)
-/// or CSV (`product,week,reports,field,value,count`); the same suppressed
-/// figures the API serves.
-pub async fn export<S: Store>(store: &S, week: &str, format: &str, k: i64) -> Result<String, String> {
+/// `export`: every registered product's release of `week`, as JSON (an
+/// array of `fields` answers, each with its guarantee) or CSV
+/// ([`crate::published::CSV_HEADER`]); the same stored numbers the API serves.
+pub async fn export<S: Store>(store: &S, week: &str, format: &str) -> Result<String, String> {
     let week = Week::parse(week).ok_or_else(|| format!("--week {week}: expected an ISO week like 2026-W48"))?.to_string();
-    let schemas = crate::storage::SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?);
-    let mut answers = vec![];
-    for product in crate::stats::products(store).await.map_err(|e| e.to_string())? {
-        let counts = crate::stats::week_counts(store, &schemas, &product, &week).await.map_err(|e| e.to_string())?;
-        if counts.reports == 0 {
-            continue;
+    let mut releases = vec![];
+    for product in store.products().await.map_err(|e| e.to_string())? {
+        if let Some(body) = store.release(&product.name, &week).await.map_err(|e| e.to_string())? {
+            releases.push(crate::release::Release::from_json(&body)?);
         }
-        let catalog = crate::stats::catalog(&schemas, &counts.schema_ids);
-        answers.push(crate::stats::fields_json(&product, &counts, &catalog, k));
     }
     if format == "json" {
+        let answers: Vec<serde_json::Value> = releases.iter().map(crate::published::fields).collect();
         return Ok(format!("{}\n", serde_json::Value::Array(answers)));
     }
-    let mut out = String::from("product,week,reports,field,value,count\n");
-    let cell = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => csv(s),
-        other => other.to_string(),
-    };
-    for a in &answers {
-        let (product, reports) = (a["product"].as_str().unwrap_or(""), cell(&a["reports"]));
-        for (field, values) in a["fields"].as_object().into_iter().flatten() {
-            for (value, count) in values.as_object().into_iter().flatten() {
-                out.push_str(&format!("{},{week},{reports},{},{},{}\n", csv(product), csv(field), csv(value), cell(count)));
-            }
-        }
+    let mut out = String::from(crate::published::CSV_HEADER);
+    for r in &releases {
+        out.push_str(&crate::published::csv_rows(r));
     }
     Ok(out)
 }
 
-/// A CSV field, quoted when needed (RFC 4180); a leading =, +, - or @ is
-/// prefixed with ' so spreadsheets do not run it as a formula.
-fn csv(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
+/// `product add`: registers a product (or more versions of it). Only
+/// registered products get releases and are named anywhere public; only
+/// registered versions get a cell of their own in version adoption.
+pub async fn add_product<S: Store>(store: &S, name: &str, versions: &[String], since: Option<&str>, now: i64) -> Result<ProductRow, String> {
+    if !optin_telemetry::config::is_valid_product(name) {
+        return Err(format!("product {name:?}: not a product name the library accepts (1-64 of A-Z a-z 0-9 space . _ + -)"));
     }
+    for v in versions {
+        if !optin_telemetry::config::is_valid_product_version(v) {
+            return Err(format!("--version {v:?}: not a product version the library accepts (dotted decimal numbers)"));
+        }
+    }
+    let first_week = match since {
+        Some(w) => Week::parse(w).ok_or_else(|| format!("--since {w}: expected an ISO week like 2026-W48"))?,
+        None => Week::of_unix(now),
+    };
+    let existing = store.products().await.map_err(|e| e.to_string())?.into_iter().find(|p| p.name == name);
+    let mut all = existing.as_ref().map(|p| p.versions.clone()).unwrap_or_default();
+    for v in versions {
+        if !all.contains(v) {
+            all.push(v.clone());
+        }
+    }
+    let first_week = match existing {
+        Some(p) if p.first_week < first_week.to_string() => p.first_week,
+        _ => first_week.to_string(),
+    };
+    let row = ProductRow { name: name.to_string(), first_week, versions: all };
+    store.add_product(row.clone()).await.map_err(|e| e.to_string())?;
+    Ok(row)
 }
 
 pub fn list_text(rows: &[SchemaRow], quarantine: &[(String, i64)]) -> String {

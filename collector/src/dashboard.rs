@@ -1,13 +1,13 @@
 //! The dashboard: server-rendered HTML with inline SVG, no script, no
-//! external resource. [`gather`] reads the counts; [`render`] is pure and
-//! every count it prints went through [`crate::suppress`] (as an element of class `count`, which the browser test checks) and every
-//! text through [`esc`].
+//! external resource. [`gather`] reads stored releases only (never a raw
+//! report); [`render`] is pure, prints every released count as an element of
+//! class `count` (which the browser test compares with the release) and
+//! every text through [`esc`].
 
-use crate::stats::{self, FieldInfo, WeekCounts};
+use crate::published::group;
+use crate::release::{Cell, Real, Release};
 use crate::storage::{Store, StoreError};
-use crate::suppress::{Cells, Shown, OTHER};
 use crate::AppState;
-use std::collections::BTreeSet;
 use std::fmt::Write;
 
 /// Weeks shown in trends.
@@ -15,16 +15,12 @@ pub const MAX_WEEKS: usize = 52;
 
 pub struct ProductData {
     pub name: String,
-    /// Ascending; the last may be the current (incomplete) week.
-    pub weeks: Vec<WeekCounts>,
-    pub catalog: Vec<FieldInfo>,
+    /// Stored releases, ascending by week (at most [`MAX_WEEKS`]).
+    pub releases: Vec<Release>,
 }
 
 pub struct DashboardData {
     pub current_week: String,
-    /// The newest week shown (the current one, or for a public reader the
-    /// last complete one).
-    pub newest_week: String,
     pub products: Vec<ProductData>,
     pub quarantine: Vec<(String, i64)>,
     pub rejected: Vec<(&'static str, u64)>,
@@ -32,40 +28,17 @@ pub struct DashboardData {
 }
 
 pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, StoreError> {
-    let current = crate::api::current_week(state).to_string();
-    let newest = crate::api::newest_shown_week(state).to_string();
-    let schemas = state.schemas();
-    let mut weeks = state.store.data_weeks().await?;
-    weeks.retain(|w| *w <= newest);
-    let skip = weeks.len().saturating_sub(MAX_WEEKS);
-    let weeks = &weeks[skip..];
-    // Weeks not rolled up are scanned once, for the product list and all
-    // products' counts.
-    let rolled: BTreeSet<String> = state.store.rolled_up_weeks().await?.into_iter().collect();
-    let mut raw = std::collections::HashMap::new();
-    let mut names: BTreeSet<String> = state.store.aggregate_products().await?.into_iter().collect();
-    for w in weeks.iter().filter(|w| !rolled.contains(*w)) {
-        let columns = state.store.week_columns(w).await?;
-        names.extend(columns.by.keys().map(|(_, p)| p.clone()));
-        raw.insert(w.clone(), columns);
-    }
     let mut products = vec![];
-    for name in names {
-        let mut counts = vec![];
-        let mut ids = BTreeSet::new();
-        for w in weeks {
-            let c = match raw.get(w) {
-                Some(columns) => stats::counts_from_columns(columns, &schemas, &name, w),
-                None => stats::week_counts(&state.store, &schemas, &name, w).await?,
-            };
-            ids.extend(c.schema_ids.iter().copied());
-            counts.push(c);
+    for p in state.store.products().await? {
+        let mut releases: Vec<Release> = vec![];
+        for (_, body) in state.store.releases(&p.name).await? {
+            match Release::from_json(&body) {
+                Ok(r) => releases.push(r),
+                Err(e) => eprintln!("{e}"),
+            }
         }
-        if counts.iter().all(|c| c.reports == 0) {
-            continue;
-        }
-        let catalog = stats::catalog(&schemas, &ids);
-        products.push(ProductData { name, weeks: counts, catalog });
+        let skip = releases.len().saturating_sub(MAX_WEEKS);
+        products.push(ProductData { name: p.name, releases: releases.split_off(skip) });
     }
     let (quarantine, rejected) = if state.options.public {
         (vec![], vec![])
@@ -77,7 +50,7 @@ pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, Stor
             .collect();
         (state.store.quarantine_summary().await?, rejected)
     };
-    Ok(DashboardData { current_week: current, newest_week: newest, products, quarantine, rejected, public: state.options.public })
+    Ok(DashboardData { current_week: crate::api::current_week(state).to_string(), products, quarantine, rejected, public: state.options.public })
 }
 
 /// HTML-escapes text and attribute values.
@@ -100,36 +73,33 @@ fn t(lang: &str, key: &str) -> &'static str {
     let de = lang == "de";
     match key {
         "title" => if de { "Nutzungsstatistik" } else { "Usage statistics" },
-        "k" => if de { "Zahlen unter k werden als „<k“ gezeigt und unter „other“ zusammengefasst; k =" } else { "Counts below k are shown as \"<k\" and merged into \"other\"; k =" },
-        "current" => if de { "aktuelle Woche (unvollständig)" } else { "current week (incomplete)" },
-        "public_weeks" => if de { "nur vollständige Wochen, bis" } else { "complete weeks only, up to" },
+        "sub" => if de { "Jede Zahl stammt aus einer wöchentlichen Veröffentlichung mit Differential Privacy; aktuelle Woche" } else { "Every figure comes from a weekly differentially private release; current week" },
+        "guarantee" => if de {
+            "Garantie je Installation: ε = {ey} pro Jahr ({w} Wochen, δ = {d}); je Woche ρ = {rw} (ε = {ew}). Zahlen mit Rauschen; in Klammern das 95-%-Intervall."
+        } else {
+            "Guarantee per installation: ε = {ey} per year ({w} weeks, δ = {d}); per week ρ = {rw} (ε = {ew}). Figures carry noise; in brackets the 95 % interval."
+        },
         "reports" => if de { "Berichte pro Woche" } else { "Reports per week" },
         "reports_expl" => if de {
-            "Jede zustimmende, laufende Installation sendet höchstens einen Bericht pro 7-Tage-Abschnitt, zu einem zufälligen Zeitpunkt. Die Berichte einer Woche schätzen daher die Zahl der zustimmenden aktiven Installationen; da ein Abschnitt über eine Wochengrenze reichen kann, schwankt eine einzelne Woche um einige Prozent. Die laufende Woche ist noch unvollständig."
+            "Jede zustimmende, laufende Installation sendet höchstens einen Bericht pro 7-Tage-Abschnitt, zu einem zufälligen Zeitpunkt; die Berichte einer Woche schätzen daher die zustimmenden aktiven Installationen. Strich: 95-%-Intervall des Rauschens."
         } else {
-            "Every consenting, running installation sends at most one report per 7-day slot, at a random moment in it. A week's reports therefore estimate the consenting active installations; as a slot can straddle a week boundary, single weeks fluctuate by a few percent. The current week is still incomplete."
+            "Every consenting, running installation sends at most one report per 7-day slot, at a random moment in it; a week's reports therefore estimate the consenting active installations. Whisker: the noise's 95 % interval."
         },
-        "latest" => if de { "Verteilung in der letzten vollständigen Woche" } else { "Distribution in the latest complete week" },
-        "trends" => if de { "Verlauf über die Wochen (Anteile)" } else { "Trends over the weeks (shares)" },
-        "adoption" => if de { "Verbreitung der Produktversionen" } else { "Product version adoption" },
-        "means" => if de { "Durchschnitt mit 95-%-Intervall" } else { "Average with 95 % interval" },
-        "merged" => if de {
-            "Grau („other“): zusammengefasste Werte. Ist ein Wert kleiner als k und bleibt sonst nichts Kleines zum Zusammenfassen, wird auch der größte Wert zusammengefasst – sonst ließe sich der kleine durch Subtraktion errechnen."
-        } else {
-            "Grey (\"other\"): merged values. When one value is below k and nothing else small is left to merge it with, even the largest is merged — otherwise the small one could be computed by subtraction."
-        },
+        "latest" => if de { "Verteilung in der letzten veröffentlichten Woche" } else { "Distribution in the latest released week" },
+        "means" => if de { "Durchschnitt (begrenzt) und Median, jede Woche" } else { "Average (capped) and median, every week" },
+        "mean_h" => if de { "Durchschnitt, jede Installation bis {cap} gezählt" } else { "mean, each installation counted up to {cap}" },
+        "median_h" => if de { "Median (1-2-5-Stufe)" } else { "median (1-2-5 step)" },
+        "above_h" => if de { "Anteil über der Grenze" } else { "share above the cap" },
+        "adoption" => if de { "Verbreitung der Produktversionen (registrierte Versionen; sonst „other“)" } else { "Product version adoption (registered versions; others as \"other\")" },
         "alerts" => if de { "Hinweise" } else { "Alerts" },
         "quarantine" => if de { "Berichte zu nicht registrierten Schemas (Quarantäne)" } else { "Reports for unregistered schemas (quarantine)" },
         "rejected" => if de { "Abgewiesene Berichte seit dem Start, nach Grund" } else { "Rejected reports since start, by reason" },
         "none" => if de { "keine" } else { "none" },
-        "nodata" => if de { "Noch keine Daten." } else { "No data yet." },
+        "nodata" => if de { "Noch keine veröffentlichte Woche." } else { "No released week yet." },
+        "noproducts" => if de { "Kein Produkt registriert (optin-collector product add)." } else { "No product registered (optin-collector product add)." },
         "of" => if de { "Berichte" } else { "reports" },
-        "nomean" => if de {
-            "kein Durchschnitt: zu wenige Berichte, oder er verriete einzelne Werte"
-        } else {
-            "no average: too few reports, or it would single out a few values"
-        },
-        "week" => if de { "Woche" } else { "week" },
+        "week" => if de { "Woche" } else { "Week" },
+        "too_few" => if de { "zu wenige Berichte" } else { "too few reports" },
         _ => "",
     }
 }
@@ -137,36 +107,13 @@ fn t(lang: &str, key: &str) -> &'static str {
 const PALETTE: [&str; 10] = ["#2f6fbf", "#e2873b", "#3c9b5a", "#c2464b", "#8a63b8", "#1f9aa6", "#b58a2a", "#d46fa8", "#5d7a8c", "#7f9f3a"];
 const OTHER_COLOR: &str = "#b9bec6";
 
-/// A count as printed: a number, or "<k".
-fn count(s: Shown, k: i64) -> String {
-    match s {
-        Shown::Count(n) => format!("<data class=\"count\" value=\"{n}\">{}</data>", group(n)),
-        Shown::Small => format!("<data class=\"count\" value=\"\">&lt;{}</data>", k.max(1)),
-    }
-}
-
-/// The same inside SVG text (where HTML elements do not render).
-fn count_svg(s: Shown, k: i64) -> String {
-    match s {
-        Shown::Count(n) => format!("<tspan class=\"count\">{}</tspan>", group(n)),
-        Shown::Small => format!("<tspan class=\"count\">&lt;{}</tspan>", k.max(1)),
-    }
-}
-
-/// 1234567 -> "1,234,567".
-fn group(n: i64) -> String {
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
+/// A released count as printed: a number, or "<high" where its interval
+/// reaches 0 (the noise could hide it entirely).
+fn count(value: i64, low: i64, high: i64) -> String {
+    if low == 0 && value <= high && value < 20 {
+        format!("<data class=\"count\" value=\"{value}\">&lt;{}</data>", group(high.max(1)))
     } else {
-        out
+        format!("<data class=\"count\" value=\"{value}\">{}</data>", group(value))
     }
 }
 
@@ -175,6 +122,20 @@ fn fmt_f(x: f64) -> String {
         group(x.round() as i64)
     } else {
         format!("{x:.1}")
+    }
+}
+
+fn real(x: &Option<Real>, lang: &str) -> String {
+    match x {
+        Some(r) => format!("<data class=\"real\" value=\"{}\">{}</data> <small>[{}–{}]</small>", r.value, fmt_f(r.value), fmt_f(r.low), fmt_f(r.high)),
+        None => format!("<small>{}</small>", t(lang, "too_few")),
+    }
+}
+
+fn pct(x: &Option<Real>) -> String {
+    match x {
+        Some(r) => format!("{:.1} % <small>[{:.1}–{:.1}]</small>", r.value * 100.0, r.low * 100.0, r.high * 100.0),
+        None => "–".into(),
     }
 }
 
@@ -192,133 +153,125 @@ svg{display:block;max-width:100%;height:auto}svg text{font-size:11px;fill:#3a435
 svg text.v{font-size:11px;fill:#1d2430}svg .axis{stroke:#d5dae1}
 ul.legend{list-style:none;padding:0;margin:6px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:4px 12px}
 ul.legend svg{display:inline;vertical-align:middle}
-table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px 3px 0;text-align:left}
+table{border-collapse:collapse;font-size:13px}table.means td,table.adoption td{padding-right:18px}td,th{padding:3px 10px 3px 0;text-align:left}
 .ok{color:#3c9b5a}.warn{color:#c2464b}
 ";
 
-pub fn render(d: &DashboardData, lang: &str, k: i64) -> String {
+pub fn render(d: &DashboardData, lang: &str) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>{}</title><link rel=\"stylesheet\" href=\"/dashboard.css\"></head><body>\
-         <header><h1>{}</h1><p>{} {} · {} {}</p></header><main>",
+         <header><h1>{}</h1><p>{} {}</p></header><main>",
         t(lang, "title"),
         t(lang, "title"),
-        esc(t(lang, "k")),
-        k.max(1),
-        t(lang, if d.public { "public_weeks" } else { "current" }),
-        esc(if d.public { &d.newest_week } else { &d.current_week })
+        esc(t(lang, "sub")),
+        esc(&d.current_week)
     );
     if d.products.is_empty() {
-        let _ = write!(h, "<section class=\"card\"><p>{}</p></section>", t(lang, "nodata"));
+        let _ = write!(h, "<section class=\"card\"><p>{}</p></section>", t(lang, "noproducts"));
     }
     for p in &d.products {
-        product(&mut h, p, &d.current_week, lang, k);
+        product(&mut h, p, lang);
     }
     if !d.public {
-        alerts(&mut h, d, lang, k);
+        alerts(&mut h, d, lang);
     }
     h.push_str("</main></body></html>\n");
     h
 }
 
-fn product(h: &mut String, p: &ProductData, current: &str, lang: &str, k: i64) {
+fn guarantee_text(r: &Release, lang: &str) -> String {
+    let g = &r.guarantee;
+    t(lang, "guarantee")
+        .replace("{ey}", &format!("{:.2}", g.epsilon_per_year))
+        .replace("{w}", &g.weeks_per_year.to_string())
+        .replace("{d}", &format!("{:e}", g.delta))
+        .replace("{rw}", &format!("{:.4}", g.rho_week))
+        .replace("{ew}", &format!("{:.2}", g.epsilon_week))
+}
+
+fn product(h: &mut String, p: &ProductData, lang: &str) {
     let _ = write!(h, "<h2>{}</h2>", esc(&p.name));
-    // Reports per week.
+    let Some(latest) = p.releases.last() else {
+        let _ = write!(h, "<section class=\"card\"><p>{}</p></section>", t(lang, "nodata"));
+        return;
+    };
+    let _ = write!(h, "<section class=\"card\"><p class=\"guarantee\">{}</p></section>", esc(&guarantee_text(latest, lang)));
     let _ = write!(h, "<section class=\"card\"><h3>{}</h3><p class=\"expl\">{}</p>", t(lang, "reports"), esc(t(lang, "reports_expl")));
-    h.push_str(&reports_chart(&p.weeks, current, k));
+    h.push_str(&reports_chart(&p.releases));
     h.push_str("</section>");
 
-    // Latest complete week.
-    let latest = p.weeks.iter().rev().find(|w| w.week.as_str() < current).or(p.weeks.last());
-    if let Some(w) = latest {
-        let _ = write!(
-            h,
-            "<h2>{} <small>({} {}, {} {})</small></h2><div class=\"grid\">",
-            t(lang, "latest"),
-            t(lang, "week"),
-            esc(&w.week),
-            count(Shown::of(w.reports, k), k),
-            t(lang, "of")
-        );
-        for f in &p.catalog {
-            let empty = Default::default();
-            let cells = f.suppress(w.fields.get(&f.name).unwrap_or(&empty), w.reports, k);
-            let _ = write!(h, "<div><h3>{}</h3><p class=\"desc\"><code>{}</code> {}</p>", esc(&f.describe(lang)), esc(&f.name), kind_note(f, lang));
-            h.push_str(&bars(&cells, Shown::of(w.reports, k), k));
-            h.push_str("</div>");
+    // The rounded counts' capped mean and median, every released week.
+    for (name, _) in latest.means.iter() {
+        let desc = describe(latest, name, lang);
+        let _ = write!(h, "<h2>{} <small><code>{}</code></small></h2><section class=\"card\"><table class=\"means\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            esc(t(lang, "means")), esc(name), t(lang, "week"), t(lang, "of"),
+            esc(&t(lang, "mean_h").replace("{cap}", &group(latest.means[name].cap))), t(lang, "median_h"), t(lang, "above_h"));
+        for r in p.releases.iter().rev() {
+            let Some(s) = r.means.get(name) else { continue };
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.week), count(r.reports.value, r.reports.low, r.reports.high), real(&s.mean, lang), real(&s.median, lang), pct(&s.share_above_cap));
         }
-        h.push_str("</div>");
+        let _ = write!(h, "</table><p class=\"desc\">{}</p></section>", esc(&desc));
     }
 
-    // Means of rounded counts.
-    let rounded: Vec<&FieldInfo> = p.catalog.iter().filter(|f| f.rounded).collect();
-    if !rounded.is_empty() {
-        let _ = write!(h, "<h2>{}</h2><div class=\"grid\">", t(lang, "means"));
-        for f in rounded {
-            let _ = write!(h, "<div><h3>{}</h3><p class=\"desc\"><code>{}</code></p>", esc(&f.describe(lang)), esc(&f.name));
-            h.push_str(&mean_chart(&p.weeks, f, current, lang, k));
-            h.push_str("</div>");
+    let _ = write!(
+        h,
+        "<h2>{} <small>({} {}, {} {})</small></h2><div class=\"grid\">",
+        t(lang, "latest"),
+        t(lang, "week"),
+        esc(&latest.week),
+        count(latest.reports.value, latest.reports.low, latest.reports.high),
+        t(lang, "of")
+    );
+    for name in &latest.order {
+        let Some(cells) = latest.fields.get(name) else { continue };
+        if latest.means.contains_key(name) {
+            continue; // 60 steps of the series: summarised above
         }
-        h.push_str("</div>");
-    }
-
-    // Version adoption, then every field's trend.
-    if let Some(f) = p.catalog.iter().find(|f| f.name == "product_version") {
-        let _ = write!(h, "<h2>{}</h2><section class=\"card\"><p class=\"expl\">{}</p>", t(lang, "adoption"), esc(t(lang, "merged")));
-        h.push_str(&stacked(&p.weeks, f, current, k, 900));
-        h.push_str("</section>");
-    }
-    let _ = write!(h, "<h2>{}</h2><div class=\"grid\">", t(lang, "trends"));
-    for f in p.catalog.iter().filter(|f| f.name != "product_version" && f.name != "product") {
-        let _ = write!(h, "<div><h3>{}</h3><p class=\"desc\"><code>{}</code></p>", esc(&f.describe(lang)), esc(&f.name));
-        h.push_str(&stacked(&p.weeks, f, current, k, 420));
+        let _ = write!(h, "<div><h3>{}</h3><p class=\"desc\"><code>{}</code></p>", esc(&describe(latest, name, lang)), esc(name));
+        h.push_str(&bars(cells, latest.reports.value));
         h.push_str("</div>");
     }
     h.push_str("</div>");
+
+    let _ = write!(h, "<h2>{}</h2><section class=\"card\">", t(lang, "adoption"));
+    h.push_str(&adoption(&p.releases));
+    h.push_str("</section>");
 }
 
-fn kind_note(f: &FieldInfo, lang: &str) -> &'static str {
-    match (f.multi, f.rounded, f.bucketed, lang == "de") {
-        (true, _, _, false) => "· several per report; shares of reports",
-        (true, _, _, true) => "· mehrere je Bericht; Anteile an den Berichten",
-        (_, true, _, false) => "· randomly rounded to 1-2-5",
-        (_, true, _, true) => "· zufällig auf 1-2-5 gerundet",
-        (_, _, true, false) => "· ranges",
-        (_, _, true, true) => "· Bereiche",
-        _ => "",
-    }
+fn describe(r: &Release, name: &str, lang: &str) -> String {
+    r.describe(name, lang)
 }
 
-/// Horizontal bars with counts and shares of the week's reports.
-fn bars(cells: &Cells, reports: Shown, k: i64) -> String {
+/// Horizontal bars with counts, interval whiskers and shares.
+fn bars(cells: &[Cell], reports: i64) -> String {
+    let cells: Vec<&Cell> = cells.iter().filter(|c| c.high > 0 || c.value > 0).collect();
     let row_h = 22;
     let height = row_h * cells.len().max(1) + 4;
+    let max = cells.iter().map(|c| c.high).max().unwrap_or(1).max(1) as f64;
     let mut s = format!("<svg viewBox=\"0 0 360 {height}\" width=\"360\" height=\"{height}\" role=\"img\">");
-    for (i, (label, shown)) in cells.iter().enumerate() {
+    for (i, c) in cells.iter().enumerate() {
         let y = i * row_h + 2;
-        let color = if label == OTHER { OTHER_COLOR } else { PALETTE[i % PALETTE.len()] };
-        let _ = write!(s, "<text x=\"0\" y=\"{}\">{}</text>", y + 14, esc(&truncate(label, 18)));
-        match (shown, reports) {
-            (Shown::Count(n), Shown::Count(total)) if total > 0 => {
-                let share = *n as f64 / total as f64;
-                let w = (share.min(1.0) * 170.0).max(1.0);
-                let _ = write!(
-                    s,
-                    "<rect x=\"110\" y=\"{y}\" width=\"{w:.1}\" height=\"16\" rx=\"2\" fill=\"{color}\"><title>{}</title></rect>\
-                     <text class=\"v\" x=\"{:.1}\" y=\"{}\">{} · {:.0} %</text>",
-                    esc(label),
-                    110.0 + w + 4.0,
-                    y + 13,
-                    count_svg(*shown, k),
-                    share * 100.0
-                );
-            }
-            _ => {
-                let _ = write!(s, "<text class=\"v\" x=\"114\" y=\"{}\">{}</text>", y + 13, count_svg(*shown, k));
-            }
-        }
+        let w = (c.value as f64 / max * 170.0).round();
+        let (x0, x1) = (110.0 + c.low as f64 / max * 170.0, 110.0 + c.high as f64 / max * 170.0);
+        let color = if c.label == crate::release::OTHER { OTHER_COLOR } else { PALETTE[i % PALETTE.len()] };
+        let share = if reports > 0 { c.value as f64 * 100.0 / reports as f64 } else { 0.0 };
+        let _ = write!(
+            s,
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"110\" y=\"{y}\" width=\"{w}\" height=\"16\" fill=\"{color}\"/>\
+             <line class=\"ci\" x1=\"{x0:.1}\" x2=\"{x1:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#1d2430\"/>\
+             <text class=\"v\" x=\"{}\" y=\"{}\"><tspan class=\"count\">{}</tspan> ({share:.0} %)</text>",
+            y + 12,
+            esc(&truncate(&c.label, 16)),
+            y + 8,
+            y + 8,
+            (x1 + 4.0).min(292.0),
+            y + 12,
+            if c.low == 0 && c.value < 20 { format!("&lt;{}", group(c.high.max(1))) } else { group(c.value) },
+        );
     }
     s.push_str("</svg>");
     s
@@ -333,174 +286,78 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 fn short_week(w: &str) -> String {
-    w.split_once("-W").map_or(w.to_string(), |(_, n)| format!("W{n}"))
+    w.split_once('-').map_or(w.to_string(), |(_, x)| x.to_string())
 }
 
-fn reports_chart(weeks: &[WeekCounts], current: &str, k: i64) -> String {
-    let (w, hgt, left, bottom) = (900.0, 200.0, 50.0, 24.0);
-    let max = weeks.iter().map(|x| x.reports).filter(|n| *n >= k.max(1)).max().unwrap_or(1).max(1) as f64;
-    let n = weeks.len().max(1) as f64;
-    let slot = (w - left - 10.0) / n;
-    let mut s = format!("<svg viewBox=\"0 0 {w} {hgt}\" width=\"{w}\" height=\"{hgt}\" role=\"img\">");
-    let _ = write!(s, "<line class=\"axis\" x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\"/>", hgt - bottom, w - 10.0);
-    for (i, wk) in weeks.iter().enumerate() {
-        let x = left + i as f64 * slot;
-        let shown = Shown::of(wk.reports, k);
-        let incomplete = wk.week.as_str() >= current;
-        let color = if incomplete { "#9fbbe0" } else { PALETTE[0] };
-        if let Shown::Count(r) = shown {
-            let bh = (r as f64 / max) * (hgt - bottom - 24.0);
-            let _ = write!(
-                s,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" rx=\"2\" fill=\"{color}\"><title>{}</title></rect>",
-                x + slot * 0.15,
-                hgt - bottom - bh,
-                slot * 0.7,
-                esc(&wk.week)
-            );
-            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - bh - 4.0, count_svg(shown, k));
-        } else {
-            let _ = write!(s, "<text class=\"v\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - bottom - 4.0, count_svg(shown, k));
-        }
-        let label = if incomplete { format!("{}*", short_week(&wk.week)) } else { short_week(&wk.week) };
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", x + slot / 2.0, hgt - 6.0, esc(&label));
+fn reports_chart(releases: &[Release]) -> String {
+    let n = releases.len().max(1);
+    let bar = (860 / n).clamp(6, 60);
+    let width = bar * n + 40;
+    let max = releases.iter().map(|r| r.reports.high).max().unwrap_or(1).max(1) as f64;
+    let mut s = format!("<svg viewBox=\"0 0 {width} 160\" width=\"{width}\" height=\"160\" role=\"img\">");
+    for (i, r) in releases.iter().enumerate() {
+        let x = 20 + i * bar;
+        let hgt = r.reports.value as f64 / max * 120.0;
+        let (lo, hi) = (140.0 - r.reports.low as f64 / max * 120.0, 140.0 - r.reports.high as f64 / max * 120.0);
+        let mid = x + bar / 2;
+        let _ = write!(
+            s,
+            "<rect x=\"{}\" y=\"{:.1}\" width=\"{}\" height=\"{hgt:.1}\" fill=\"#2f6fbf\"/><line x1=\"{mid}\" x2=\"{mid}\" y1=\"{lo:.1}\" y2=\"{hi:.1}\" stroke=\"#1d2430\"/>\
+             <text x=\"{mid}\" y=\"155\" text-anchor=\"middle\">{}</text><text class=\"v\" x=\"{mid}\" y=\"{:.1}\" text-anchor=\"middle\"><tspan class=\"count\">{}</tspan></text>",
+            x + 2,
+            140.0 - hgt,
+            bar.saturating_sub(4).max(2),
+            esc(&short_week(&r.week)),
+            (hi - 3.0).max(10.0),
+            group(r.reports.value)
+        );
     }
     s.push_str("</svg>");
     s
 }
 
-/// 100 % stacked bars per week of a field's suppressed cells, with legend.
-fn stacked(weeks: &[WeekCounts], f: &FieldInfo, current: &str, k: i64, w: usize) -> String {
-    let (hgt, left, bottom) = (150.0, 6.0, 20.0);
-    let per_week: Vec<(String, Cells, Shown)> = weeks
-        .iter()
-        .map(|wk| {
-            let empty = Default::default();
-            (wk.week.clone(), f.suppress(wk.fields.get(&f.name).unwrap_or(&empty), wk.reports, k), Shown::of(wk.reports, k))
-        })
-        .collect();
-    let mut labels: Vec<String> = vec![];
-    for (_, cells, _) in &per_week {
-        for (l, _) in cells {
-            if l != OTHER && !labels.contains(l) {
-                labels.push(l.clone());
+/// Shares of the product versions per week, as a table.
+fn adoption(releases: &[Release]) -> String {
+    let mut versions: Vec<String> = vec![];
+    for r in releases {
+        for c in r.fields.get("product_version").into_iter().flatten() {
+            if !versions.contains(&c.label) {
+                versions.push(c.label.clone());
             }
         }
     }
-    let order: Vec<(String, i64)> = labels.iter().map(|l| (l.clone(), 0)).collect();
-    let mut labels: Vec<String> = f.ordered(&order.into_iter().collect()).into_iter().map(|(l, _)| l).collect();
-    labels.push(OTHER.to_string());
-    let color = |l: &str| {
-        if l == OTHER {
-            OTHER_COLOR
-        } else {
-            PALETTE[labels.iter().position(|x| x == l).unwrap_or(0) % PALETTE.len()]
-        }
-    };
-    let wf = w as f64;
-    let slot = (wf - left - 4.0) / per_week.len().max(1) as f64;
-    let mut s = format!("<svg viewBox=\"0 0 {w} {hgt}\" width=\"{w}\" height=\"{hgt}\" role=\"img\">");
-    for (i, (week, cells, reports)) in per_week.iter().enumerate() {
-        let x = left + i as f64 * slot;
-        // Multi-valued fields: shares of reports (they may add up to more
-        // than 100 %); scale to the largest sum so the bar fits.
-        let Shown::Count(total) = reports else { continue };
-        let sum: i64 = cells.iter().filter_map(|(_, c)| c.number()).sum();
-        let denom = (*total).max(sum).max(1) as f64;
-        let mut y = hgt - bottom;
-        for (l, c) in cells {
-            let Shown::Count(n) = c else { continue };
-            let bh = *n as f64 / denom * (hgt - bottom - 6.0);
-            y -= bh;
-            let _ = write!(
-                s,
-                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{} {}: {n} ({:.0} %)</title></rect>",
-                x + slot * 0.1,
-                slot * 0.8,
-                color(l),
-                esc(week),
-                esc(l),
-                *n as f64 / *total as f64 * 100.0
-            );
-        }
-        if per_week.len() <= 26 || i % 2 == 0 {
-            let star = if week.as_str() >= current { "*" } else { "" };
-            let _ = write!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}{star}</text>", x + slot / 2.0, hgt - 6.0, esc(&short_week(week)));
-        }
+    let mut s = String::from("<table class=\"adoption\"><tr><th></th>");
+    for v in &versions {
+        let _ = write!(s, "<th>{}</th>", esc(v));
     }
-    s.push_str("</svg><ul class=\"legend\">");
-    for l in &labels {
-        let _ = write!(s, "<li><svg width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\" fill=\"{}\"/></svg> {}</li>", color(l), esc(l));
+    s.push_str("</tr>");
+    for r in releases.iter().rev() {
+        let _ = write!(s, "<tr><td>{}</td>", esc(&r.week));
+        let cells = r.fields.get("product_version");
+        let total: i64 = cells.into_iter().flatten().map(|c| c.value).sum::<i64>().max(1);
+        for v in &versions {
+            match cells.and_then(|cs| cs.iter().find(|c| &c.label == v)) {
+                Some(c) => {
+                    let _ = write!(s, "<td>{} <small>({:.0} %)</small></td>", count(c.value, c.low, c.high), c.value as f64 * 100.0 / total as f64);
+                }
+                None => s.push_str("<td>–</td>"),
+            }
+        }
+        s.push_str("</tr>");
     }
-    s.push_str("</ul>");
+    s.push_str("</table>");
     s
 }
 
-fn mean_chart(weeks: &[WeekCounts], f: &FieldInfo, current: &str, lang: &str, k: i64) -> String {
-    let points: Vec<(String, Option<crate::suppress::Mean>)> = weeks
-        .iter()
-        .map(|wk| {
-            let counts = wk.fields.get(&f.name).map(|c| f.ordered(c)).unwrap_or_default();
-            (wk.week.clone(), crate::suppress::mean(&counts, wk.reports, k))
-        })
-        .collect();
-    let (w, hgt, left, bottom) = (420.0, 160.0, 6.0, 20.0);
-    let max = points.iter().filter_map(|(_, m)| m.map(|m| m.high)).fold(0.0f64, f64::max).max(1.0);
-    let slot = (w - left - 4.0) / points.len().max(1) as f64;
-    let y = |v: f64| hgt - bottom - v / max * (hgt - bottom - 10.0);
-    let mut s = format!("<svg viewBox=\"0 0 {w} {hgt}\" width=\"{w}\" height=\"{hgt}\" role=\"img\">");
-    let _ = write!(s, "<line class=\"axis\" x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\"/>", hgt - bottom, w - 4.0);
-    for (i, (week, m)) in points.iter().enumerate() {
-        let x = left + i as f64 * slot + slot / 2.0;
-        if let Some(m) = m {
-            let _ = write!(
-                s,
-                "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#8aa6cf\" stroke-width=\"3\"/>\
-                 <circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{}\"><title>{}: {} ({}–{})</title></circle>",
-                y(m.low),
-                y(m.high),
-                y(m.mean),
-                PALETTE[0],
-                esc(week),
-                fmt_f(m.mean),
-                fmt_f(m.low),
-                fmt_f(m.high)
-            );
-        }
-        if points.len() <= 26 || i % 2 == 0 {
-            let star = if week.as_str() >= current { "*" } else { "" };
-            let _ = write!(s, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}{star}</text>", hgt - 6.0, esc(&short_week(week)));
-        }
-    }
-    s.push_str("</svg>");
-    let latest = points.iter().rev().find(|(w, _)| w.as_str() < current).or(points.last());
-    match latest {
-        Some((week, Some(m))) => {
-            let _ = write!(
-                s,
-                "<p class=\"expl\">{}: <strong>{}</strong> (95 %: {} – {}), n = {}</p>",
-                esc(week),
-                fmt_f(m.mean),
-                fmt_f(m.low),
-                fmt_f(m.high),
-                count(Shown::of(m.n, k), k)
-            );
-        }
-        _ => {
-            let _ = write!(s, "<p class=\"expl\">{}</p>", t(lang, "nomean"));
-        }
-    }
-    s
-}
-
-fn alerts(h: &mut String, d: &DashboardData, lang: &str, k: i64) {
+fn alerts(h: &mut String, d: &DashboardData, lang: &str) {
+    // Operational figures of the vendor's own collector (admin only): exact.
     let _ = write!(h, "<h2>{}</h2><section class=\"card\"><h3>{}</h3>", t(lang, "alerts"), t(lang, "quarantine"));
     if d.quarantine.is_empty() {
         let _ = write!(h, "<p class=\"ok\">{}</p>", t(lang, "none"));
     } else {
         h.push_str("<table>");
         for (digest, n) in &d.quarantine {
-            let _ = write!(h, "<tr><td class=\"warn\"><code>{}</code></td><td>{}</td></tr>", esc(digest), count(Shown::of(*n, k), k));
+            let _ = write!(h, "<tr><td class=\"warn\"><code>{}</code></td><td>{}</td></tr>", esc(digest), group(*n));
         }
         h.push_str("</table>");
     }
@@ -510,7 +367,7 @@ fn alerts(h: &mut String, d: &DashboardData, lang: &str, k: i64) {
     } else {
         h.push_str("<table>");
         for (reason, n) in &d.rejected {
-            let _ = write!(h, "<tr><td class=\"warn\"><code>{}</code></td><td>{}</td></tr>", esc(reason), count(Shown::of(*n as i64, k), k));
+            let _ = write!(h, "<tr><td class=\"warn\"><code>{}</code></td><td>{}</td></tr>", esc(reason), group(*n as i64));
         }
         h.push_str("</table>");
     }
@@ -524,7 +381,7 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        assert_eq!(group(1234567), "1,234,567");
-        assert_eq!(group(12), "12");
+        assert_eq!(count(12, 0, 40), "<data class=\"count\" value=\"12\">&lt;40</data>");
+        assert_eq!(count(1234, 1200, 1270), "<data class=\"count\" value=\"1234\">1,234</data>");
     }
 }

@@ -2,8 +2,10 @@
 //! the example archiver schema registered, and a simulated fleet sending
 //! through the real library (`optin_telemetry::Client`, driven with
 //! `tick_at`) over several weeks — with a product update in week 5 that
-//! changes the schema, so installations must consent again — then the
-//! dashboard is served until Ctrl-C.
+//! changes the schema, so installations must consent again — then every
+//! complete week is released (release.rs), the released capped mean and
+//! median are printed beside the true ones, and the dashboard is served
+//! until Ctrl-C (`--json`: one JSON document instead, and no serving).
 
 use crate::bench::Gen;
 use crate::privacy::Week;
@@ -29,12 +31,15 @@ pub struct DemoArgs {
     /// Where the dashboard is served.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
-    /// Smallest count shown as a number.
-    #[arg(long, default_value_t = 10)]
-    pub min_cell: i64,
+    #[command(flatten)]
+    pub release: crate::release::ReleaseArgs,
     /// Simulate, print a summary and exit instead of serving.
     #[arg(long)]
     pub no_serve: bool,
+    /// Simulate without serving and print one JSON document: per released
+    /// week the true and released capped mean and median, and the guarantee.
+    #[arg(long)]
+    pub json: bool,
     /// Write the dashboard URL to this file once it is served (for scripts).
     #[arg(long)]
     pub url_file: Option<PathBuf>,
@@ -82,7 +87,7 @@ const OS_SPREAD: [(&str, &str, u64); 7] = [
     ("linux", "5.15", 5),
 ];
 
-fn os(g: &mut Gen) -> (&'static str, &'static str) {
+pub fn os(g: &mut Gen) -> (&'static str, &'static str) {
     let mut x = g.below(OS_SPREAD.iter().map(|o| o.2).sum());
     for (family, version, share) in OS_SPREAD {
         if x < share {
@@ -93,7 +98,7 @@ fn os(g: &mut Gen) -> (&'static str, &'static str) {
     unreachable!("x is below the sum of the shares")
 }
 
-fn values(g: &mut Gen) -> Value {
+pub fn values(g: &mut Gen) -> Value {
     // Users: most installations are small offices.
     let users = match g.below(100) {
         0..=24 => 1 + g.below(4),
@@ -119,9 +124,91 @@ fn values(g: &mut Gen) -> Value {
     json!({"trial": g.below(100) < 4, "edition": edition, "users": users, "archived_items": archived, "profiles": profiles})
 }
 
+/// The simulated product, registered with its two versions.
+pub const PRODUCT: &str = "Mock Mail Archiver";
+
+/// Per released week: the true capped and uncapped mean and median of the
+/// archive sizes (from the raw reports, which the demo may read: it made
+/// them) beside the released ones, and the guarantee.
+async fn compare(store: &SqliteStore, config: &crate::release::ReleaseConfig) -> Result<Value, String> {
+    use crate::storage::Store;
+    let err = |e: crate::storage::StoreError| e.to_string();
+    let schemas = crate::storage::SchemaSet::from_rows(&store.schemas().await.map_err(err)?);
+    let mut weeks = vec![];
+    let mut guarantee = Value::Null;
+    for (week, body) in store.releases(PRODUCT).await.map_err(err)? {
+        let r = crate::release::Release::from_json(&body)?;
+        let Some(s) = r.means.get("archived_items") else { continue };
+        let rows = store.release_rows(&week, PRODUCT).await.map_err(err)?;
+        // The field's position differs between schema versions: take each
+        // row's own schema.
+        let t = truth_of(&rows, &schemas, config.cap("archived_items"));
+        guarantee = json!({"epsilon_per_year": r.guarantee.epsilon_per_year, "delta": r.guarantee.delta, "rho_week": r.guarantee.rho_week});
+        let mean = s.mean.as_ref();
+        weeks.push(json!({
+            "week": week,
+            "reports": rows.len(),
+            "reports_released": r.reports.value,
+            "capped_mean": {"true": t.capped_mean, "released": mean.map(|m| m.value), "low": mean.map(|m| m.low), "high": mean.map(|m| m.high), "cap": s.cap},
+            "mean_uncapped_true": t.mean,
+            "median": {"true": t.median, "released": s.median.as_ref().map(|m| m.value),
+                "low": s.median.as_ref().map(|m| m.low), "high": s.median.as_ref().map(|m| m.high)},
+        }));
+    }
+    Ok(json!({"weeks": weeks, "guarantee": guarantee}))
+}
+
+fn truth_of(rows: &[String], schemas: &crate::storage::SchemaSet, cap: i64) -> crate::accuracy::Truth {
+    // Rows of each schema version, with that version's field position.
+    let mut by_schema: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    for r in rows {
+        let id = r.split(crate::release::SEP).next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        by_schema.entry(id).or_default().push(r.clone());
+    }
+    let mut values: Vec<String> = vec![];
+    for (id, rows) in by_schema {
+        let Some(pos) = schemas.by_id.get(&id).and_then(|s| s.field("archived_items")).map(|(i, _)| i) else { continue };
+        // Rewritten to carry the value at position 0, so one truth() serves.
+        for r in rows {
+            let code = r.split(crate::release::SEP).nth(6).and_then(|c| c.split(',').nth(pos)).unwrap_or("").to_string();
+            values.push(["0", "", "", "", "", "", &code].join(&crate::release::SEP.to_string()));
+        }
+    }
+    crate::accuracy::truth(&values, 0, cap)
+}
+
+fn print_comparison(c: &Value) {
+    let pct = |released: &Value, truth: &Value| match (released.as_f64(), truth.as_f64()) {
+        (Some(r), Some(t)) if t > 0.0 => format!("{:+.1} %", (r - t) / t * 100.0),
+        _ => "-".into(),
+    };
+    let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| crate::published::group(x.round() as i64));
+    println!("demo: what the noise and the cap cost (archive sizes; true values from the raw reports, released from the stored releases)");
+    println!("  {:<9} {:>7} {:>11} {:>11} {:>8} {:>13} {:>11} {:>11}", "week", "reports", "capped true", "released", "error", "uncapped true", "median true", "released");
+    for w in c["weeks"].as_array().into_iter().flatten() {
+        let (cm, md) = (&w["capped_mean"], &w["median"]);
+        println!(
+            "  {:<9} {:>7} {:>11} {:>11} {:>8} {:>13} {:>11} {:>11}",
+            w["week"].as_str().unwrap_or(""),
+            w["reports"],
+            num(&cm["true"]),
+            num(&cm["released"]),
+            pct(&cm["released"], &cm["true"]),
+            num(&w["mean_uncapped_true"]),
+            num(&md["true"]),
+            num(&md["released"]),
+        );
+    }
+    if let Some(cap) = c["weeks"].get(0).and_then(|w| w["capped_mean"]["cap"].as_i64()) {
+        println!("  (capped: each installation counted up to {})", crate::published::group(cap));
+    }
+    let g = &c["guarantee"];
+    println!("demo: guarantee per installation: epsilon {:.2} per year at delta {:e} (rho {} per week)", g["epsilon_per_year"].as_f64().unwrap_or(f64::NAN), g["delta"].as_f64().unwrap_or(0.0), g["rho_week"]);
+}
+
 fn open(inst: &Installation, endpoint: &str, updated: bool, g: &mut Gen) -> Result<Client, String> {
     let (version, schema) = if updated { ("5.3.0", schema_v2()) } else { ("5.2.1", schema_v1()) };
-    let config = json!({"product": "Mock Mail Archiver", "product_version": version, "endpoint": endpoint,
+    let config = json!({"product": PRODUCT, "product_version": version, "endpoint": endpoint,
         "state_dir": inst.dir, "schema": schema});
     let (family, version) = inst.os;
     let client = Client::open_for_simulation(&config.to_string(), family, version).map_err(|e| format!("tel_open: {e}"))?;
@@ -157,7 +244,9 @@ fn simulate(args: &DemoArgs, dir: &std::path::Path, endpoint: &str, sim: &Atomic
     let update_week = 4u32; // week 5, counted from 1
     let mut g = Gen(0x9e37_79b9_7f4a_7c15 ^ args.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let n = args.installations.max(1);
-    eprintln!("demo: {n} installations over {weeks} weeks, sending to {endpoint}");
+    if !args.json {
+        eprintln!("demo: {n} installations over {weeks} weeks, sending to {endpoint}");
+    }
     let mut fleet: Vec<Installation> = (0..n)
         .map(|i| Installation {
             dir: dir.join(format!("inst-{i}")),
@@ -222,7 +311,9 @@ fn simulate(args: &DemoArgs, dir: &std::path::Path, endpoint: &str, sim: &Atomic
                 }
             }
             done += chunk.len();
-            progress(done, steps, &format!("week {} of {weeks}", w + 1));
+            if !args.json {
+                progress(done, steps, &format!("week {} of {weeks}", w + 1));
+            }
         }
     }
     Ok(())
@@ -243,6 +334,10 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     for s in [schema_v1(), schema_v2()] {
         crate::commands::add_schema(&store, &s.to_string()).await?;
     }
+    let now = (crate::system_clock())();
+    let first = Week::of_unix(now).minus(i64::from(args.weeks.max(1)) - 1).to_string();
+    let versions = ["5.2.1".to_string(), "5.3.0".to_string()];
+    crate::commands::add_product(&store, PRODUCT, &versions, Some(&first), now).await?;
     // Simulated time for the collector too (it only keeps the week).
     let sim = Arc::new(AtomicI64::new(0));
     let clock_sim = sim.clone();
@@ -251,10 +346,21 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
         0 => system(),
         t => t,
     });
-    let options = Options { min_cell: args.min_cell, max_inflight: 1024, ..Options::default() };
+    let mut config = args.release.config();
+    // Every simulated week before the current one is over: release it now.
+    config.grace_s = 0;
+    let options = Options {
+        release: config.clone(),
+        // The demo releases once the simulation is done, not while weeks pass
+        // in simulated time.
+        release_interval: Duration::from_secs(365 * 86_400),
+        max_inflight: 1024,
+        ..Options::default()
+    };
     let state = AppState::new(store.clone(), options, clock).await.map_err(|e| e.to_string())?;
     let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let admin = tokio::net::TcpListener::bind(args.admin_listen).await.map_err(|e| format!("--admin-listen {}: {e}", args.admin_listen))?;
+    let admin = if args.json || args.no_serve { "127.0.0.1:0".parse().expect("an address") } else { args.admin_listen };
+    let admin = tokio::net::TcpListener::bind(admin).await.map_err(|e| format!("--admin-listen {}: {e}", args.admin_listen))?;
     let running = start(state.clone(), ingest, admin, None).map_err(|e| e.to_string())?;
     let endpoint = format!("http://{}/v1/report", running.ingest_addr);
     let url = format!("http://{}/", running.admin_addr);
@@ -262,16 +368,22 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     let (a2, d2, e2, s2) = (args.clone(), dir.to_path_buf(), endpoint.clone(), sim.clone());
     // Client calls block (files, flush): keep them off the server's threads.
     tokio::task::spawn_blocking(move || simulate(&a2, &d2, &e2, &s2)).await.map_err(|e| e.to_string())??;
-    eprintln!();
     sim.store(0, Ordering::SeqCst);
+    crate::release::release_due(&store, now, &config).await?;
+    let comparison = compare(&store, &config).await?;
+    if args.json {
+        running.stop().await;
+        println!("{comparison}");
+        return Ok(());
+    }
+    eprintln!();
     let stored = crate::storage::Store::count_reports(&store).await.map_err(|e| e.to_string())?;
-    let weeks_with = crate::storage::Store::data_weeks(&store).await.map_err(|e| e.to_string())?;
-    println!("demo: {stored} reports stored in {} week(s) ({} .. {})", weeks_with.len(), weeks_with.first().map_or("", |s| s), weeks_with.last().map_or("", |s| s));
+    println!("demo: {stored} reports stored; {} week(s) released", comparison["weeks"].as_array().map_or(0, Vec::len));
+    print_comparison(&comparison);
     if args.no_serve {
         running.stop().await;
         return Ok(());
-    }
-    println!("demo: dashboard at {url}  (Ctrl-C to stop)");
+    }    println!("demo: dashboard at {url}  (Ctrl-C to stop)");
     if let Some(f) = &args.url_file {
         std::fs::write(f, &url).map_err(|e| format!("{}: {e}", f.display()))?;
     }

@@ -2,9 +2,12 @@
 //!
 //! [`privacy`] decides what is kept, [`report`] turns body bytes into an
 //! outcome using the library's own validator, [`storage`] holds all SQL,
-//! [`retention`] rolls up and deletes, [`http`] serves. Tests start the real
+//! [`release`] computes the weekly differentially private releases (the only
+//! source of published figures, shaped by [`published`]), [`retention`]
+//! deletes, [`http`] serves. Tests start the real
 //! server on port 0 through [`start`].
 
+pub mod accuracy;
 pub mod api;
 pub mod bench;
 pub mod commands;
@@ -13,12 +16,11 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod privacy;
+pub mod published;
+pub mod release;
 pub mod report;
 pub mod retention;
-pub mod rollup;
-pub mod stats;
 pub mod storage;
-pub mod suppress;
 
 use metrics::Metrics;
 use std::sync::{Arc, RwLock};
@@ -50,9 +52,10 @@ pub struct Options {
     pub quarantine: QuarantineCaps,
     pub schema_refresh: Duration,
     pub purge_interval: Duration,
-    /// Smallest count published as a number (`--min-cell`); 1 turns
-    /// suppression off (tests only).
-    pub min_cell: i64,
+    /// Budget, caps, crosstabs and grace of the weekly releases.
+    pub release: release::ReleaseConfig,
+    /// How often serve looks for a release that has come due.
+    pub release_interval: Duration,
     /// With a token, every admin request needs `Authorization: Bearer`.
     pub admin_token: api::Token,
     /// Aggregates and dashboard without a token (`--public`).
@@ -72,7 +75,8 @@ impl Default for Options {
             quarantine: QuarantineCaps::default(),
             schema_refresh: Duration::from_secs(5),
             purge_interval: Duration::from_secs(24 * 3600),
-            min_cell: 10,
+            release: release::ReleaseConfig::default(),
+            release_interval: Duration::from_secs(60),
             admin_token: api::Token::default(),
             public: false,
         }
@@ -153,8 +157,8 @@ impl Running {
     }
 }
 
-/// Starts ingest and admin on the given listeners plus the schema refresher
-/// and the periodic purge.
+/// Starts ingest and admin on the given listeners plus the schema refresher,
+/// the releaser (a release as soon as a week is due) and the periodic purge.
 pub fn start<S: Store>(
     state: Arc<AppState<S>>,
     ingest: TcpListener,
@@ -184,16 +188,31 @@ pub fn start<S: Store>(
             }
         }
     }));
+    let releaser = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(releaser.options.release_interval);
+        loop {
+            tick.tick().await;
+            match release::release_due(&releaser.store, (releaser.clock)(), &releaser.options.release).await {
+                Ok(s) => {
+                    for (product, week, reports) in s.released {
+                        eprintln!("release: {product} {week} released ({reports} reports, noisy)");
+                    }
+                }
+                Err(e) => eprintln!("release: {e}"),
+            }
+        }
+    }));
     let purger = state;
     tasks.push(tokio::spawn(async move {
         let period = purger.options.purge_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60).min(period), period);
         loop {
             tick.tick().await;
-            match retention::purge(&purger.store, (purger.clock)(), purger.options.retain_weeks).await {
+            match retention::purge(&purger.store, (purger.clock)(), purger.options.retain_weeks, &purger.options.release).await {
                 Ok(s) => eprintln!(
-                    "purge: {} week(s) rolled up, {} report(s) and {} quarantined body(ies) deleted",
-                    s.weeks_rolled_up.len(),
+                    "purge: {} release(s) made, {} report(s) and {} quarantined body(ies) deleted",
+                    s.weeks_released.len(),
                     s.reports_deleted,
                     s.quarantine_deleted
                 ),

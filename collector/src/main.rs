@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use optin_collector::storage::postgres::PgStore;
 use optin_collector::storage::sqlite::SqliteStore;
 use optin_collector::storage::{DbUrl, Store};
+use optin_collector::release::ReleaseArgs;
 use optin_collector::{commands, retention, system_clock, AppState, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,24 +28,28 @@ enum Command {
     /// Register, list or check schemas.
     #[command(subcommand)]
     Schema(SchemaCommand),
-    /// Apply retention now: roll up completed weeks, delete old raw reports and quarantine.
+    /// Apply retention now: make every due release, delete old raw reports and quarantine.
     Purge {
-        /// Keep raw reports this many weeks (aggregates are kept).
+        /// Keep raw reports this many weeks (releases are kept).
         #[arg(long, default_value_t = 13)]
         retain_weeks: u32,
+        #[command(flatten)]
+        release: ReleaseArgs,
     },
+    /// Compute and store every weekly release that is due and not stored yet (idempotent).
+    Release(ReleaseArgs),
+    /// Register products (only they get releases and are named anywhere public), or list them.
+    #[command(subcommand)]
+    Product(ProductCommand),
     /// Benchmark serve over loopback HTTP (see README).
     Bench(optin_collector::bench::BenchArgs),
-    /// Write one week's aggregates (suppressed, as the API serves them).
+    /// Write one week's stored releases (the numbers the API serves).
     Export {
         /// ISO week, e.g. 2026-W48.
         #[arg(long)]
         week: String,
         #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
         format: String,
-        /// Smallest count shown as a number.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
-        min_cell: i64,
     },
     /// Simulate a fleet through the real library and serve the dashboard.
     Demo(optin_collector::demo::DemoArgs),
@@ -56,9 +61,11 @@ struct ServeArgs {
     listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8081")]
     admin_listen: SocketAddr,
-    /// Keep raw reports this many weeks (aggregates are kept).
+    /// Keep raw reports this many weeks (releases are kept).
     #[arg(long, default_value_t = 13)]
     retain_weeks: u32,
+    #[command(flatten)]
+    release: ReleaseArgs,
     /// PEM certificate chain for built-in TLS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -77,15 +84,28 @@ struct ServeArgs {
     /// Seconds a client has to send a request's head, and again its body.
     #[arg(long, default_value_t = 10)]
     request_timeout: u64,
-    /// Smallest count published as a number; smaller ones show as "<k".
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
-    min_cell: i64,
     /// File holding the admin bearer token; required for a non-loopback --admin-listen.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Serve the suppressed aggregates and dashboard without a token.
+    /// Serve the released figures and the dashboard without a token.
     #[arg(long)]
     public: bool,
+}
+
+#[derive(Subcommand)]
+enum ProductCommand {
+    /// Register a product, or add versions to a registered one.
+    Add {
+        name: String,
+        /// A product version with a cell of its own in version adoption (repeatable).
+        #[arg(long = "version")]
+        versions: Vec<String>,
+        /// First ISO week to release (default: the current week).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// List registered products with their versions.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -103,7 +123,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | clap::error::ErrorKind::MissingSubcommand) => {
-            return fail("a command is required: serve, schema add|list|check, purge or bench (see --help)".into());
+            return fail("a command is required: serve, schema add|list|check, product add|list, release, purge, export, demo or bench (see --help)".into());
         }
         // One line, not clap's usage block: scripts and service managers log it whole.
         Err(e) => {
@@ -150,7 +170,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         DbUrl::Sqlite(path) => {
             let store = SqliteStore::open(path).map_err(|e| format!("{}: {e}", cli.db))?;
             // Otherwise serve would start and answer every report 503.
-            if matches!(cli.command, Command::Serve(_) | Command::Purge { .. }) && store.is_read_only() {
+            if matches!(cli.command, Command::Serve(_) | Command::Purge { .. } | Command::Release(_) | Command::Product(ProductCommand::Add { .. }))
+                && store.is_read_only()
+            {
                 return Err(format!("{}: the database file is read-only; this command writes to it", cli.db));
             }
             with_store(store, cli.command).await
@@ -199,7 +221,7 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
                 None => optin_collector::api::Token(None),
             };
             let options = Options {
-                min_cell: a.min_cell,
+                release: a.release.config(),
                 admin_token,
                 public: a.public,
                 ingest_path: a.ingest_path,
@@ -213,6 +235,8 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
             let admin =
                 tokio::net::TcpListener::bind(a.admin_listen).await.map_err(|e| format!("--admin-listen {}: {e}", a.admin_listen))?;
             let path = options.ingest_path.clone();
+            // A bad --cap or --crosstab is refused now, not at the first release.
+            check_release_config(&store, &options.release).await?;
             let state = AppState::new(store, options, system_clock()).await.map_err(|e| e.to_string())?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             let running = optin_collector::start(state, ingest, admin, tls).map_err(|e| e.to_string())?;
@@ -250,23 +274,66 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
         Command::Schema(SchemaCommand::Check { .. }) | Command::Bench(_) | Command::Demo(_) => {
             unreachable!("handled before opening the store")
         }
-        Command::Export { week, format, min_cell } => {
-            let text = optin_collector::commands::export(&store, &week, &format, min_cell).await?;
+        Command::Export { week, format } => {
+            let text = optin_collector::commands::export(&store, &week, &format).await?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Purge { retain_weeks } => {
-            let s = retention::purge(&store, (system_clock())(), retain_weeks).await.map_err(|e| e.to_string())?;
+        Command::Purge { retain_weeks, release } => {
+            let config = release.config();
+            check_release_config(&store, &config).await?;
+            let s = retention::purge(&store, (system_clock())(), retain_weeks, &config).await.map_err(|e| e.to_string())?;
+            let weeks: Vec<String> = s.weeks_released.iter().map(|(p, w)| format!("{p} {w}")).collect();
             println!(
-                "rolled up {} week(s){}; deleted {} raw report(s) and {} quarantined report(s)",
-                s.weeks_rolled_up.len(),
-                if s.weeks_rolled_up.is_empty() { String::new() } else { format!(" ({})", s.weeks_rolled_up.join(", ")) },
+                "released {} week(s){}; deleted {} raw report(s) and {} quarantined report(s)",
+                weeks.len(),
+                if weeks.is_empty() { String::new() } else { format!(" ({})", weeks.join(", ")) },
                 s.reports_deleted,
                 s.quarantine_deleted
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Release(args) => {
+            let config = args.config();
+            check_release_config(&store, &config).await?;
+            let s = optin_collector::release::release_due(&store, (system_clock())(), &config).await?;
+            for (product, week, reports) in &s.released {
+                println!("released {product} {week}: {reports} reports (noisy)");
+            }
+            if s.skipped > 0 {
+                println!("{} release(s) left to another process computing them", s.skipped);
+            }
+            if s.released.is_empty() && s.skipped == 0 {
+                println!("nothing to release");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Product(ProductCommand::Add { name, versions, since }) => {
+            let p = commands::add_product(&store, &name, &versions, since.as_deref(), (system_clock())()).await?;
+            println!("registered {} (released from {}; versions: {})", p.name, p.first_week, if p.versions.is_empty() { "none".into() } else { p.versions.join(", ") });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Product(ProductCommand::List) => {
+            let products = store.products().await.map_err(|e| e.to_string())?;
+            if products.is_empty() {
+                println!("no products registered");
+            }
+            for p in products {
+                println!("{}  released from {}  versions: {}", p.name, p.first_week, p.versions.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Builds the release plan of every registered product once, so a --cap or
+/// --crosstab that names no suitable field is an error at start.
+async fn check_release_config<S: Store>(store: &S, config: &optin_collector::release::ReleaseConfig) -> Result<(), String> {
+    let schemas = std::sync::Arc::new(optin_collector::storage::SchemaSet::from_rows(&store.schemas().await.map_err(|e| e.to_string())?));
+    for p in store.products().await.map_err(|e| e.to_string())? {
+        optin_collector::release::Plan::new(schemas.clone(), &p, config)?;
+    }
+    Ok(())
 }
 
 /// Descriptors kept free beside the ingest connections: the admin

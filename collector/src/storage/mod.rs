@@ -94,15 +94,6 @@ impl Default for QuarantineCaps {
     }
 }
 
-/// One aggregate cell as stored.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct AggregateRow {
-    pub schema_id: i64,
-    pub field: String,
-    pub value: String,
-    pub count: i64,
-}
-
 pub trait Store: Clone + Send + Sync + 'static {
     /// Checks the database is reachable.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
@@ -124,19 +115,6 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn expire_quarantine(&self, before: &str) -> impl Future<Output = Result<u64>> + Send;
     /// Weeks that have raw reports, ascending.
     fn report_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Weeks that have been rolled up, ascending.
-    fn rolled_up_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Marks weeks as needing a new rollup (raw reports were added to them).
-    fn invalidate_rollup(&self, weeks: Vec<String>) -> impl Future<Output = Result<()>> + Send;
-    /// Aggregates every raw report of `week` without storing the result
-    /// (e.g. the current week's figures, which are not rolled up yet).
-    fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<crate::rollup::Aggregates>> + Send;
-    /// Aggregates every raw report of `week` (the aggregation itself is
-    /// [`crate::rollup`]) and replaces that week's aggregates.
-    fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> impl Future<Output = Result<u64>> + Send;
-    /// Adds counts to a week that is already rolled up (reports moved in from
-    /// quarantine after the rollup, whose other raw reports may be gone).
-    fn add_to_rollup(&self, week: &str, agg: crate::rollup::Aggregates) -> impl Future<Output = Result<()>> + Send;
     /// Deletes raw reports received before `week`; returns how many.
     fn delete_reports_before(&self, week: &str) -> impl Future<Output = Result<u64>> + Send;
     /// True when rows lie in arrival order on disk until [`Store::compact`]
@@ -149,137 +127,78 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn compact(&self) -> impl Future<Output = Result<()>> + Send;
     fn count_reports(&self) -> impl Future<Output = Result<i64>> + Send;
     fn report(&self, report_id: [u8; 16]) -> impl Future<Output = Result<Option<ReportRow>>> + Send;
-    fn aggregates(&self, week: &str) -> impl Future<Output = Result<Vec<AggregateRow>>> + Send;
-    /// Reports per schema id in `week`, from the rolled-up totals.
-    fn week_totals(&self, week: &str) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
-    /// Raw reports of `week` grouped by everything stored but the report id.
-    /// Feeds the crosstabs ([`crate::stats::crosstab_counts`]).
-    fn week_groups(&self, week: &str) -> impl Future<Output = Result<Vec<Group>>> + Send;
-    /// Raw reports of `week` counted column by column, per schema and
-    /// product (no joint counts: the fast path for `fields` and `mean`).
-    fn week_columns(&self, week: &str) -> impl Future<Output = Result<WeekColumns>> + Send;
-    /// Products named in the raw reports of `week`.
-    fn report_products(&self, week: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Products named in the weekly aggregates.
-    fn aggregate_products(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Weeks with raw reports or aggregates, ascending.
-    fn data_weeks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Registers a product (or adds versions to a registered one; its first
+    /// week stays the earlier of the two).
+    fn add_product(&self, product: ProductRow) -> impl Future<Output = Result<()>> + Send;
+    /// Registered products, by name.
+    fn products(&self) -> impl Future<Output = Result<Vec<ProductRow>>> + Send;
+    /// Takes the claim on computing a release: true when no release is
+    /// stored and no other process holds an unexpired claim (until
+    /// `now + claim_s`).
+    fn claim_release(&self, product: &str, week: &str, now: i64, claim_s: i64) -> impl Future<Output = Result<bool>> + Send;
+    /// Stores a claimed release; false when one is stored already (it is
+    /// never replaced).
+    fn store_release(&self, product: &str, week: &str, body: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// The stored release of a product's week.
+    fn release(&self, product: &str, week: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Every stored release of a product, (week, body), ascending by week.
+    fn releases(&self, product: &str) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    /// Weeks with a stored release of a product, ascending.
+    fn released_weeks(&self, product: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The raw reports of `product` in `week`, one row each, as
+    /// [`crate::release`] reads them: schema id, the built-ins in
+    /// [`crate::release::BUILTIN_COLUMNS`] order and the codes, joined by
+    /// [`crate::release::SEP`]. Only the release reads raw reports.
+    fn release_rows(&self, week: &str, product: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Bytes the stored data takes (database files / relation sizes).
     fn size_bytes(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
-/// Built-in columns counted by [`WeekColumns`], in this order.
-pub const COLUMN_BUILTINS: [&str; 5] = ["os_family", "os_version", "arch", "product_version", "library_version"];
-
-/// Per (schema id, product): reports, counts per built-in value, and counts
-/// per (field position, stored code).
-#[derive(Default, Debug)]
-pub struct WeekColumns {
-    pub by: HashMap<(i64, String), ColumnCounts>,
-}
-
-#[derive(Default, Debug)]
-pub struct ColumnCounts {
-    pub reports: i64,
-    pub builtins: [HashMap<String, i64>; 5],
-    pub codes: HashMap<(usize, u64), i64>,
-}
-
-impl ColumnCounts {
-    /// Adds `n` reports with these built-ins (in COLUMN_BUILTINS order) and codes.
-    pub fn add(&mut self, builtins: [&str; 5], codes: &str, n: i64) {
-        self.reports += n;
-        for (map, v) in self.builtins.iter_mut().zip(builtins) {
-            match map.get_mut(v) {
-                Some(c) => *c += n,
-                None => {
-                    map.insert(v.to_string(), n);
-                }
-            }
-        }
-        if codes.is_empty() {
-            return;
-        }
-        for (i, code) in codes.split(',').enumerate() {
-            if let Ok(c) = code.parse::<u64>() {
-                *self.codes.entry((i, c)).or_default() += n;
-            }
-        }
-    }
-}
-
-impl WeekColumns {
-    /// `HashMap::entry` would allocate the key for every row; a week has
-    /// only a few (schema, product) pairs, so they are found by a scan and
-    /// the key is allocated only for a new pair.
-    pub fn entry(&mut self, schema_id: i64, product: &str) -> &mut ColumnCounts {
-        if !self.by.keys().any(|(id, p)| *id == schema_id && p == product) {
-            self.by.insert((schema_id, product.to_string()), ColumnCounts::default());
-        }
-        self.by
-            .iter_mut()
-            .find(|((id, p), _)| *id == schema_id && p == product)
-            .map(|(_, c)| c)
-            .expect("inserted above")
-    }
+/// A registered product.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductRow {
+    pub name: String,
+    /// First ISO week released for it.
+    pub first_week: String,
+    /// Registered product versions, the only ones with a cell of their own.
+    pub versions: Vec<String>,
 }
 
 /// Queries shared by both backends (placeholders differ: `?N` vs `$N`).
-pub(crate) const GROUP_COLUMNS: &str = "schema_id, os_family, os_version, arch, product, product_version, library_version, codes";
-pub(crate) const REPORT_PRODUCTS_SQLITE: &str = "SELECT DISTINCT product FROM reports WHERE week = ?1";
-pub(crate) const REPORT_PRODUCTS_PG: &str = "SELECT DISTINCT product FROM reports WHERE week = $1";
-pub(crate) const AGGREGATE_PRODUCTS: &str = "SELECT DISTINCT value FROM aggregates WHERE field = 'product' ORDER BY value";
-/// A loose index scan (one index probe per distinct week) instead of a
-/// DISTINCT over every stored report.
-pub(crate) const DATA_WEEKS: &str = "WITH RECURSIVE w(week) AS (SELECT min(week) FROM reports \
-     UNION ALL SELECT (SELECT min(week) FROM reports WHERE week > w.week) FROM w WHERE w.week IS NOT NULL) \
-     SELECT week FROM w WHERE week IS NOT NULL UNION SELECT week FROM week_totals ORDER BY week";
+pub(crate) const RELEASE_ROW_COLUMNS: &str = "schema_id, os_family, os_version, arch, product_version, library_version, codes";
+/// Takes a release's claim: a new row, or an unexpired-claim-free row
+/// without a body. Shared by both backends ($N placeholders work in SQLite).
+pub(crate) const CLAIM_RELEASE: &str = "INSERT INTO releases (product, week, body, claimed_until) VALUES ($1, $2, NULL, $3) \
+     ON CONFLICT (product, week) DO UPDATE SET claimed_until = excluded.claimed_until \
+     WHERE releases.body IS NULL AND releases.claimed_until < $4";
+pub(crate) const STORE_RELEASE: &str = "UPDATE releases SET body = $3, claimed_until = 0 WHERE product = $1 AND week = $2 AND body IS NULL";
+pub(crate) const SELECT_RELEASE: &str = "SELECT body FROM releases WHERE product = $1 AND week = $2 AND body IS NOT NULL";
+pub(crate) const SELECT_RELEASES: &str = "SELECT week, body FROM releases WHERE product = $1 AND body IS NOT NULL ORDER BY week";
+pub(crate) const RELEASED_WEEKS: &str = "SELECT week FROM releases WHERE product = $1 AND body IS NOT NULL ORDER BY week";
+pub(crate) const SELECT_PRODUCTS: &str = "SELECT name, first_week, versions FROM products ORDER BY name";
+pub(crate) const UPSERT_PRODUCT: &str = "INSERT INTO products (name, first_week, versions) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET first_week = CASE WHEN excluded.first_week < products.first_week \
+     THEN excluded.first_week ELSE products.first_week END, versions = excluded.versions";
 
-/// Groups rows by their seven text columns with one allocation per row: the
-/// columns joined by a separator no stored value contains (all are tokens,
-/// version strings or digits).
-#[derive(Default)]
-pub(crate) struct Grouper {
-    groups: HashMap<(i64, String), i64>,
-}
-
-impl Grouper {
-    pub fn add(&mut self, schema_id: i64, cols: [&str; 7]) {
-        *self.groups.entry((schema_id, cols.join("\u{1f}"))).or_default() += 1;
+impl ProductRow {
+    /// Versions as stored: comma-separated (versions are dotted numbers).
+    pub fn versions_column(&self) -> String {
+        self.versions.join(",")
     }
 
-    pub fn groups(self) -> Vec<Group> {
-        self.groups.into_iter().map(|((schema_id, columns), reports)| Group { schema_id, columns, reports }).collect()
+    pub fn from_columns(name: String, first_week: String, versions: &str) -> ProductRow {
+        ProductRow { name, first_week, versions: versions.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect() }
     }
 }
 
-/// Reports of a week that share their schema, built-ins and codes. The
-/// columns stay one string (joined by U+001F, which no stored value holds): a
-/// week's groups are nearly unique, and splitting each into seven strings
-/// cost more than the counting.
-pub struct Group {
-    pub schema_id: i64,
-    columns: String,
-    pub reports: i64,
-}
-
-/// A group's columns, borrowed.
-pub struct GroupColumns<'a> {
-    pub os_family: &'a str,
-    pub os_version: &'a str,
-    pub arch: &'a str,
-    pub product: &'a str,
-    pub product_version: &'a str,
-    pub library_version: &'a str,
-    pub codes: &'a str,
-}
-
-impl Group {
-    pub fn columns(&self) -> GroupColumns<'_> {
-        let mut parts = self.columns.split('\u{1f}');
-        let mut next = || parts.next().unwrap_or("");
-        GroupColumns { os_family: next(), os_version: next(), arch: next(), product: next(), product_version: next(), library_version: next(), codes: next() }
+/// One release row from its columns.
+pub(crate) fn release_row(schema_id: i64, cols: [&str; 6]) -> String {
+    let mut row = schema_id.to_string();
+    for c in cols {
+        row.push(crate::release::SEP);
+        row.push_str(c);
     }
+    row
 }
 
 /// The database a command works on, from `--db`.

@@ -2,16 +2,18 @@
 //! collector processes can share one database; duplicates are settled by the
 //! primary key (`ON CONFLICT DO NOTHING`).
 
-use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{
+    release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
+    RELEASE_ROW_COLUMNS, SELECT_PRODUCTS, SELECT_RELEASE, SELECT_RELEASES, STORE_RELEASE, UPSERT_PRODUCT,
+};
 use crate::privacy::ReportRow;
-use crate::rollup::Aggregates;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{pin_mut, TryStreamExt};
-use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/postgres/001_init.sql"), include_str!("../../migrations/postgres/002_releases.sql")];
 /// Any constant: serializes migrations of processes starting together.
 const MIGRATION_LOCK: i64 = 0x6f70_7469_6e5f_636f;
 
@@ -186,70 +188,6 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn rolled_up_weeks(&self) -> Result<Vec<String>> {
-        let rows = self.client().await?.query("SELECT DISTINCT week FROM week_totals ORDER BY week", &[]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    async fn invalidate_rollup(&self, weeks: Vec<String>) -> Result<()> {
-        self.client().await?.execute("DELETE FROM week_totals WHERE week = ANY($1)", &[&weeks]).await?;
-        Ok(())
-    }
-
-    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
-        let c = self.client().await?;
-        let mut agg = Aggregates::default();
-        // Streamed: a week of a million reports is never held in memory.
-        let stream = c.query_raw(&format!("{SELECT_REPORT_COLUMNS} WHERE week = $1"), [week]).await?;
-        pin_mut!(stream);
-        while let Some(r) = stream.try_next().await? {
-            agg.add(&schemas, &row_of(&r));
-        }
-        Ok(agg)
-    }
-
-    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
-        let agg = self.aggregate_week(week, schemas).await?;
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        tx.execute("DELETE FROM aggregates WHERE week = $1", &[&week]).await?;
-        tx.execute("DELETE FROM week_totals WHERE week = $1", &[&week]).await?;
-        let ins = tx.prepare("INSERT INTO aggregates (week, schema_id, field, value, count) VALUES ($1, $2, $3, $4, $5)").await?;
-        for ((schema_id, field, value), count) in &agg.cells {
-            tx.execute(&ins, &[&week, schema_id, field, value, count]).await?;
-        }
-        for (schema_id, reports) in &agg.totals {
-            tx.execute("INSERT INTO week_totals (week, schema_id, reports) VALUES ($1, $2, $3)", &[&week, schema_id, reports])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(agg.reports())
-    }
-
-    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let ins = tx
-            .prepare(
-                "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = aggregates.count + excluded.count",
-            )
-            .await?;
-        for ((schema_id, field, value), count) in &agg.cells {
-            tx.execute(&ins, &[&week, schema_id, field, value, count]).await?;
-        }
-        for (schema_id, reports) in &agg.totals {
-            tx.execute(
-                "INSERT INTO week_totals (week, schema_id, reports) VALUES ($1, $2, $3) \
-                 ON CONFLICT (week, schema_id) DO UPDATE SET reports = week_totals.reports + excluded.reports",
-                &[&week, schema_id, reports],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         Ok(self.client().await?.execute("DELETE FROM reports WHERE week < $1", &[&week]).await?)
     }
@@ -287,68 +225,54 @@ impl Store for PgStore {
         Ok(row.as_ref().map(row_of))
     }
 
-    async fn aggregates(&self, week: &str) -> Result<Vec<AggregateRow>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT schema_id, field, value, count FROM aggregates WHERE week = $1 ORDER BY schema_id, field, value",
-                &[&week],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| AggregateRow { schema_id: r.get(0), field: r.get(1), value: r.get(2), count: r.get(3) }).collect())
+    async fn add_product(&self, product: ProductRow) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(UPSERT_PRODUCT, &[&product.name, &product.first_week, &product.versions_column()]).await?;
+        Ok(())
     }
 
-    async fn week_totals(&self, week: &str) -> Result<Vec<(i64, i64)>> {
-        let rows = self
-            .client()
-            .await?
-            .query("SELECT schema_id, reports FROM week_totals WHERE week = $1 ORDER BY schema_id", &[&week])
-            .await?;
+    async fn products(&self) -> Result<Vec<ProductRow>> {
+        let rows = self.client().await?.query(SELECT_PRODUCTS, &[]).await?;
+        Ok(rows.iter().map(|r| ProductRow::from_columns(r.get(0), r.get(1), r.get::<_, &str>(2))).collect())
+    }
+
+    async fn claim_release(&self, product: &str, week: &str, now: i64, claim_s: i64) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(CLAIM_RELEASE, &[&product, &week, &(now + claim_s), &now]).await? == 1)
+    }
+
+    async fn store_release(&self, product: &str, week: &str, body: &str) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(STORE_RELEASE, &[&product, &week, &body]).await? == 1)
+    }
+
+    async fn release(&self, product: &str, week: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(SELECT_RELEASE, &[&product, &week]).await?.map(|r| r.get(0)))
+    }
+
+    async fn releases(&self, product: &str) -> Result<Vec<(String, String)>> {
+        let rows = self.client().await?.query(SELECT_RELEASES, &[&product]).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn week_groups(&self, week: &str) -> Result<Vec<Group>> {
-        // Streamed and grouped here (see week_columns).
-        let c = self.client().await?;
-        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
-        pin_mut!(stream);
-        let mut groups = Grouper::default();
-        while let Some(r) = stream.try_next().await? {
-            let text = |i: usize| r.get::<_, &str>(i);
-            groups.add(r.get(0), [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
-        }
-        Ok(groups.groups())
+    async fn released_weeks(&self, product: &str) -> Result<Vec<String>> {
+        let rows = self.client().await?.query(RELEASED_WEEKS, &[&product]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
-        // Streamed and counted here: a GROUP BY over eight text columns of
-        // nearly unique rows makes PostgreSQL sort them all.
+    async fn release_rows(&self, week: &str, product: &str) -> Result<Vec<String>> {
         let c = self.client().await?;
-        let stream = c.query_raw(&format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = $1"), [week]).await?;
+        let sql = format!("SELECT {RELEASE_ROW_COLUMNS} FROM reports WHERE week = $1 AND product = $2");
+        let params: [&(dyn ToSql + Sync); 2] = [&week, &product];
+        let stream = c.query_raw(&sql, params).await?;
         pin_mut!(stream);
-        let mut out = WeekColumns::default();
+        let mut out = vec![];
         while let Some(r) = stream.try_next().await? {
             let text = |i: usize| r.get::<_, &str>(i);
-            let builtins = [text(1), text(2), text(3), text(5), text(6)];
-            out.entry(r.get(0), text(4)).add(builtins, text(7), 1);
+            out.push(release_row(r.get(0), [text(1), text(2), text(3), text(4), text(5), text(6)]));
         }
         Ok(out)
-    }
-
-    async fn report_products(&self, week: &str) -> Result<Vec<String>> {
-        let rows = self.client().await?.query(REPORT_PRODUCTS_PG, &[&week]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    async fn aggregate_products(&self) -> Result<Vec<String>> {
-        let rows = self.client().await?.query(AGGREGATE_PRODUCTS, &[]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    async fn data_weeks(&self) -> Result<Vec<String>> {
-        let rows = self.client().await?.query(DATA_WEEKS, &[]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn size_bytes(&self) -> Result<u64> {

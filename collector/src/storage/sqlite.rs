@@ -2,14 +2,23 @@
 //! from blocking threads; WAL so readers never wait for the writer;
 //! `secure_delete` so deleted rows are overwritten with zeros.
 
-use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
+use super::{
+    release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
+    RELEASE_ROW_COLUMNS, SELECT_PRODUCTS, SELECT_RELEASE, SELECT_RELEASES, STORE_RELEASE, UPSERT_PRODUCT,
+};
 use crate::privacy::ReportRow;
-use crate::rollup::Aggregates;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/sqlite/001_init.sql"), include_str!("../../migrations/sqlite/002_releases.sql")];
+
+/// The shared queries use `$N` placeholders; SQLite reads `$1` as a *named*
+/// parameter bound in order of first appearance, so they become `?N` here.
+fn q(sql: &str) -> String {
+    sql.replace('$', "?")
+}
 
 const INSERT_REPORT: &str = "INSERT INTO reports (report_id, week, schema_id, os_family, os_version, arch, product, \
      product_version, library_version, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (report_id) DO NOTHING";
@@ -225,93 +234,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rolled_up_weeks(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached("SELECT DISTINCT week FROM week_totals ORDER BY week")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn invalidate_rollup(&self, weeks: Vec<String>) -> Result<()> {
-        self.with(move |c| {
-            for w in &weeks {
-                c.execute("DELETE FROM week_totals WHERE week = ?1", [w])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn aggregate_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<Aggregates> {
-        let (week, path) = (week.to_string(), self.path.clone());
-        // Read on a connection of its own (WAL: ingest is not blocked while a
-        // large week is scanned).
-        tokio::task::spawn_blocking(move || -> Result<Aggregates> {
-            let reader = Connection::open(&path)?;
-            configure(&reader)?;
-            let mut agg = Aggregates::default();
-            let mut st = reader.prepare(&format!("{SELECT_REPORT_COLUMNS} WHERE week = ?1"))?;
-            let mut rows = st.query([&week])?;
-            while let Some(r) = rows.next()? {
-                agg.add(&schemas, &row_of(r)?);
-            }
-            Ok(agg)
-        })
-        .await
-        .map_err(|e| StoreError(format!("rollup task failed: {e}")))?
-    }
-
-    async fn rollup_week(&self, week: &str, schemas: Arc<SchemaSet>) -> Result<u64> {
-        let agg = self.aggregate_week(week, schemas).await?;
-        let week = week.to_string();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            tx.execute("DELETE FROM aggregates WHERE week = ?1", [&week])?;
-            tx.execute("DELETE FROM week_totals WHERE week = ?1", [&week])?;
-            {
-                let mut ins = tx.prepare("INSERT INTO aggregates (week, schema_id, field, value, count) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-                for ((schema_id, field, value), count) in &agg.cells {
-                    ins.execute(params![week, schema_id, field, value, count])?;
-                }
-                let mut tot = tx.prepare("INSERT INTO week_totals (week, schema_id, reports) VALUES (?1, ?2, ?3)")?;
-                for (schema_id, reports) in &agg.totals {
-                    tot.execute(params![week, schema_id, reports])?;
-                }
-            }
-            tx.commit()?;
-            Ok(agg.reports())
-        })
-        .await
-    }
-
-    async fn add_to_rollup(&self, week: &str, agg: Aggregates) -> Result<()> {
-        let week = week.to_string();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut ins = tx.prepare(
-                    "INSERT INTO aggregates (week, schema_id, field, value, count) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (week, schema_id, field, value) DO UPDATE SET count = count + excluded.count",
-                )?;
-                for ((schema_id, field, value), count) in &agg.cells {
-                    ins.execute(params![week, schema_id, field, value, count])?;
-                }
-                let mut tot = tx.prepare(
-                    "INSERT INTO week_totals (week, schema_id, reports) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (week, schema_id) DO UPDATE SET reports = reports + excluded.reports",
-                )?;
-                for (schema_id, reports) in &agg.totals {
-                    tot.execute(params![week, schema_id, reports])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn delete_reports_before(&self, week: &str) -> Result<u64> {
         let week = week.to_string();
         self.with(move |c| Ok(c.execute("DELETE FROM reports WHERE week < ?1", [week])? as u64)).await
@@ -341,93 +263,76 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn aggregates(&self, week: &str) -> Result<Vec<AggregateRow>> {
-        let week = week.to_string();
+    async fn add_product(&self, product: ProductRow) -> Result<()> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT schema_id, field, value, count FROM aggregates WHERE week = ?1 ORDER BY schema_id, field, value",
-            )?;
-            let rows = st.query_map([week], |r| {
-                Ok(AggregateRow { schema_id: r.get(0)?, field: r.get(1)?, value: r.get(2)?, count: r.get(3)? })
-            })?;
+            c.execute(&q(UPSERT_PRODUCT), params![product.name, product.first_week, product.versions_column()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn products(&self) -> Result<Vec<ProductRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(SELECT_PRODUCTS)?;
+            let rows = st.query_map([], |r| Ok(ProductRow::from_columns(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn week_totals(&self, week: &str) -> Result<Vec<(i64, i64)>> {
-        let week = week.to_string();
+    async fn claim_release(&self, product: &str, week: &str, now: i64, claim_s: i64) -> Result<bool> {
+        let (product, week) = (product.to_string(), week.to_string());
+        self.with(move |c| Ok(c.execute(&q(CLAIM_RELEASE), params![product, week, now + claim_s, now])? == 1)).await
+    }
+
+    async fn store_release(&self, product: &str, week: &str, body: &str) -> Result<bool> {
+        let (product, week, body) = (product.to_string(), week.to_string(), body.to_string());
+        self.with(move |c| Ok(c.execute(&q(STORE_RELEASE), params![product, week, body])? == 1)).await
+    }
+
+    async fn release(&self, product: &str, week: &str) -> Result<Option<String>> {
+        let (product, week) = (product.to_string(), week.to_string());
+        self.with(move |c| Ok(c.query_row(&q(SELECT_RELEASE), params![product, week], |r| r.get(0)).optional()?)).await
+    }
+
+    async fn releases(&self, product: &str) -> Result<Vec<(String, String)>> {
+        let product = product.to_string();
         self.with(move |c| {
-            let mut st = c.prepare_cached("SELECT schema_id, reports FROM week_totals WHERE week = ?1 ORDER BY schema_id")?;
-            let rows = st.query_map([week], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut st = c.prepare_cached(&q(SELECT_RELEASES))?;
+            let rows = st.query_map([product], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn week_groups(&self, week: &str) -> Result<Vec<Group>> {
-        let week = week.to_string();
+    async fn released_weeks(&self, product: &str) -> Result<Vec<String>> {
+        let product = product.to_string();
         self.with(move |c| {
-            // Grouped here rather than by SQL: SQLite sorts for a GROUP BY
-            // over eight text columns, a plain range scan of the week index
-            // is several times faster.
-            let sql = format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = ?1");
-            let mut st = c.prepare_cached(&sql)?;
-            let mut rows = st.query([week])?;
-            let mut groups = Grouper::default();
-            while let Some(r) = rows.next()? {
-                let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
-                groups.add(r.get(0)?, [text(1), text(2), text(3), text(4), text(5), text(6), text(7)]);
-            }
-            Ok(groups.groups())
+            let mut st = c.prepare_cached(&q(RELEASED_WEEKS))?;
+            let rows = st.query_map([product], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn week_columns(&self, week: &str) -> Result<WeekColumns> {
-        let week = week.to_string();
-        self.with(move |c| {
-            let sql = format!("SELECT {GROUP_COLUMNS} FROM reports WHERE week = ?1");
-            let mut st = c.prepare_cached(&sql)?;
-            let mut rows = st.query([week])?;
-            let mut out = WeekColumns::default();
-            // Borrowed column values: no allocation per row once a value is known.
+    async fn release_rows(&self, week: &str, product: &str) -> Result<Vec<String>> {
+        let (week, product, path) = (week.to_string(), product.to_string(), self.path.clone());
+        // Read on a connection of its own (WAL: ingest is not blocked while a
+        // large week is scanned).
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let reader = Connection::open(&path)?;
+            configure(&reader)?;
+            let mut st = reader.prepare(&format!("SELECT {RELEASE_ROW_COLUMNS} FROM reports WHERE week = ?1 AND product = ?2"))?;
+            let mut rows = st.query([&week, &product])?;
+            let mut out = vec![];
             while let Some(r) = rows.next()? {
                 let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
-                let builtins = [text(1), text(2), text(3), text(5), text(6)];
-                out.entry(r.get(0)?, text(4)).add(builtins, text(7), 1);
+                out.push(release_row(r.get(0)?, [text(1), text(2), text(3), text(4), text(5), text(6)]));
             }
             Ok(out)
         })
         .await
-    }
-
-    async fn report_products(&self, week: &str) -> Result<Vec<String>> {
-        let week = week.to_string();
-        self.with(move |c| {
-            let mut st = c.prepare_cached(REPORT_PRODUCTS_SQLITE)?;
-            let rows = st.query_map([week], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn aggregate_products(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(AGGREGATE_PRODUCTS)?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn data_weeks(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(DATA_WEEKS)?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        .map_err(|e| StoreError(format!("release read failed: {e}")))?
     }
 
     async fn size_bytes(&self) -> Result<u64> {

@@ -335,9 +335,6 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
         crate::commands::add_schema(&store, &s.to_string()).await?;
     }
     let now = (crate::system_clock())();
-    let first = Week::of_unix(now).minus(i64::from(args.weeks.max(1)) - 1).to_string();
-    let versions = ["5.2.1".to_string(), "5.3.0".to_string()];
-    crate::commands::add_product(&store, PRODUCT, &versions, Some(&first), now).await?;
     // Simulated time for the collector too (it only keeps the week).
     let sim = Arc::new(AtomicI64::new(0));
     let clock_sim = sim.clone();
@@ -369,6 +366,11 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     // Client calls block (files, flush): keep them off the server's threads.
     tokio::task::spawn_blocking(move || simulate(&a2, &d2, &e2, &s2)).await.map_err(|e| e.to_string())??;
     sim.store(0, Ordering::SeqCst);
+    // Registered once the weeks are simulated (the serving releaser would
+    // otherwise release them, empty, before their reports arrive).
+    let first = Week::of_unix(now).minus(i64::from(args.weeks.max(1)) - 1).to_string();
+    let versions = ["5.2.1".to_string(), "5.3.0".to_string()];
+    crate::commands::add_product(&store, PRODUCT, &versions, Some(&first), now).await?;
     crate::release::release_due(&store, now, &config).await?;
     let comparison = compare(&store, &config).await?;
     if args.json {

@@ -236,7 +236,12 @@ async fn releases<S: Store>(store: S, reports: usize, db: &DbUrl) -> Result<(), 
         store.insert_reports(fill(current.minus(w), 2000, &mut g)?).await.map_err(err)?;
     }
     println!("backend: {db}");
-    println!("data: {} stored reports ({reports} in {big}, 2,000 in each of 51 older weeks); filled in {:.0} s", store.count_reports().await.map_err(err)?, t.elapsed().as_secs_f64());
+    let (count, bytes) = (store.count_reports().await.map_err(err)?, store.size_bytes().await.map_err(err)?);
+    println!(
+        "data: {count} stored reports ({reports} in {big}, 2,000 in each of 51 older weeks); filled in {:.0} s; {bytes} bytes in the database = {:.0} bytes per report",
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / count.max(1) as f64
+    );
     let config = crate::release::ReleaseConfig::default();
     // One week's release on the large sample: read its rows, compute.
     let mut times = vec![];

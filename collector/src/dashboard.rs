@@ -118,7 +118,9 @@ fn count(value: i64, low: i64, high: i64) -> String {
 }
 
 fn fmt_f(x: f64) -> String {
-    if x >= 100.0 {
+    if x >= 1e18 {
+        "∞".into()
+    } else if x >= 100.0 {
         group(x.round() as i64)
     } else {
         format!("{x:.1}")
@@ -246,9 +248,18 @@ fn describe(r: &Release, name: &str, lang: &str) -> String {
     r.describe(name, lang)
 }
 
-/// Horizontal bars with counts, interval whiskers and shares.
+/// Horizontal bars with counts, interval whiskers and shares. Values whose
+/// interval reaches 0 are left out of the bars (the noise could account for
+/// all of them) and counted in a note, except "other".
 fn bars(cells: &[Cell], reports: i64) -> String {
-    let cells: Vec<&Cell> = cells.iter().filter(|c| c.high > 0 || c.value > 0).collect();
+    let single = cells.iter().any(|c| c.label == crate::release::OTHER);
+    // Shares of a single-valued field are of its cells' sum (the noisy
+    // cells need not add up to the noisy number of reports).
+    let total = if single { cells.iter().map(|c| c.value).sum::<i64>() } else { reports }.max(1);
+    let hidden = cells.iter().filter(|c| c.low == 0 && c.label != crate::release::OTHER).count();
+    let cells: Vec<&Cell> = cells.iter().filter(|c| c.low > 0 || c.label == crate::release::OTHER).collect();
+    let note = if hidden > 0 { format!("<p class=\"desc\">+ {hidden} value(s) whose interval reaches 0</p>") } else { String::new() };
+    let reports = total;
     let row_h = 22;
     let height = row_h * cells.len().max(1) + 4;
     let max = cells.iter().map(|c| c.high).max().unwrap_or(1).max(1) as f64;
@@ -274,6 +285,7 @@ fn bars(cells: &[Cell], reports: i64) -> String {
         );
     }
     s.push_str("</svg>");
+    s.push_str(&note);
     s
 }
 

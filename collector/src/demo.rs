@@ -203,7 +203,12 @@ fn print_comparison(c: &Value) {
         println!("  (capped: each installation counted up to {})", crate::published::group(cap));
     }
     let g = &c["guarantee"];
-    println!("demo: guarantee per installation: epsilon {:.2} per year at delta {:e} (rho {} per week)", g["epsilon_per_year"].as_f64().unwrap_or(f64::NAN), g["delta"].as_f64().unwrap_or(0.0), g["rho_week"]);
+    println!(
+        "demo: guarantee per installation: epsilon {:.2} per year at delta {:e} (rho {:.4} per week)",
+        g["epsilon_per_year"].as_f64().unwrap_or(f64::NAN),
+        g["delta"].as_f64().unwrap_or(0.0),
+        g["rho_week"].as_f64().unwrap_or(f64::NAN)
+    );
 }
 
 fn open(inst: &Installation, endpoint: &str, updated: bool, g: &mut Gen) -> Result<Client, String> {

@@ -91,6 +91,8 @@ fn summary_into(out: &mut Value, s: &RoundedSummary) {
     out["cap"] = json!(s.cap);
     if s.mean.is_none() {
         out["note"] = json!("too few reports with a value this week for a mean whose interval excludes nothing");
+    } else if s.median.is_none() {
+        out["note"] = json!(format!("the median is published from {} reports with a value on", crate::release::MEDIAN_MIN_N as i64));
     } else if s.p10.is_none() {
         out["note"] = json!(format!(
             "p10 and p90 are published from {} reports with a value on",

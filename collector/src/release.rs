@@ -75,6 +75,10 @@ pub const DEFAULT_CAP: i64 = 1_000_000;
 /// read the clock just before midnight, or one stored by another process
 /// whose clock lags, may still land in the week.
 pub const DEFAULT_GRACE_S: i64 = 3600;
+/// The median is published only from this many reports with the value on
+/// (README "Accuracy": below it the noisy cumulative histogram crosses half
+/// of the reports far from the true step too often to be useful).
+pub const MEDIAN_MIN_N: f64 = 500.0;
 /// The 10th and 90th percentiles are published only from this many reports
 /// with the value on (README "Accuracy": below it the noisy cumulative
 /// histogram often misses the step).
@@ -686,7 +690,7 @@ fn rounded_summary(cap: i64, (sum, sigma_sum): (i64, f64), hist: &[i64], sigma_h
         cap,
         n: n_real,
         mean,
-        median: quantile(0.5),
+        median: if n >= MEDIAN_MIN_N { quantile(0.5) } else { None },
         p10: if tails { quantile(0.1) } else { None },
         p90: if tails { quantile(0.9) } else { None },
         share_above_cap,

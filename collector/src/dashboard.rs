@@ -99,6 +99,7 @@ fn t(lang: &str, key: &str) -> &'static str {
         "noproducts" => if de { "Kein Produkt registriert (optin-collector product add)." } else { "No product registered (optin-collector product add)." },
         "of" => if de { "Berichte" } else { "reports" },
         "week" => if de { "Woche" } else { "Week" },
+        "hidden" => if de { "+ {n} Wert(e), deren Intervall 0 erreicht" } else { "+ {n} value(s) whose interval reaches 0" },
         "too_few" => if de { "zu wenige Berichte" } else { "too few reports" },
         _ => "",
     }
@@ -234,7 +235,7 @@ fn product(h: &mut String, p: &ProductData, lang: &str) {
             continue; // 60 steps of the series: summarised above
         }
         let _ = write!(h, "<div><h3>{}</h3><p class=\"desc\"><code>{}</code></p>", esc(&describe(latest, name, lang)), esc(name));
-        h.push_str(&bars(cells, latest.reports.value));
+        h.push_str(&bars(cells, latest.reports.value, lang));
         h.push_str("</div>");
     }
     h.push_str("</div>");
@@ -251,14 +252,14 @@ fn describe(r: &Release, name: &str, lang: &str) -> String {
 /// Horizontal bars with counts, interval whiskers and shares. Values whose
 /// interval reaches 0 are left out of the bars (the noise could account for
 /// all of them) and counted in a note, except "other".
-fn bars(cells: &[Cell], reports: i64) -> String {
+fn bars(cells: &[Cell], reports: i64, lang: &str) -> String {
     let single = cells.iter().any(|c| c.label == crate::release::OTHER);
     // Shares of a single-valued field are of its cells' sum (the noisy
     // cells need not add up to the noisy number of reports).
     let total = if single { cells.iter().map(|c| c.value).sum::<i64>() } else { reports }.max(1);
     let hidden = cells.iter().filter(|c| c.low == 0 && c.label != crate::release::OTHER).count();
     let cells: Vec<&Cell> = cells.iter().filter(|c| c.low > 0 || c.label == crate::release::OTHER).collect();
-    let note = if hidden > 0 { format!("<p class=\"desc\">+ {hidden} value(s) whose interval reaches 0</p>") } else { String::new() };
+    let note = if hidden > 0 { format!("<p class=\"desc\">{}</p>", t(lang, "hidden").replace("{n}", &hidden.to_string())) } else { String::new() };
     let reports = total;
     let row_h = 22;
     let height = row_h * cells.len().max(1) + 4;

@@ -162,8 +162,9 @@ extern "C" {
  * `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
  * `disabled`, `proxy` (a proxy URL without credentials, or "none" for a direct
  * connection), `ca_cert_pem`, `max_bits`; unknown keys are rejected.
- * See README. `product_version`: 1 to 4 dot-separated decimal numbers of at
- * most 9 digits each. `endpoint`: no query, fragment or user info; the host
+ * See README. `product_version`: 1 to 4 dot-separated decimal numbers of 1
+ * to 5 digits each (e.g. "24.1.3", "10.2.1.21234"), nothing else (no
+ * suffix such as "-beta", no empty part). `endpoint`: no query, fragment or user info; the host
  * a DNS name or IP address (no IPv6 zone id), a port 1 to 65535 without
  * leading zeros; its path at most 64 characters of `A-Z a-z 0-9 / _ . -`. Every `count` field of the
  * schema declares exactly one of `"buckets": [...]` or `"rounding": "1-2-5"`;

@@ -657,10 +657,13 @@ impl Shared {
         let theirs = Builtins {
             os_family: get("os_family").filter(|v| *v == own.os_family)?,
             os_version: get("os_version").filter(|v| *v == own.os_version)?,
-            arch: get("arch").filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'))?,
+            // Each by the collector's own rule (crate::validate), so that a
+            // GUI of another version or architecture shows the service's
+            // bytes, and nothing else gets in.
+            arch: get("arch").filter(|v| crate::validate::ARCHES.contains(&v.as_str()))?,
             product: get("product").filter(|v| *v == own.product)?,
             product_version: get("product_version").filter(|v| crate::config::is_valid_product_version(v))?,
-            library_version: get("library_version").filter(|v| crate::config::is_valid_product_version(v))?,
+            library_version: get("library_version").filter(|v| crate::validate::is_library_version(v))?,
         };
         (b.len() == theirs.values().len()).then_some(theirs)
     }

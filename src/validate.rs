@@ -268,7 +268,7 @@ pub fn is_os_version(s: &str) -> bool {
 
 /// `library_version`: the crate's semantic version, optionally with a
 /// pre-release such as "-rc.1".
-fn is_library_version(s: &str) -> bool {
+pub fn is_library_version(s: &str) -> bool {
     let (core, pre) = match s.split_once('-') {
         Some((c, p)) => (c, Some(p)),
         None => (s, None),

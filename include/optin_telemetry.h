@@ -162,8 +162,9 @@ extern "C" {
  * `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
  * `disabled`, `proxy` (a proxy URL without credentials, or "none" for a direct
  * connection), `ca_cert_pem`, `max_bits`; unknown keys are rejected.
- * See README. `product_version`: 1 to 4 dot-separated decimal numbers of at
- * most 9 digits each. `endpoint`: no query, fragment or user info; the host
+ * See README. `product_version`: 1 to 4 dot-separated decimal numbers of 1
+ * to 5 digits each (e.g. "24.1.3", "10.2.1.21234"), nothing else (no
+ * suffix such as "-beta", no empty part). `endpoint`: no query, fragment or user info; the host
  * a DNS name or IP address (no IPv6 zone id), a port 1 to 65535 without
  * leading zeros; its path at most 64 characters of `A-Z a-z 0-9 / _ . -`. Every `count` field of the
  * schema declares exactly one of `"buckets": [...]` or `"rounding": "1-2-5"`;
@@ -175,7 +176,8 @@ extern "C" {
  * and must be released with tel_close().
  *
  * A corrupted or unreadable state file does not fail the call: it is moved
- * aside, the client starts undecided, and tel_status_json() lists a warning.
+ * aside, the client starts undecided, and tel_status_json() lists a warning
+ * (a history file likewise: the history starts empty).
  *
  * Returns TEL_OK on success. Errors: TEL_ERR_NULL_ARGUMENT (`config_json` or
  * `out_client` is NULL), TEL_ERR_INVALID_UTF8, TEL_ERR_TOO_LARGE,
@@ -310,7 +312,8 @@ tel_result tel_preview_json(tel_client *client, char **out_json);
  * `endpoint_changed`, `from_endpoint`, `to_endpoint`); a `privacy` object
  * (`max_bits`: the schema's identifying bits, `fields`: name -> bits,
  * `limit`: the configured max_bits): a report is one of at most 2^max_bits
- * possible reports; and the next report's exact bytes. `language`: a BCP 47 tag such as "de"
+ * possible reports; the next report's exact bytes; and `warnings`, the same
+ * as tel_status_json's. `language`: a BCP 47 tag such as "de"
  * or "de-AT", matched case-insensitively; NULL or "" means English; only
  * read during the call. The receipt
  * carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
@@ -371,8 +374,10 @@ tel_result tel_flush(tel_client *client, uint32_t timeout_ms);
  * administrator's switch, HKLM\SOFTWARE\Policies\optin-telemetry on Windows
  * and /etc/optin-telemetry on Unix; see README), `last_error` (null or the
  * latest attempt's failure; on Windows it names the proxy tried), `attempts`,
- * `schema_version`, `schema_digest`, `warnings` (e.g. a corrupted state file
- * that was set aside).
+ * `schema_version`, `schema_digest`, `warnings` (strings; one per
+ * `state.json.bad-*` or `history.json.bad-*` file kept aside in `state_dir`,
+ * whichever client, path or process set it aside, listed until the file is
+ * removed; at most 10, the last counting any further ones).
  * The caller owns `*out_json` and frees it with tel_string_free();
  * `*out_json` is written only on success.
  *

@@ -7,7 +7,9 @@
 //! setters, which take only `inner`, never wait behind another process that
 //! holds the file (stopped in a debugger, a stalled disk). Neither is held
 //! while bytes travel over the network. The send lock (`Store::try_lock_send`)
-//! is only ever tried, never waited for, so it adds no ordering.
+//! is only ever tried, never waited for, so it adds no ordering. The store's
+//! list of files it set aside (`Store::warnings`) is a leaf: held only for a
+//! push or a copy, with nothing taken under it.
 
 use crate::config::Config;
 use crate::consent::{self, ConsentState, Receipt};
@@ -66,7 +68,6 @@ struct Inner {
     report: ReportIdentity,
     /// Values were set here since they were last published to the state.
     values_dirty: bool,
-    warnings: Vec<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,13 +132,12 @@ impl Client {
         let transport = Transport::new(&config.endpoint, config.proxy.as_deref(), config.ca_cert_pem.as_deref())
             .map_err(|m| Error::config(format!("config.endpoint: {m}")))?;
         let store = Store::open(&config.state_dir)?;
-        let mut warnings = vec![];
         {
+            // A damaged file is set aside now, and the store lists it in
+            // `warnings` (as it does whichever later path finds one).
             let guard = store.lock()?;
-            let (_, w) = store.load(&guard);
-            warnings.extend(w);
-            let (_, w) = store.load_history(&guard);
-            warnings.extend(w);
+            store.load(&guard);
+            store.load_history(&guard);
         }
         let mut builtins = Builtins::detect(&config.product, &config.product_version);
         if let Some((family, version)) = os {
@@ -151,7 +151,7 @@ impl Client {
                 store,
                 transport,
                 builtins,
-                inner: Mutex::new(Inner { values, report: ReportIdentity::new(), values_dirty: false, warnings }),
+                inner: Mutex::new(Inner { values, report: ReportIdentity::new(), values_dirty: false }),
                 next_look: AtomicI64::new(i64::MIN),
                 last_look: AtomicI64::new(i64::MIN),
                 sending: Mutex::new(false),
@@ -187,7 +187,7 @@ impl Client {
         // The lock file first (see LOCK ORDER at the top of this file).
         let guard = s.store.lock()?;
         let inner = lock(&s.inner);
-        let (mut state, warning) = s.store.load(&guard);
+        let (mut state, _) = s.store.load(&guard);
         let answer = consent::answer(state.consent.as_ref(), granted, now_unix(), &s.config.scope());
         if state.consent.as_ref() != Some(&answer) {
             // Any change of answer cancels the schedule; a "yes" draws the
@@ -203,12 +203,11 @@ impl Client {
         s.next_look.store(i64::MIN, Ordering::SeqCst);
         drop(guard);
         drop(inner);
-        self.shared.note(warning);
         Ok(())
     }
 
     pub fn consent(&self) -> Result<ConsentState> {
-        let (state, _) = self.shared.read_state()?;
+        let state = self.shared.read_state()?;
         Ok(consent::effective(state.consent.as_ref(), &self.shared.config.scope()))
     }
 
@@ -260,7 +259,7 @@ impl Client {
     /// `state_dir` sends it (see `Shared::view`). If the state cannot be read
     /// (nothing can be sent then either), this process's own view.
     pub fn preview(&self) -> String {
-        let state = self.shared.read_state().map(|(st, _)| st).unwrap_or_default();
+        let state = self.shared.read_state().unwrap_or_default();
         let inner = lock(&self.shared.inner);
         self.shared.next_body(&state, &inner)
     }
@@ -271,8 +270,9 @@ impl Client {
         }
         let s = &*self.shared;
         let sch = &s.config.schema;
-        let (state, _) = self.shared.read_state()?;
+        let state = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
+        let warnings = s.store.warnings();
         let inner = lock(&s.inner);
         let (values, identity, builtins) = s.view(&state, &inner);
         let mut fields = vec![];
@@ -354,14 +354,14 @@ impl Client {
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
             "next_report": next_report,
-            "warnings": inner.warnings,
+            "warnings": warnings,
         });
         Ok(out.to_string())
     }
 
     pub fn status(&self) -> Result<String> {
         let s = &*self.shared;
-        let (state, _) = self.shared.read_state()?;
+        let state = self.shared.read_state()?;
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
         let blocked = self.blocked_by();
         let sending_here = *lock(&s.sending);
@@ -378,7 +378,8 @@ impl Client {
             (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
             _ => Value::Null,
         };
-        let warnings = lock(&s.inner).warnings.clone();
+        // Every file set aside on this directory, by any path or process.
+        let warnings = s.store.warnings();
         Ok(json!({
             "consent": consent.as_str(),
             "next_due": next_due,
@@ -396,9 +397,8 @@ impl Client {
 
     pub fn history(&self) -> Result<String> {
         let guard = self.shared.store.lock()?;
-        let (history, warning) = self.shared.store.load_history(&guard);
+        let (history, _) = self.shared.store.load_history(&guard);
         drop(guard);
-        self.shared.note(warning);
         let reports: Vec<Value> = history
             .iter()
             .rev()
@@ -464,10 +464,7 @@ impl Client {
             self.shared.set_next_look(now, now.saturating_add(BUSY_RETRY));
             return Ok(());
         };
-        let (mut state, warning) = s.store.load(&guard);
-        // Noted here, under `inner` already held: taking it again after the
-        // locks are released could wait (a tick never waits).
-        inner.warnings.extend(warning);
+        let (mut state, _) = s.store.load(&guard);
         // Values set here and the next report's identity go to the shared
         // state first, consent or not: a GUI's consent dialog on the same
         // directory shows what the service would send.
@@ -581,18 +578,12 @@ impl Client {
 }
 
 impl Shared {
-    fn read_state(&self) -> Result<(State, Option<String>)> {
+    /// The state as saved. A damaged file is set aside here as on every
+    /// path that reads it, and `Store::warnings` lists it from then on.
+    fn read_state(&self) -> Result<State> {
         let guard = self.store.lock()?;
-        let (state, warning) = self.store.load(&guard);
-        drop(guard);
-        self.note(warning.clone());
-        Ok((state, warning))
-    }
-
-    fn note(&self, warning: Option<String>) {
-        if let Some(w) = warning {
-            lock(&self.inner).warnings.push(w);
-        }
+        let (state, _) = self.store.load(&guard);
+        Ok(state)
     }
 
     fn blocked_by(&self) -> Option<String> {
@@ -666,10 +657,13 @@ impl Shared {
         let theirs = Builtins {
             os_family: get("os_family").filter(|v| *v == own.os_family)?,
             os_version: get("os_version").filter(|v| *v == own.os_version)?,
-            arch: get("arch").filter(|v| (1..=16).contains(&v.len()) && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'))?,
+            // Each by the collector's own rule (crate::validate), so that a
+            // GUI of another version or architecture shows the service's
+            // bytes, and nothing else gets in.
+            arch: get("arch").filter(|v| crate::validate::ARCHES.contains(&v.as_str()))?,
             product: get("product").filter(|v| *v == own.product)?,
             product_version: get("product_version").filter(|v| crate::config::is_valid_product_version(v))?,
-            library_version: get("library_version").filter(|v| crate::config::is_valid_product_version(v))?,
+            library_version: get("library_version").filter(|v| crate::validate::is_library_version(v))?,
         };
         (b.len() == theirs.values().len()).then_some(theirs)
     }

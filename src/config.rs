@@ -63,13 +63,20 @@ fn check_product(s: &str) -> Result<()> {
     }
 }
 
-/// 1 to 4 dot-separated decimal numbers of at most 9 digits: room for a
-/// release and a build number, none for a per-installation id or a name. A
-/// release channel is a `choice` field of the schema instead. Public so a
-/// collector checks reports by the very same rule.
+/// Most parts of a `product_version`.
+const PRODUCT_VERSION_PARTS: usize = 4;
+/// Most digits of each part of a `product_version`.
+const PRODUCT_VERSION_DIGITS: usize = 5;
+
+/// 1 to 4 dot-separated decimal numbers of 1 to 5 digits each (`24.1.3`,
+/// `10.2.1.21234`): room for a release and a build number, none for a
+/// per-installation id, a date-and-time stamp or a name. A release channel
+/// is a `choice` field of the schema instead. Public so a collector checks
+/// reports by the very same rule.
 pub fn is_valid_product_version(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
-    parts.len() <= 4 && parts.iter().all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+    parts.len() <= PRODUCT_VERSION_PARTS
+        && parts.iter().all(|p| (1..=PRODUCT_VERSION_DIGITS).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 fn check_version(s: &str) -> Result<()> {
@@ -77,7 +84,7 @@ fn check_version(s: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::config(format!(
-            "config.product_version: \"{}\" must be 1 to 4 dot-separated decimal numbers of at most 9 digits each (e.g. 24.1.3); report a release channel as a choice field",
+            "config.product_version: \"{}\" must be 1 to {PRODUCT_VERSION_PARTS} dot-separated decimal numbers of 1 to {PRODUCT_VERSION_DIGITS} digits each (e.g. 24.1.3 or 10.2.1.21234), nothing else; report a release channel as a choice field",
             truncate(s, 64)
         )))
     }
@@ -251,12 +258,35 @@ mod tests {
 
     #[test]
     fn product_version_is_numbers_only() {
-        for ok in ["1", "24.1.3", "10.2.1.21234", "999999999.1.2.3"] {
+        for ok in ["1", "0", "24.1.3", "10.2.1.21234", "99999.0.1", "99999.99999.99999.99999", "2026.11.29.1"] {
+            assert!(is_valid_product_version(ok), "{ok}");
             assert!(check_version(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1.2.3.4.5", "1..2", "1.", "1234567890", "1.0-beta", "24.1.3+abc", "v1", " 1"] {
+        let bad = [
+            "", ".", "1.2.3.4.5", "1..2", "1.", ".1", "1234567890", "123456", "1.234567", "999999999.1.2.3",
+            "1.0-beta", "1.2-beta", "24.1.3+abc", "v1", " 1", "1 ", "1,2", "-1", "+1", "1.2.3.4.", "١.٢", "1.2\n",
+        ];
+        for bad in bad {
+            assert!(!is_valid_product_version(bad), "{bad:?}");
             let e = check_version(bad).unwrap_err();
-            assert!(e.message.contains("config.product_version"), "{bad}: {}", e.message);
+            assert_eq!(e.code, crate::error::Code::Config, "{bad:?}");
+            assert!(e.message.contains("config.product_version") && e.message.contains("1 to 5 digits"), "{bad:?}: {}", e.message);
+        }
+    }
+
+    /// `tel_open` refuses a configuration whose product_version breaks the rule.
+    #[test]
+    fn open_refuses_a_product_version_outside_the_rule() {
+        let config = |v: &str| {
+            serde_json::json!({"product": "P", "product_version": v, "endpoint": "http://127.0.0.1:9/r", "state_dir": "/nonexistent/optin",
+                "schema": {"version": 1, "fields": [{"name": "t", "type": "bool", "description": {"en": "x"}}]}})
+            .to_string()
+        };
+        assert_eq!(Config::parse(&config("99999.0.1")).unwrap().product_version, "99999.0.1");
+        for bad in ["1.234567", "1.2.3.4.5", "1.2-beta", ""] {
+            let e = Config::parse(&config(bad)).unwrap_err();
+            assert_eq!(e.code, crate::error::Code::Config, "{bad}");
+            assert!(e.message.starts_with("config.product_version:"), "{bad}: {}", e.message);
         }
     }
 

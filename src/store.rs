@@ -13,7 +13,11 @@
 //! Files are replaced atomically (temp file in the same directory, fsync,
 //! rename, directory fsync). A state file that cannot be read or parsed is
 //! never taken for consent: it is moved aside for diagnosis and the client
-//! starts undecided.
+//! starts undecided; a history file likewise, and the history starts empty.
+//! Nothing is set aside silently: every file kept aside in the directory
+//! (`state.json.bad-<time>-<random>`, `history.json.bad-…`) is a warning
+//! ([`Store::warnings`]) in every client on it until someone removes it,
+//! whichever path or process set it aside.
 
 use crate::consent::Receipt;
 use crate::error::{Error, Result};
@@ -24,6 +28,7 @@ use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 const STATE_FORMAT: u64 = 1;
 const HISTORY_FORMAT: u64 = 1;
@@ -34,6 +39,11 @@ pub const HISTORY_LEN: usize = 52;
 /// and length instead of its bytes, so that 52 entries always fit well
 /// below `MAX_FILE` whatever the schema allows.
 pub(crate) const MAX_HISTORY_BODY: usize = 32 * 1024;
+/// The files this store may set aside; one kept aside is named
+/// `<name>.bad-<unix time>-<random>`.
+const SET_ASIDE: [(&str, &str); 2] = [("state.json", "the client started undecided"), ("history.json", "the history started empty")];
+/// At most this many warnings are listed; the rest are counted in one more.
+const MAX_WARNINGS: usize = 10;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
@@ -117,6 +127,16 @@ pub struct Store {
     history_path: PathBuf,
     lock_path: PathBuf,
     send_lock_path: PathBuf,
+    /// What this store set aside (or failed to), with the reason: see
+    /// [`Store::warnings`]. Only ever locked for a push or a copy.
+    noted: Mutex<Vec<Noted>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Noted {
+    /// The file name it was kept aside under; None if it could not be moved.
+    aside: Option<String>,
+    text: String,
 }
 
 /// Proof that the lock file is held; released when dropped (by closing the
@@ -139,6 +159,7 @@ impl Store {
             history_path: dir.join("history.json"),
             lock_path: dir.join("lock"),
             send_lock_path: dir.join("send.lock"),
+            noted: Mutex::new(vec![]),
         };
         let guard = store.lock()?;
         store.remove_stale_temp_files(&guard);
@@ -195,7 +216,8 @@ impl Store {
     }
 
     /// Reads the state. A missing file is the empty state; a bad one is moved
-    /// aside and reported in the returned warning.
+    /// aside and reported in the returned warning (which [`Store::warnings`]
+    /// keeps listing, so a caller that drops it hides nothing).
     pub fn load(&self, _held: &Guard) -> (State, Option<String>) {
         match read_small(&self.state_path) {
             Ok(None) => (State::default(), None),
@@ -228,17 +250,81 @@ impl Store {
         self.write_atomic(&self.history_path, &json!({"format": HISTORY_FORMAT, "reports": entries}))
     }
 
+    /// Moves a damaged file aside and notes it (see [`Store::warnings`]).
     fn set_aside(&self, path: &Path, why: &str) -> String {
-        let aside = path.with_file_name(format!(
-            "{}.bad-{}-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-            crate::now_unix(),
-            crate::random_hex(4)
-        ));
-        match fs::rename(path, &aside) {
-            Ok(()) => format!("{} {why}; kept aside as {} and started undecided", path.display(), aside.display()),
-            Err(e) => format!("{} {why}; could not move it aside ({e}); started undecided", path.display()),
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state.json");
+        let then = SET_ASIDE.iter().find(|(n, _)| *n == name).map_or("it was not used", |(_, then)| *then);
+        let aside_name = format!("{name}.bad-{}-{}", crate::now_unix(), crate::random_hex(4));
+        let aside = path.with_file_name(&aside_name);
+        let noted = match fs::rename(path, &aside) {
+            Ok(()) => Noted {
+                text: format!("{} {why}; kept aside as {} (remove it to clear this warning); {then}", path.display(), aside.display()),
+                aside: Some(aside_name),
+            },
+            Err(e) => Noted {
+                text: format!("{} {why}; it could not be moved aside ({e}) and is replaced at the next write; {then}", path.display()),
+                aside: None,
+            },
+        };
+        let text = noted.text.clone();
+        let mut all = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        // A file that cannot be moved is found again at every read: once.
+        if !all.contains(&noted) {
+            all.push(noted);
         }
+        text
+    }
+
+    /// Every file set aside in this directory, for `tel_status_json`: what
+    /// this store set aside itself, with the reason, while the file is still
+    /// there (or if it could not be moved), then every other file kept aside
+    /// that is still there (set aside by another client or process, or
+    /// before this one was opened), oldest first. So a file set aside on any
+    /// path is reported in every client on the directory, also in ones opened
+    /// later, until someone removes it. At most `MAX_WARNINGS` lines.
+    pub fn warnings(&self) -> Vec<String> {
+        let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let present = self.kept_aside();
+        let mut out: Vec<String> = noted
+            .iter()
+            .filter(|n| match (&n.aside, &present) {
+                (Some(name), Some(present)) => present.iter().any(|(_, _, p)| p == name),
+                _ => true,
+            })
+            .map(|n| n.text.clone())
+            .collect();
+        for (file, at, name) in present.iter().flatten() {
+            if noted.iter().any(|n| n.aside.as_ref() == Some(name)) {
+                continue;
+            }
+            let then = SET_ASIDE.iter().find(|(n, _)| n == file).map_or("", |(_, then)| *then);
+            out.push(format!(
+                "{}: a {file} that could not be read, was corrupted or of an unknown format was kept aside here (at unix time {at}) and {then}; remove it to clear this warning",
+                self.dir.join(name).display()
+            ));
+        }
+        if out.len() > MAX_WARNINGS {
+            let more = out.len() - (MAX_WARNINGS - 1);
+            out.truncate(MAX_WARNINGS - 1);
+            out.push(format!("and {more} more warnings about files kept aside in {}", self.dir.display()));
+        }
+        out
+    }
+
+    /// (file, unix time, name) of every entry named `<file>.bad-<time>-<random>`
+    /// in the directory, oldest first; None if it cannot be listed.
+    fn kept_aside(&self) -> Option<Vec<(&'static str, i64, String)>> {
+        let mut found = vec![];
+        for e in fs::read_dir(&self.dir).ok()?.flatten() {
+            let Ok(name) = e.file_name().into_string() else { continue };
+            for (file, _) in SET_ASIDE {
+                let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix(".bad-")) else { continue };
+                let at = rest.split('-').next().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+                found.push((file, at, name.clone()));
+            }
+        }
+        found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+        Some(found)
     }
 
     fn write_atomic(&self, path: &Path, value: &Value) -> Result<()> {
@@ -637,6 +723,65 @@ mod tests {
             drop(g);
             fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// Whoever sets a file aside, every store on the directory lists it
+    /// until it is removed: the one that did it with the reason, another
+    /// (another client, a later process) by the file it finds.
+    #[test]
+    fn a_file_set_aside_is_a_warning_in_every_store_until_removed() {
+        let dir = tempdir("warn");
+        let a = Store::open(&dir).unwrap();
+        let b = Store::open(&dir).unwrap();
+        assert_eq!((a.warnings(), b.warnings()), (vec![], vec![]));
+        fs::write(dir.join("history.json"), b"{\"format\":1,\"reports\":[").unwrap();
+        fs::write(dir.join("state.json"), b"{\"format\":1,").unwrap();
+        let g = a.lock().unwrap();
+        // The callers may drop the returned warning: the store keeps it.
+        let (h, _) = a.load_history(&g);
+        let (st, _) = a.load(&g);
+        drop(g);
+        assert_eq!((h, st), (vec![], State::default()));
+        let aside = |name: &str| -> String {
+            let found: Vec<String> = fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().into_string().unwrap()).filter(|n| n.starts_with(&format!("{name}.bad-"))).collect();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            found[0].clone()
+        };
+        let (history_aside, state_aside) = (aside("history.json"), aside("state.json"));
+        let wa = a.warnings();
+        assert_eq!(wa.len(), 2, "{wa:?}");
+        assert!(wa[0].contains(&history_aside) && wa[0].contains("corrupted") && wa[0].contains("history started empty"), "{wa:?}");
+        assert!(wa[1].contains(&state_aside) && wa[1].contains("started undecided"), "{wa:?}");
+        let wb = b.warnings();
+        assert_eq!(wb.len(), 2, "{wb:?}");
+        assert!(wb.iter().any(|w| w.contains(&history_aside) && w.contains("history started empty")), "{wb:?}");
+        assert!(wb.iter().any(|w| w.contains(&state_aside) && w.contains("started undecided")), "{wb:?}");
+        let later = Store::open(&dir).unwrap();
+        assert_eq!(later.warnings(), wb);
+        fs::remove_file(dir.join(&history_aside)).unwrap();
+        for s in [&a, &b, &later] {
+            let w = s.warnings();
+            assert!(w.len() == 1 && w[0].contains(&state_aside), "{w:?}");
+        }
+        fs::remove_file(dir.join(&state_aside)).unwrap();
+        assert_eq!((a.warnings(), b.warnings()), (vec![], vec![]));
+        drop((a, b, later));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn many_files_set_aside_are_listed_up_to_a_limit_and_counted() {
+        let dir = tempdir("many");
+        let store = Store::open(&dir).unwrap();
+        for i in 0..25 {
+            fs::write(dir.join(format!("state.json.bad-{}-{i:08x}", 1_000 + i)), b"x").unwrap();
+        }
+        fs::write(dir.join("state.json.good"), b"not one of them").unwrap();
+        let w = store.warnings();
+        assert_eq!(w.len(), MAX_WARNINGS);
+        assert!(w[0].contains("state.json.bad-1000-00000000"), "oldest first: {w:?}");
+        assert!(w[MAX_WARNINGS - 1].contains("16 more"), "{w:?}");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -268,7 +268,7 @@ pub fn is_os_version(s: &str) -> bool {
 
 /// `library_version`: the crate's semantic version, optionally with a
 /// pre-release such as "-rc.1".
-fn is_library_version(s: &str) -> bool {
+pub fn is_library_version(s: &str) -> bool {
     let (core, pre) = match s.split_once('-') {
         Some((c, p)) => (c, Some(p)),
         None => (s, None),
@@ -389,7 +389,7 @@ impl Envelope {
             os_version: string("os_version", Reject::OsVersion, &is_os_version)?,
             arch: string("arch", Reject::Arch, &|s| ARCHES.contains(&s))?,
             product: string("product", Reject::Product, &is_valid_product)?,
-            // 1 to 4 dot-separated decimal numbers, each at most 9 digits.
+            // 1 to 4 dot-separated decimal numbers of 1 to 5 digits each.
             product_version: string("product_version", Reject::ProductVersion, &is_valid_product_version)?,
             library_version: string("library_version", Reject::LibraryVersion, &is_library_version)?,
         };
@@ -545,6 +545,10 @@ mod tests {
             (Box::new(|v| v["product_version"] = json!("4.2.0-beta")), Reject::ProductVersion),
             (Box::new(|v| v["product_version"] = json!("1.2.3.4.5")), Reject::ProductVersion),
             (Box::new(|v| v["product_version"] = json!("1234567890")), Reject::ProductVersion),
+            (Box::new(|v| v["product_version"] = json!("1.234567")), Reject::ProductVersion),
+            (Box::new(|v| v["product_version"] = json!("123456.1")), Reject::ProductVersion),
+            (Box::new(|v| v["product_version"] = json!("1.2-beta")), Reject::ProductVersion),
+            (Box::new(|v| v["product_version"] = json!("")), Reject::ProductVersion),
             (Box::new(|v| v["library_version"] = json!("0.1")), Reject::LibraryVersion),
             (Box::new(|v| v["fields"] = json!([])), Reject::FieldsNotObject),
             (Box::new(|v| v["fields"]["host"] = json!(true)), Reject::UnknownField),
@@ -634,6 +638,7 @@ mod tests {
         assert_eq!(pre(&|v| v["schema_version"] = json!(0)), Err(Reject::SchemaVersion));
         assert_eq!(pre(&|v| v["os_version"] = json!("6.1 (host mail.example.com)")), Err(Reject::OsVersion));
         assert_eq!(pre(&|v| v["product"] = json!("a@b")), Err(Reject::Product));
+        assert_eq!(pre(&|v| v["product_version"] = json!("1.234567")), Err(Reject::ProductVersion));
         assert_eq!(pre(&|v| v["fields"]["Host Name"] = json!(true)), Err(Reject::UnknownField));
         assert_eq!(pre(&|v| v["fields"]["note"] = json!("user alice@example.com")), Err(Reject::ChoiceValue));
         assert_eq!(pre(&|v| v["fields"]["note"] = json!(["ok", "a b"])), Err(Reject::ChoiceValue));
@@ -661,7 +666,7 @@ mod tests {
             let body = edited(|v| v["fields"] = edit.clone());
             assert_eq!(validate(&s, &body).is_ok(), ok, "{edit}");
         }
-        for pv in ["1", "4.2", "2026.11.29.1", "123456789"] {
+        for pv in ["1", "4.2", "2026.11.29.1", "12345", "99999.0.1", "99999.99999.99999.99999"] {
             assert!(validate(&s, &edited(|v| v["product_version"] = json!(pv))).is_ok(), "{pv}");
         }
         for ov in ["unknown", "10.0.22631", "6.1"] {

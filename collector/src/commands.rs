@@ -92,12 +92,12 @@ pub fn largest_report_bytes(schema: &Schema) -> usize {
         "arch": widest(ARCHES),
         "fields": Value::Object(fields),
         "format": 1,
-        // The patterns' longest: 3 x 10 digits; 64 characters; 4 x 9
+        // The patterns' longest: 3 x 10 digits; 64 characters; 4 x 5
         // digits; 3 x 9 digits and a 32-character pre-release.
         "os_family": widest(OS_FAMILIES),
         "os_version": "1111111111.1111111111.1111111111",
         "product": "x".repeat(64),
-        "product_version": "111111111.111111111.111111111.111111111",
+        "product_version": "11111.11111.11111.11111",
         "library_version": format!("111111111.111111111.111111111-{}", "x".repeat(32)),
         "report_id": "0".repeat(32),
         "schema_digest": schema.digest,
@@ -242,7 +242,7 @@ mod tests {
             os_version: "1234567890.1234567890.1234567890".into(),
             arch: "loongarch64".into(),
             product: "P".repeat(64),
-            product_version: "123456789.123456789.123456789.123456789".into(),
+            product_version: "12345.12345.12345.12345".into(),
             library_version: format!("123456789.123456789.123456789-{}", "r".repeat(32)),
         }
     }

@@ -291,21 +291,38 @@ fn idle_connections_do_not_exhaust_file_descriptors() {
 #[test]
 fn serve_refuses_a_read_only_database() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ro.db");
+    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    // root may write anyway: run as nobody (65534) then, from a copy of the
+    // binary in a directory nobody can reach (see `reachable_by_nobody`).
+    let (dir, exe) = if is_root {
+        match reachable_by_nobody() {
+            Ok(found) => found,
+            Err(why) => {
+                // Straight to stderr: the test harness would swallow a println! of a passing test.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("SKIPPED serve_refuses_a_read_only_database: as root it runs the collector as nobody (65534), which is impossible here: {why}\n").as_bytes(),
+                );
+                return;
+            }
+        }
+    } else {
+        (tempfile::tempdir().unwrap(), std::path::PathBuf::from(env!("CARGO_BIN_EXE_optin-collector")))
+    };
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let path = data.join("ro.db");
     let db = format!("sqlite:{}", path.display());
-    let file = write(dir.path(), "s.json", SCHEMA);
+    let file = write(&data, "s.json", SCHEMA);
     assert!(bin().args(["--db", &db, "schema", "add"]).arg(&file).output().unwrap().status.success());
     // The directory is writable (the -wal and -shm files can be made), the
     // database file is not.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
-    // root may write anyway: run as nobody (65534) then.
     let as_user = |args: &[&str]| {
         use std::os::unix::process::CommandExt;
-        let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-        let mut c = bin();
+        let mut c = std::process::Command::new(&exe);
         if is_root {
             c.uid(65534).gid(65534);
         }
@@ -317,7 +334,7 @@ fn serve_refuses_a_read_only_database() {
     let mut serve = as_user(&["--db", &db, "serve", "--listen", &listen, "--admin-listen", &admin])
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot start {} as nobody: {e}", exe.display()));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = serve.try_wait().unwrap() {
@@ -338,4 +355,52 @@ fn serve_refuses_a_read_only_database() {
     assert!(err.contains("read-only"), "{err}");
     let list = as_user(&["--db", &db, "schema", "list"]).output().unwrap();
     assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+}
+
+/// A fresh directory (mode 0755, removed when dropped) holding a copy of the
+/// collector binary (mode 0755) that nobody (65534) could be seen to run.
+///
+/// The checkout, and so the binary under target/, may lie below a directory
+/// only root may enter (a clone in a `mktemp -d` folder, mode 0700): nobody
+/// could not even start it there (PermissionDenied), nor reach a database
+/// next to it. So the binary is copied out, and the test's files go beside
+/// it. Tried under the temporary directory, then /tmp, /var/tmp and
+/// /dev/shm; the error names every place tried and why it failed.
+#[cfg(unix)]
+fn reachable_by_nobody() -> Result<(tempfile::TempDir, std::path::PathBuf), String> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut bases = vec![std::env::temp_dir()];
+    for b in ["/tmp", "/var/tmp", "/dev/shm"] {
+        let b = std::path::PathBuf::from(b);
+        if !bases.contains(&b) {
+            bases.push(b);
+        }
+    }
+    let mut tried = vec![];
+    for base in bases {
+        let attempt = || -> Result<(tempfile::TempDir, std::path::PathBuf), String> {
+            let dir = tempfile::Builder::new().prefix("optin-cli-nobody-").tempdir_in(&base).map_err(|e| format!("cannot create a directory: {e}"))?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+            let exe = dir.path().join("optin-collector");
+            std::fs::copy(env!("CARGO_BIN_EXE_optin-collector"), &exe).map_err(|e| format!("cannot copy the binary: {e}"))?;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+            let probe = std::process::Command::new(&exe)
+                .arg("--version")
+                .uid(65534)
+                .gid(65534)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("nobody cannot start {}: {e}", exe.display()))?;
+            if !probe.status.success() {
+                return Err(format!("{} --version as nobody failed: {}", exe.display(), String::from_utf8_lossy(&probe.stderr).trim()));
+            }
+            Ok((dir, exe))
+        };
+        match attempt() {
+            Ok(found) => return Ok(found),
+            Err(why) => tried.push(format!("{}: {why}", base.display())),
+        }
+    }
+    Err(tried.join("; "))
 }

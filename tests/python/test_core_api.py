@@ -393,6 +393,28 @@ def test_open_rejects_bad_configuration_client_class(lib, tmp_path, make, code, 
     assert not (tmp_path / "s").exists()
 
 
+# product_version (issue 19): 1 to 4 dot-separated parts of 1 to 5 digits each, nothing else.
+@pytest.mark.parametrize("version", ["1.234567", "1.2.3.4.5", "1.2-beta", ""])
+def test_open_refuses_a_product_version_outside_the_rule(lib, tmp_path, version):
+    prime_error(lib)
+    rc, out = raw_open(lib, _cfg(tmp_path, product_version=version))
+    msg = expect_error(lib, rc, E_CONFIG, "config.product_version", "1 to 5 digits")
+    assert f'"{version}"' in msg, msg
+    assert out.value == SENTINEL_PTR, "out_client was written although tel_open failed"
+    assert not (tmp_path / "s").exists(), "a rejected configuration created its state_dir"
+
+
+def test_open_accepts_a_product_version_of_five_digit_parts(lib, tmp_path):
+    rc, out = raw_open(lib, _cfg(tmp_path, product_version="99999.0.1"))
+    assert rc == OK, last_error(lib)
+    try:
+        preview = json.loads(raw_string(lib, "tel_preview_json", out))
+        assert preview["product_version"] == "99999.0.1"
+        assert _describe(lib, out)["product_version"] == "99999.0.1"
+    finally:
+        lib.tel_close(out)
+
+
 # ----------------------------------------------------------------------------- value errors
 
 def raw_set_sample(lib, h):

@@ -158,7 +158,9 @@ def test_published_builtins_that_are_not_a_librarys_own_are_never_sent(clients, 
     doc = json.loads((state_dir / "state.json").read_text())
     builtins = doc["values"].get("builtins")
     assert builtins is not None, "the service's built-ins were not published with its values"
-    for key, bad in [("product_version", "2.0.0 call me"), ("product", "Other Product"), ("arch", "x" * 200), ("os_family", "plan9"), ("os_version", "my secret")]:
+    for key, bad in [("product_version", "2.0.0 call me"), ("product_version", "2.123456"), ("product", "Other Product"),
+                     ("arch", "x" * 200), ("arch", "jsmith"), ("os_family", "plan9"), ("os_version", "my secret"),
+                     ("library_version", "0.1.0 jsmith"), ("library_version", "99999999999")]:
         d = json.loads(json.dumps(doc))
         d["values"]["builtins"][key] = bad
         (state_dir / "state.json").write_text(json.dumps(d))

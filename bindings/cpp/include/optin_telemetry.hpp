@@ -210,6 +210,9 @@ public:
     ~Client() = default;
 
     /// Opens a client from a configuration JSON object (see tel_open).
+    /// `product_version` must be 1 to 4 dot-separated decimal numbers of 1 to
+    /// 5 digits each ("24.1.3", "10.2.1.21234"), nothing else; any other value
+    /// throws Error with code() == ErrorCode::Config (TEL_ERR_CONFIG).
     static Client open(const std::string& config_json) {
         tel_client* raw = nullptr;
         detail::check(tel_open(detail::c_str(config_json, "config_json", "tel_open"), &raw), "tel_open");

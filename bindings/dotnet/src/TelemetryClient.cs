@@ -38,7 +38,10 @@ namespace OptInTelemetry
         /// library and checks its version (<see cref="TelemetryLibrary.EnsureLoaded"/>).
         /// </summary>
         /// <param name="configJson">A JSON object with product, product_version, endpoint,
-        /// state_dir, schema (optionally disabled, proxy, ca_cert_pem); see the README.</param>
+        /// state_dir, schema (optionally disabled, proxy, ca_cert_pem); see the README.
+        /// product_version is 1 to 4 dot-separated decimal numbers of 1 to 5 digits each
+        /// ("24.1.3", "10.2.1.21234"), nothing else; any other value throws TelemetryException
+        /// with ResultCode.Config (TEL_ERR_CONFIG).</param>
         /// <exception cref="TelemetryException">Config, MalformedJson, Io, TooLarge...</exception>
         /// <exception cref="TelemetryVersionMismatchException">The native library has another version.</exception>
         public TelemetryClient(string configJson)

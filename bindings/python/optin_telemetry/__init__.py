@@ -235,7 +235,15 @@ if hasattr(os, "register_at_fork"):
 
 
 class Client:
-    """An open telemetry client; use as a context manager or call close()."""
+    """An open telemetry client; use as a context manager or call close().
+
+    ``config`` is the ``tel_open`` configuration (a mapping or JSON text; see
+    the README): ``product``, ``product_version``, ``endpoint``, ``state_dir``,
+    ``schema`` and optional keys. ``product_version`` is 1 to 4 dot-separated
+    decimal numbers of 1 to 5 digits each (``"24.1.3"``, ``"10.2.1.21234"``),
+    nothing else; any other value (``"1.2-beta"``, ``"1.234567"``, ``""``)
+    raises ``TelemetryError`` with code ``TEL_ERR_CONFIG``.
+    """
 
     def __init__(self, config: Union[Mapping[str, Any], str], lib: Optional[ctypes.CDLL] = None):
         # An RLock: close() may run re-entrantly on a thread that is inside

@@ -24,9 +24,9 @@ pub fn ingest_router<S: Store>(state: Arc<AppState<S>>) -> Router {
     Router::new().route(&path, post(ingest::<S>)).with_state(state)
 }
 
-/// Admin: health, metrics, the aggregates API and the dashboard. With a
+/// Admin: health, metrics, the releases API and the dashboard. With a
 /// token configured every route needs it, except that `--public` opens the
-/// (suppressed) aggregates and dashboard to everyone.
+/// released figures and the dashboard to everyone.
 pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
     use crate::api;
     let auth = axum::middleware::from_fn_with_state(state.clone(), api::require_token::<S>);

@@ -151,9 +151,11 @@ async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Read buffer per connection, and so the largest request head: a client
-/// needs well under 1 KiB; hyper's default (~400 KiB) would let each of
-/// the 1024 connections hold that much in headers. Bodies stream through it.
+/// The largest request head (request line, header lines and the blank line
+/// after them), exactly: one byte more is answered 431 and the connection
+/// closed. A client needs well under 1 KiB. It is also the read buffer per
+/// connection (hyper's default, ~400 KiB, would let each of the 1024
+/// connections hold that much); bodies stream through it.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 #[derive(Clone, Copy, Debug)]
@@ -196,7 +198,14 @@ pub async fn serve_http(
             let _slot = slot;
             let service = TowerToHyperService::new(router.into_service::<hyper::body::Incoming>());
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+            // max_buf_size alone let heads of up to ~48 KiB through (a read
+            // may fill more than the buffer's limit); max_header_size counts
+            // the parsed head itself.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_header_size(MAX_HEAD_BYTES);
             match tls {
                 Some(acceptor) => {
                     let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await else {

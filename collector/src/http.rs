@@ -57,9 +57,10 @@ fn too_many(retry_after_s: u64, reason: &str) -> Response {
 }
 
 /// What the ingest handler gets of a request: the body, read within the size
-/// and time limits while holding a slot of the global limiter. Only
-/// Content-Type and Content-Length are looked at; the rest of the request
-/// (other headers, URI, peer) is dropped here.
+/// and time limits, and then a slot of the global limiter. The slot is taken
+/// only once the whole body is here, so a client that stalls its body holds
+/// a connection, never a slot. Only Content-Type and Content-Length are looked at; the
+/// rest of the request (other headers, URI, peer) is dropped here.
 pub struct IngestBody {
     bytes: axum::body::Bytes,
     _slot: OwnedSemaphorePermit,
@@ -69,10 +70,6 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Response> {
-        let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
-            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Err(too_many(state.options.retry_after_s, "overloaded"));
-        };
         let (parts, body) = req.into_parts();
         let json = parts
             .headers
@@ -97,25 +94,30 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
             state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
             return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, if coded { "content_encoding" } else { "not_json" }));
         }
-        // A client dripping its body a byte at a time holds this slot for at
-        // most request_timeout.
-        match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
-            Ok(Ok(bytes)) => Ok(IngestBody { bytes, _slot: slot }),
+        // A client dripping its body a byte at a time holds its connection
+        // for at most request_timeout.
+        let bytes = match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
+            Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => {
                 let over = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if over {
+                return Err(if over {
                     state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-                    Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"))
+                    status(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
                 } else {
-                    Err(status(StatusCode::BAD_REQUEST, "body"))
-                }
+                    status(StatusCode::BAD_REQUEST, "body")
+                });
             }
             Err(_) => {
                 state.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"))
+                return Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"));
             }
-        }
+        };
+        let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
+            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(too_many(state.options.retry_after_s, "overloaded"));
+        };
+        Ok(IngestBody { bytes, _slot: slot })
     }
 }
 

@@ -152,8 +152,9 @@ async fn ingest_table_postgres() {
     ingest_table(open_pg(&db.url).await).await;
 }
 
-/// A client dripping its body holds its limiter slot only until the request
-/// timeout, and other clients are served meanwhile.
+/// A client dripping its body is cut off (408) at the request timeout, and
+/// holds no limiter slot meanwhile: the slot is taken once a body is whole,
+/// so other clients are served even with a single slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_drip_body_times_out() {
     let db = Db::new("sqlite").await;
@@ -174,12 +175,11 @@ async fn slow_drip_body_times_out() {
         }
         read_response(&mut s)
     });
-    // While the only slot is held, a second request is refused, not queued.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(post(at, &report(&report_id(1))).await.status, 429);
+    assert_eq!(post(at, &report(&report_id(1))).await.status, 204, "served while the other body drips");
     let dripped = dripper.await.unwrap();
     assert_eq!(dripped.status, 408, "{dripped:?}");
-    assert_eq!(post(at, &report(&report_id(1))).await.status, 204);
+    assert_eq!(post(at, &report(&report_id(2))).await.status, 204);
     server.running.stop().await;
 }
 

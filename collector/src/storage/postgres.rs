@@ -11,7 +11,10 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/001_init.sql"),
+    include_str!("../../migrations/postgres/002_quarantine_counters.sql"),
+];
 /// Any constant: serializes migrations of processes starting together.
 const MIGRATION_LOCK: i64 = 0x6f70_7469_6e5f_636f;
 
@@ -137,14 +140,11 @@ impl Store for PgStore {
         let tx = c.transaction().await?;
         // One quarantine writer at a time across processes, so the caps hold.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(MIGRATION_LOCK + 1)]).await?;
-        let r = tx
-            .query_one(
-                "SELECT count(*), coalesce(sum(length(body)), 0)::BIGINT FROM quarantine WHERE digest = $1",
-                &[&digest],
-            )
-            .await?;
-        let (count, bytes): (i64, i64) = (r.get(0), r.get(1));
-        let total: i64 = tx.query_one("SELECT coalesce(sum(length(body)), 0)::BIGINT FROM quarantine", &[]).await?.get(0);
+        // Two rows of running counts, not a sum over the quarantine: the
+        // work per report does not grow with the quarantine.
+        let counts = "SELECT reports, bytes FROM quarantine_counts WHERE digest = $1";
+        let (count, bytes): (i64, i64) = tx.query_opt(counts, &[&digest]).await?.map_or((0, 0), |r| (r.get(0), r.get(1)));
+        let total: i64 = tx.query_opt(counts, &[&""]).await?.map_or(0, |r| r.get(1));
         let len = body.len() as i64;
         if count >= caps.per_digest_count || bytes + len > caps.per_digest_bytes || total + len > caps.total_bytes {
             return Ok(false);
@@ -155,6 +155,8 @@ impl Store for PgStore {
             &[&&key[..], &digest, &week, &body],
         )
         .await?;
+        count_quarantine(&tx, digest, 1, len).await?;
+        count_quarantine(&tx, "", 1, len).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -167,18 +169,26 @@ impl Store for PgStore {
 
     async fn quarantine_summary(&self) -> Result<Vec<(String, i64)>> {
         let c = self.client().await?;
-        let rows = c.query("SELECT digest, count(*) FROM quarantine GROUP BY digest ORDER BY digest", &[]).await?;
+        let rows = c.query("SELECT digest, reports FROM quarantine_counts WHERE digest <> '' ORDER BY digest", &[]).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> Result<()> {
-        let c = self.client().await?;
-        c.execute("DELETE FROM quarantine WHERE qkey = ANY($1)", &[&keys]).await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx.query("DELETE FROM quarantine WHERE qkey = ANY($1) RETURNING digest, length(body)::BIGINT", &[&keys]).await?;
+        uncount_quarantine(&tx, &rows).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn expire_quarantine(&self, before: &str) -> Result<u64> {
-        Ok(self.client().await?.execute("DELETE FROM quarantine WHERE week < $1", &[&before]).await?)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx.query("DELETE FROM quarantine WHERE week < $1 RETURNING digest, length(body)::BIGINT", &[&before]).await?;
+        uncount_quarantine(&tx, &rows).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     async fn report_weeks(&self) -> Result<Vec<String>> {
@@ -270,7 +280,7 @@ impl Store for PgStore {
         // columns set are in no index, so the update stays cheap (HOT).
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body").await?;
+        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body; UPDATE quarantine_counts SET bytes = bytes").await?;
         tx.commit().await?;
         c.batch_execute("CLUSTER reports USING reports_pkey; CLUSTER quarantine USING quarantine_pkey").await?;
         c.batch_execute("VACUUM aggregates").await?;
@@ -364,6 +374,42 @@ impl Store for PgStore {
             .await?;
         Ok(r.get::<_, i64>(0) as u64)
     }
+}
+
+/// Adds to a digest's running quarantine counts ('' for all digests); a
+/// digest's row goes when its count reaches zero.
+async fn count_quarantine(tx: &tokio_postgres::Transaction<'_>, digest: &str, reports: i64, bytes: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO quarantine_counts (digest, reports, bytes) VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE \
+         SET reports = quarantine_counts.reports + excluded.reports, bytes = quarantine_counts.bytes + excluded.bytes",
+        &[&digest, &reports, &bytes],
+    )
+    .await?;
+    if reports < 0 {
+        tx.execute("DELETE FROM quarantine_counts WHERE digest = $1 AND digest <> '' AND reports <= 0", &[&digest]).await?;
+    }
+    Ok(())
+}
+
+/// Takes deleted bodies, as (digest, length) rows, off the running counts.
+/// Digests in order, the total last, as every writer does: no deadlock.
+async fn uncount_quarantine(tx: &tokio_postgres::Transaction<'_>, deleted: &[tokio_postgres::Row]) -> Result<()> {
+    let mut by_digest: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for row in deleted {
+        let e = by_digest.entry(row.get(0)).or_default();
+        e.0 += 1;
+        e.1 += row.get::<_, i64>(1);
+    }
+    let (mut reports, mut bytes) = (0, 0);
+    for (digest, (n, b)) in &by_digest {
+        count_quarantine(tx, digest, -n, -b).await?;
+        reports += n;
+        bytes += b;
+    }
+    if reports > 0 {
+        count_quarantine(tx, "", -reports, -bytes).await?;
+    }
+    Ok(())
 }
 
 /// The parameters of `INSERT_REPORT`, in its column order (`id` is the

@@ -9,7 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/001_init.sql"),
+    include_str!("../../migrations/sqlite/002_quarantine_counters.sql"),
+];
 
 const INSERT_REPORT: &str = "INSERT INTO reports (report_id, week, schema_id, os_family, os_version, arch, product, \
      product_version, library_version, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (report_id) DO NOTHING";
@@ -162,18 +165,22 @@ impl Store for SqliteStore {
         let (digest, week, body) = (digest.to_string(), week.to_string(), body.to_vec());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let (count, bytes): (i64, i64) = tx.query_row(
-                "SELECT count(*), coalesce(sum(length(body)), 0) FROM quarantine WHERE digest = ?1",
-                [&digest],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let total: i64 = tx.query_row("SELECT coalesce(sum(length(body)), 0) FROM quarantine", [], |r| r.get(0))?;
+            // Two rows of running counts, not a sum over the quarantine: the
+            // work per report does not grow with the quarantine.
+            let counts = |d: &str| -> Result<(i64, i64)> {
+                let mut st = tx.prepare_cached("SELECT reports, bytes FROM quarantine_counts WHERE digest = ?1")?;
+                Ok(st.query_row([d], |r| Ok((r.get(0)?, r.get(1)?))).optional()?.unwrap_or((0, 0)))
+            };
+            let (count, bytes) = counts(&digest)?;
+            let (_, total) = counts("")?;
             let len = body.len() as i64;
             if count >= caps.per_digest_count || bytes + len > caps.per_digest_bytes || total + len > caps.total_bytes {
                 return Ok(false);
             }
             let key = random_key();
             tx.execute("INSERT INTO quarantine (qkey, digest, week, body) VALUES (?1, ?2, ?3, ?4)", params![&key[..], digest, week, body])?;
+            count_quarantine(&tx, &digest, 1, len)?;
+            count_quarantine(&tx, "", 1, len)?;
             tx.commit()?;
             Ok(true)
         })
@@ -192,7 +199,7 @@ impl Store for SqliteStore {
 
     async fn quarantine_summary(&self) -> Result<Vec<(String, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare_cached("SELECT digest, count(*) FROM quarantine GROUP BY digest ORDER BY digest")?;
+            let mut st = c.prepare_cached("SELECT digest, reports FROM quarantine_counts WHERE digest <> '' ORDER BY digest")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -202,9 +209,16 @@ impl Store for SqliteStore {
     async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> Result<()> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            for key in &keys {
-                tx.execute("DELETE FROM quarantine WHERE qkey = ?1", [key])?;
+            let mut deleted = vec![];
+            {
+                let mut st = tx.prepare("DELETE FROM quarantine WHERE qkey = ?1 RETURNING digest, length(body)")?;
+                for key in &keys {
+                    for row in st.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                        deleted.push(row?);
+                    }
+                }
             }
+            uncount_quarantine(&tx, &deleted)?;
             tx.commit()?;
             Ok(())
         })
@@ -213,7 +227,18 @@ impl Store for SqliteStore {
 
     async fn expire_quarantine(&self, before: &str) -> Result<u64> {
         let before = before.to_string();
-        self.with(move |c| Ok(c.execute("DELETE FROM quarantine WHERE week < ?1", [before])? as u64)).await
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let deleted = {
+                let mut st = tx.prepare("DELETE FROM quarantine WHERE week < ?1 RETURNING digest, length(body)")?;
+                let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?
+            };
+            uncount_quarantine(&tx, &deleted)?;
+            tx.commit()?;
+            Ok(deleted.len() as u64)
+        })
+        .await
     }
 
     async fn report_weeks(&self) -> Result<Vec<String>> {
@@ -438,6 +463,40 @@ impl Store for SqliteStore {
         .await?;
         Ok(self.files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
     }
+}
+
+/// Adds to a digest's running quarantine counts ('' for all digests); a
+/// digest's row goes when its count reaches zero.
+fn count_quarantine(c: &Connection, digest: &str, reports: i64, bytes: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO quarantine_counts (digest, reports, bytes) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (digest) DO UPDATE SET reports = reports + excluded.reports, bytes = bytes + excluded.bytes",
+    )?
+    .execute(params![digest, reports, bytes])?;
+    if reports < 0 {
+        c.prepare_cached("DELETE FROM quarantine_counts WHERE digest = ?1 AND digest <> '' AND reports <= 0")?.execute([digest])?;
+    }
+    Ok(())
+}
+
+/// Takes deleted bodies, as (digest, length) rows, off the running counts.
+fn uncount_quarantine(c: &Connection, deleted: &[(String, i64)]) -> Result<()> {
+    let mut by_digest: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for (digest, len) in deleted {
+        let e = by_digest.entry(digest).or_default();
+        e.0 += 1;
+        e.1 += len;
+    }
+    let (mut reports, mut bytes) = (0, 0);
+    for (digest, (n, b)) in by_digest {
+        count_quarantine(c, digest, -n, -b)?;
+        reports += n;
+        bytes += b;
+    }
+    if reports > 0 {
+        count_quarantine(c, "", -reports, -bytes)?;
+    }
+    Ok(())
 }
 
 /// A random key for rows that have no natural one, so that key order says

@@ -42,8 +42,40 @@ pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/api/v1/fields", get(api::fields::<S>))
         .route("/api/v1/crosstab", get(api::crosstab::<S>))
         .route("/api/v1/mean", get(api::mean::<S>));
+    let published = published.layer(axum::middleware::from_fn_with_state(ReadGate::new(state.options.request_timeout), read_gate));
     let published = if state.options.public { published } else { published.layer(auth) };
     private.merge(published).with_state(state)
+}
+
+/// Admin requests served at once by the aggregates API and the dashboard;
+/// more wait their turn (in order) for up to `request_timeout`, then get 429.
+/// Their database reads and the figures computed from them then take at
+/// most one core and one database connection, whatever the number of
+/// readers, and never the ingest path's (see storage: ingest has a
+/// connection of its own).
+pub const ADMIN_READS: usize = 1;
+
+#[derive(Clone)]
+struct ReadGate {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl ReadGate {
+    fn new(wait: Duration) -> ReadGate {
+        ReadGate { slots: Arc::new(Semaphore::new(ADMIN_READS)), wait }
+    }
+}
+
+async fn read_gate(State(gate): State<ReadGate>, req: Request, next: axum::middleware::Next) -> Response {
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    let Ok(Ok(_slot)) = tokio::time::timeout(gate.wait, gate.slots.acquire_owned()).await else {
+        return too_many(gate.wait.as_secs().max(1), "busy");
+    };
+    if let Some(conn) = conn {
+        conn.working();
+    }
+    next.run(req).await
 }
 
 /// An answer with a short machine-readable reason; never an internal detail.

@@ -1,6 +1,7 @@
 //! PostgreSQL: the scale-out backend. Ingest is stateless, so several
 //! collector processes can share one database; duplicates are settled by the
-//! primary key (`ON CONFLICT DO NOTHING`).
+//! primary key (`ON CONFLICT DO NOTHING`). Ingest has a connection pool of
+//! its own, so that reads, however many or long, never take its connections.
 
 use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_PG, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
@@ -26,6 +27,8 @@ const SELECT_REPORT_COLUMNS: &str =
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Ingest's own pool: `insert_report` and `quarantine` only.
+    ingest: Pool,
 }
 
 fn row_of(r: &tokio_postgres::Row) -> ReportRow {
@@ -65,14 +68,18 @@ fn pool_error(e: impl std::error::Error) -> StoreError {
 
 impl PgStore {
     /// Connects (failing at once if the server is unreachable) and migrates.
+    /// Ingest gets up to `max_connections` connections of its own, everything
+    /// else a quarter of that (at least 2).
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("postgres: bad URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(max_connections).build().map_err(pool_error)?;
-        let store = PgStore { pool };
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Pool::builder(manager).max_size(size.max(1)).build().map_err(pool_error)
+        };
+        let store = PgStore { pool: pool_of((max_connections / 4).max(2))?, ingest: pool_of(max_connections)? };
         store.migrate().await?;
         Ok(store)
     }
@@ -115,7 +122,7 @@ impl Store for PgStore {
     }
 
     async fn insert_report(&self, row: ReportRow) -> Result<bool> {
-        let c = self.client().await?;
+        let c = self.ingest.get().await.map_err(pool_error)?;
         let st = c.prepare_cached(INSERT_REPORT).await?;
         let id = &row.report_id[..];
         let n = c.execute(&st, &report_params(&row, &id)).await?;
@@ -136,7 +143,7 @@ impl Store for PgStore {
     }
 
     async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> Result<bool> {
-        let mut c = self.client().await?;
+        let mut c = self.ingest.get().await.map_err(pool_error)?;
         let tx = c.transaction().await?;
         // One quarantine writer at a time across processes, so the caps hold.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(MIGRATION_LOCK + 1)]).await?;

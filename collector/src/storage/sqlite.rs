@@ -1,6 +1,8 @@
-//! SQLite: the default backend. One connection owned behind a mutex and used
-//! from blocking threads; WAL so readers never wait for the writer;
-//! `secure_delete` so deleted rows are overwritten with zeros.
+//! SQLite: the default backend. Two connections, each owned behind a mutex
+//! and used from blocking threads: one for ingest (reports and quarantine
+//! bodies arriving over HTTP) and one for everything else, so that no read,
+//! however long, holds up a report; WAL so readers never wait for the
+//! writer; `secure_delete` so deleted rows are overwritten with zeros.
 
 use super::{Group, Grouper, WeekColumns, AggregateRow, AGGREGATE_PRODUCTS, DATA_WEEKS, REPORT_PRODUCTS_SQLITE, GROUP_COLUMNS, QuarantineCaps, Quarantined, Result, SchemaRow, SchemaSet, Store, StoreError};
 use crate::privacy::ReportRow;
@@ -23,6 +25,8 @@ const SELECT_REPORT_COLUMNS: &str =
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Ingest's own connection: `insert_report` and `quarantine` only.
+    ingest: Arc<Mutex<Connection>>,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -86,7 +90,9 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+        let ingest = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        configure(&ingest)?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), ingest: Arc::new(Mutex::new(ingest)) })
     }
 
     /// True when the database file cannot be written (SQLite then opens it
@@ -97,13 +103,12 @@ impl SqliteStore {
     }
 
     async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError(format!("storage task failed: {e}")))?
+        on(self.conn.clone(), f).await
+    }
+
+    /// On ingest's connection, which nothing else waits on.
+    async fn ingest_with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        on(self.ingest.clone(), f).await
     }
 
     /// The database file and its WAL/shared-memory companions.
@@ -145,7 +150,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_report(&self, row: ReportRow) -> Result<bool> {
-        self.with(move |c| insert(c, &row)).await
+        self.ingest_with(move |c| insert(c, &row)).await
     }
 
     async fn insert_reports(&self, rows: Vec<ReportRow>) -> Result<u64> {
@@ -163,7 +168,7 @@ impl Store for SqliteStore {
 
     async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> Result<bool> {
         let (digest, week, body) = (digest.to_string(), week.to_string(), body.to_vec());
-        self.with(move |c| {
+        self.ingest_with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Two rows of running counts, not a sum over the quarantine: the
             // work per report does not grow with the quarantine.
@@ -463,6 +468,16 @@ impl Store for SqliteStore {
         .await?;
         Ok(self.files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
     }
+}
+
+/// Runs `f` with `conn` locked, on a blocking thread.
+async fn on<T: Send + 'static>(conn: Arc<Mutex<Connection>>, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| StoreError(format!("storage task failed: {e}")))?
 }
 
 /// Adds to a digest's running quarantine counts ('' for all digests); a

@@ -1,6 +1,7 @@
 //! HTTP: the ingest and admin routers and the connection loop (connection
-//! cap, header timeout, optional TLS). The peer address returned by
-//! `accept` is dropped on the spot; no handler can ask for it.
+//! cap with eviction of idle connections, head size and time limits,
+//! optional TLS). The peer address returned by `accept` is dropped on the
+//! spot; no handler can ask for it, and no limit is keyed on it.
 
 use crate::report::{receive, Outcome};
 use crate::storage::Store;
@@ -12,11 +13,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 pub fn ingest_router<S: Store>(state: Arc<AppState<S>>) -> Router {
@@ -41,8 +43,40 @@ pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/api/v1/crosstab", get(api::crosstab::<S>))
         .route("/api/v1/mean", get(api::mean::<S>))
         .route("/api/v1/release", get(api::release::<S>));
+    let published = published.layer(axum::middleware::from_fn_with_state(ReadGate::new(state.options.request_timeout), read_gate));
     let published = if state.options.public { published } else { published.layer(auth) };
     private.merge(published).with_state(state)
+}
+
+/// Admin requests served at once by the aggregates API and the dashboard;
+/// more wait their turn (in order) for up to `request_timeout`, then get 429.
+/// Their database reads and the figures computed from them then take at
+/// most one core and one database connection, whatever the number of
+/// readers, and never the ingest path's (see storage: ingest has a
+/// connection of its own).
+pub const ADMIN_READS: usize = 1;
+
+#[derive(Clone)]
+struct ReadGate {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl ReadGate {
+    fn new(wait: Duration) -> ReadGate {
+        ReadGate { slots: Arc::new(Semaphore::new(ADMIN_READS)), wait }
+    }
+}
+
+async fn read_gate(State(gate): State<ReadGate>, req: Request, next: axum::middleware::Next) -> Response {
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    let Ok(Ok(_slot)) = tokio::time::timeout(gate.wait, gate.slots.acquire_owned()).await else {
+        return too_many(gate.wait.as_secs().max(1), "busy");
+    };
+    if let Some(conn) = conn {
+        conn.working();
+    }
+    next.run(req).await
 }
 
 /// An answer with a short machine-readable reason; never an internal detail.
@@ -58,9 +92,11 @@ fn too_many(retry_after_s: u64, reason: &str) -> Response {
 }
 
 /// What the ingest handler gets of a request: the body, read within the size
-/// and time limits while holding a slot of the global limiter. Only
-/// Content-Type and Content-Length are looked at; the rest of the request
-/// (other headers, URI, peer) is dropped here.
+/// and time limits, and then a slot of the global limiter. The slot is taken
+/// only once the whole body is here, so a client that stalls its body holds
+/// a connection (which the accept loop can take back, see [`serve_http`]),
+/// never a slot. Only Content-Type and Content-Length are looked at; the
+/// rest of the request (other headers, URI, peer) is dropped here.
 pub struct IngestBody {
     bytes: axum::body::Bytes,
     _slot: OwnedSemaphorePermit,
@@ -70,11 +106,8 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Response> {
-        let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
-            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Err(too_many(state.options.retry_after_s, "overloaded"));
-        };
         let (parts, body) = req.into_parts();
+        let conn = parts.extensions.get::<ConnHandle>().cloned();
         let json = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -98,25 +131,33 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
             state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
             return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, if coded { "content_encoding" } else { "not_json" }));
         }
-        // A client dripping its body a byte at a time holds this slot for at
-        // most request_timeout.
-        match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
-            Ok(Ok(bytes)) => Ok(IngestBody { bytes, _slot: slot }),
+        // A client dripping its body a byte at a time holds its connection
+        // for at most request_timeout (and less when connections run short).
+        let bytes = match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
+            Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => {
                 let over = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if over {
+                return Err(if over {
                     state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-                    Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"))
+                    status(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
                 } else {
-                    Err(status(StatusCode::BAD_REQUEST, "body"))
-                }
+                    status(StatusCode::BAD_REQUEST, "body")
+                });
             }
             Err(_) => {
                 state.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"))
+                return Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"));
             }
+        };
+        let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
+            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(too_many(state.options.retry_after_s, "overloaded"));
+        };
+        if let Some(conn) = conn {
+            conn.working();
         }
+        Ok(IngestBody { bytes, _slot: slot })
     }
 }
 
@@ -152,19 +193,129 @@ async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Read buffer per connection, and so the largest request head: a client
-/// needs well under 1 KiB; hyper's default (~400 KiB) would let each of
-/// the 1024 connections hold that much in headers. Bodies stream through it.
+/// The largest request head (request line, header lines and the blank line
+/// after them), exactly: one byte more is answered 431 and the connection
+/// closed. A client needs well under 1 KiB. It is also the read buffer per
+/// connection (hyper's default, ~400 KiB, would let each of the 1024
+/// connections hold that much); bodies stream through it.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Connections that may still be closing after being taken back (see
+/// [`serve_http`]): the most a listener holds is its cap plus these.
+pub const EVICTION_SLACK: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
     pub max_connections: usize,
-    /// Time allowed for a request's head (and a TLS handshake).
+    /// Time allowed for a request's head (and a TLS handshake), and for an
+    /// idle kept-alive connection to start its next request.
     pub header_timeout: Duration,
 }
 
+/// What a connection is doing, as far as the accept loop and the
+/// connection's own deadline care.
+const IDLE: u64 = 0; // waiting for a request head: new, or kept alive between requests
+const READING: u64 = 1; // head received; body arriving, or waiting for a work slot
+const WORKING: u64 = 2; // holding a work slot (ingest in flight, admin read): never taken back
+const MS_BITS: u64 = (1 << 62) - 1;
+
+struct Conn {
+    /// Phase in the top two bits, and the milliseconds since `epoch` at
+    /// which it began.
+    phase: AtomicU64,
+    epoch: Instant,
+    closed: Notify,
+}
+
+impl Conn {
+    fn set(&self, phase: u64) {
+        self.phase.store(phase << 62 | (self.epoch.elapsed().as_millis() as u64 & MS_BITS), Ordering::Relaxed);
+    }
+
+    /// (phase, milliseconds since the epoch when it began)
+    fn get(&self) -> (u64, u64) {
+        let w = self.phase.load(Ordering::Relaxed);
+        (w >> 62, w & MS_BITS)
+    }
+
+    /// How long the connection may stay in its phase from now; None when
+    /// its time is up. A request past its head gets the body timeout plus a
+    /// second, so that the handler's own 408 (or the admin's 429) goes out
+    /// first; a working request is looked at again later.
+    fn time_left(&self, limit: Duration) -> Option<Duration> {
+        let (phase, since) = self.get();
+        let allowed = match phase {
+            IDLE => limit,
+            READING => limit + Duration::from_secs(1),
+            _ => return Some(limit),
+        };
+        let elapsed = Duration::from_millis((self.epoch.elapsed().as_millis() as u64).saturating_sub(since));
+        allowed.checked_sub(elapsed).filter(|d| !d.is_zero())
+    }
+}
+
+/// A connection's handle in its requests' extensions: handlers mark the
+/// moment they take a work slot. Says nothing about the peer.
+#[derive(Clone)]
+pub struct ConnHandle(Arc<Conn>);
+
+impl ConnHandle {
+    /// The request now holds a work slot: its connection is not taken back.
+    pub fn working(&self) {
+        self.0.set(WORKING);
+    }
+}
+
+/// A listener's open connections, so that the oldest idle one can be closed
+/// when a new one arrives at the cap.
+struct Conns {
+    cap: usize,
+    epoch: Instant,
+    live: std::sync::Mutex<(u64, HashMap<u64, Arc<Conn>>)>,
+}
+
+impl Conns {
+    /// Registers a new connection; at the cap, closes the one that has been
+    /// idle or reading the longest (a connection whose request holds a work
+    /// slot is never closed). Nothing is kept about the peer.
+    fn admit(self: &Arc<Self>) -> (Arc<Conn>, Registered) {
+        let conn = Arc::new(Conn { phase: AtomicU64::new(0), epoch: self.epoch, closed: Notify::new() });
+        conn.set(IDLE);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let id = live.0;
+        live.0 += 1;
+        if live.1.len() >= self.cap {
+            let oldest = live.1.iter().filter(|(_, c)| c.get().0 != WORKING).min_by_key(|(_, c)| c.get().1).map(|(id, _)| *id);
+            if let Some(c) = oldest.and_then(|id| live.1.remove(&id)) {
+                c.closed.notify_one();
+            }
+        }
+        live.1.insert(id, conn.clone());
+        (conn, Registered { conns: self.clone(), id })
+    }
+}
+
+/// Removes a connection from its listener's table when its task ends.
+struct Registered {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.live.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&self.id);
+    }
+}
+
 /// Accepts connections until `shutdown` turns true.
+///
+/// New connections are always accepted: at `max_connections`, the oldest
+/// connection that is idle (no request, or between requests) or still
+/// sending its request is closed to make room, so that idle or stalling
+/// clients cannot keep new ones waiting in the kernel's backlog. A
+/// connection's phase has a deadline of its own too (`header_timeout`,
+/// plus a second past the head), which also ends a kept-alive connection
+/// idle for that long.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
@@ -172,11 +323,12 @@ pub async fn serve_http(
     limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let conns = Arc::new(Conns { cap: limits.max_connections.max(1), epoch: Instant::now(), live: Default::default() });
+    // Bounds the sockets held while closed connections wind down.
+    let sockets = Arc::new(Semaphore::new(limits.max_connections.max(1) + EVICTION_SLACK));
     loop {
-        // At the cap, further connections wait in the kernel's backlog.
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+        let socket = tokio::select! {
+            s = sockets.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
             _ = shutdown.changed() => return,
         };
         let stream = tokio::select! {
@@ -192,21 +344,52 @@ pub async fn serve_http(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let (conn, registered) = conns.admit();
         let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
-            let _slot = slot;
-            let service = TowerToHyperService::new(router.into_service::<hyper::body::Incoming>());
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
-            match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await else {
-                        return;
-                    };
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _held = (socket, registered);
+            let inner = TowerToHyperService::new(router.into_service::<hyper::body::Incoming>());
+            let in_service = conn.clone();
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                in_service.set(READING);
+                req.extensions_mut().insert(ConnHandle(in_service.clone()));
+                let answer = hyper::service::Service::call(&inner, req);
+                let conn = in_service.clone();
+                async move {
+                    let r = answer.await;
+                    conn.set(IDLE);
+                    r
                 }
-                None => {
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // max_buf_size alone let heads of up to ~48 KiB through (a read
+            // may fill more than the buffer's limit); max_header_size counts
+            // the parsed head itself.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_header_size(MAX_HEAD_BYTES);
+            let work = async move {
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await else {
+                            return;
+                        };
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            };
+            tokio::pin!(work);
+            // Dropping `work` closes the connection.
+            while let Some(left) = conn.time_left(limits.header_timeout) {
+                tokio::select! {
+                    _ = &mut work => break,
+                    _ = conn.closed.notified() => break,
+                    _ = tokio::time::sleep(left) => {}
                 }
             }
         });

@@ -78,10 +78,10 @@ struct ServeArgs {
     /// Requests handled at once before answering 429 (the global limiter).
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
-    /// Open connections at once; more wait in the listen backlog.
+    /// Open connections at once; at the cap, the connection idle (or sending its request) the longest is closed for a new one.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// Seconds a client has to send a request's head, and again its body.
+    /// Seconds a client has to send a request's head, and again its body; also how long a kept-alive connection may stay idle.
     #[arg(long, default_value_t = 10)]
     request_timeout: u64,
     /// File holding the admin bearer token; required for a non-loopback --admin-listen.
@@ -337,9 +337,10 @@ async fn check_release_config<S: Store>(store: &S, config: &optin_collector::rel
 }
 
 /// Descriptors kept free beside the ingest connections: the admin
-/// listener's 64 connections, the database (files or pooled connections),
-/// the listeners and standard streams.
-const RESERVED_FDS: usize = 128;
+/// listener's 64 connections, up to 16 more per listener while closed ones
+/// wind down (`http::EVICTION_SLACK`), the database (files, or up to 40
+/// pooled connections), the listeners and standard streams.
+const RESERVED_FDS: usize = 192;
 
 /// A service manager's default soft limit on open files (often 1024) is
 /// below what --max-connections (default 1024) needs; at that limit accept

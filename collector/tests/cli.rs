@@ -278,10 +278,10 @@ fn idle_connections_do_not_exhaust_file_descriptors() {
     };
     let (health, stored, log) = run("-Sn 128", 5);
     assert_eq!((health, stored), (200, 204), "{log}");
-    // A hard limit of 256: the cap is lowered to 256 - 128 and says so.
+    // A hard limit of 256: the cap is lowered to 256 - 192 and says so.
     let (health, stored, log) = run("-n 256", 6);
     assert_eq!((health, stored), (200, 204), "{log}");
-    assert!(log.contains("--max-connections 1024 lowered to 128: the open-file limit is 256"), "{log}");
+    assert!(log.contains("--max-connections 1024 lowered to 64: the open-file limit is 256"), "{log}");
 }
 
 /// `serve` on a database file it cannot write (here: read-only to the user

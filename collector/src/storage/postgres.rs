@@ -1,6 +1,7 @@
 //! PostgreSQL: the scale-out backend. Ingest is stateless, so several
 //! collector processes can share one database; duplicates are settled by the
-//! primary key (`ON CONFLICT DO NOTHING`).
+//! primary key (`ON CONFLICT DO NOTHING`). Ingest has a connection pool of
+//! its own, so that reads, however many or long, never take its connections.
 
 use super::{
     release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
@@ -12,8 +13,11 @@ use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/postgres/001_init.sql"), include_str!("../../migrations/postgres/002_releases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/001_init.sql"),
+    include_str!("../../migrations/postgres/002_quarantine_counters.sql"),
+    include_str!("../../migrations/postgres/003_releases.sql"),
+];
 /// Any constant: serializes migrations of processes starting together.
 const MIGRATION_LOCK: i64 = 0x6f70_7469_6e5f_636f;
 
@@ -25,6 +29,8 @@ const SELECT_REPORT_COLUMNS: &str =
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Ingest's own pool: `insert_report` and `quarantine` only.
+    ingest: Pool,
 }
 
 fn row_of(r: &tokio_postgres::Row) -> ReportRow {
@@ -64,14 +70,18 @@ fn pool_error(e: impl std::error::Error) -> StoreError {
 
 impl PgStore {
     /// Connects (failing at once if the server is unreachable) and migrates.
+    /// Ingest gets up to `max_connections` connections of its own, everything
+    /// else a quarter of that (at least 2).
     pub async fn open(url: &str, max_connections: usize) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("postgres: bad URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(max_connections).build().map_err(pool_error)?;
-        let store = PgStore { pool };
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Pool::builder(manager).max_size(size.max(1)).build().map_err(pool_error)
+        };
+        let store = PgStore { pool: pool_of((max_connections / 4).max(2))?, ingest: pool_of(max_connections)? };
         store.migrate().await?;
         Ok(store)
     }
@@ -114,7 +124,7 @@ impl Store for PgStore {
     }
 
     async fn insert_report(&self, row: ReportRow) -> Result<bool> {
-        let c = self.client().await?;
+        let c = self.ingest.get().await.map_err(pool_error)?;
         let st = c.prepare_cached(INSERT_REPORT).await?;
         let id = &row.report_id[..];
         let n = c.execute(&st, &report_params(&row, &id)).await?;
@@ -135,18 +145,15 @@ impl Store for PgStore {
     }
 
     async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> Result<bool> {
-        let mut c = self.client().await?;
+        let mut c = self.ingest.get().await.map_err(pool_error)?;
         let tx = c.transaction().await?;
         // One quarantine writer at a time across processes, so the caps hold.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(MIGRATION_LOCK + 1)]).await?;
-        let r = tx
-            .query_one(
-                "SELECT count(*), coalesce(sum(length(body)), 0)::BIGINT FROM quarantine WHERE digest = $1",
-                &[&digest],
-            )
-            .await?;
-        let (count, bytes): (i64, i64) = (r.get(0), r.get(1));
-        let total: i64 = tx.query_one("SELECT coalesce(sum(length(body)), 0)::BIGINT FROM quarantine", &[]).await?.get(0);
+        // Two rows of running counts, not a sum over the quarantine: the
+        // work per report does not grow with the quarantine.
+        let counts = "SELECT reports, bytes FROM quarantine_counts WHERE digest = $1";
+        let (count, bytes): (i64, i64) = tx.query_opt(counts, &[&digest]).await?.map_or((0, 0), |r| (r.get(0), r.get(1)));
+        let total: i64 = tx.query_opt(counts, &[&""]).await?.map_or(0, |r| r.get(1));
         let len = body.len() as i64;
         if count >= caps.per_digest_count || bytes + len > caps.per_digest_bytes || total + len > caps.total_bytes {
             return Ok(false);
@@ -157,6 +164,8 @@ impl Store for PgStore {
             &[&&key[..], &digest, &week, &body],
         )
         .await?;
+        count_quarantine(&tx, digest, 1, len).await?;
+        count_quarantine(&tx, "", 1, len).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -169,18 +178,26 @@ impl Store for PgStore {
 
     async fn quarantine_summary(&self) -> Result<Vec<(String, i64)>> {
         let c = self.client().await?;
-        let rows = c.query("SELECT digest, count(*) FROM quarantine GROUP BY digest ORDER BY digest", &[]).await?;
+        let rows = c.query("SELECT digest, reports FROM quarantine_counts WHERE digest <> '' ORDER BY digest", &[]).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> Result<()> {
-        let c = self.client().await?;
-        c.execute("DELETE FROM quarantine WHERE qkey = ANY($1)", &[&keys]).await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx.query("DELETE FROM quarantine WHERE qkey = ANY($1) RETURNING digest, length(body)::BIGINT", &[&keys]).await?;
+        uncount_quarantine(&tx, &rows).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn expire_quarantine(&self, before: &str) -> Result<u64> {
-        Ok(self.client().await?.execute("DELETE FROM quarantine WHERE week < $1", &[&before]).await?)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx.query("DELETE FROM quarantine WHERE week < $1 RETURNING digest, length(body)::BIGINT", &[&before]).await?;
+        uncount_quarantine(&tx, &rows).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     async fn report_weeks(&self) -> Result<Vec<String>> {
@@ -208,7 +225,7 @@ impl Store for PgStore {
         // columns set are in no index, so the update stays cheap (HOT).
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body").await?;
+        tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body; UPDATE quarantine_counts SET bytes = bytes").await?;
         tx.commit().await?;
         c.batch_execute("CLUSTER reports USING reports_pkey; CLUSTER quarantine USING quarantine_pkey").await?;
         // Claims and stored releases are updates of one row each.
@@ -289,6 +306,42 @@ impl Store for PgStore {
             .await?;
         Ok(r.get::<_, i64>(0) as u64)
     }
+}
+
+/// Adds to a digest's running quarantine counts ('' for all digests); a
+/// digest's row goes when its count reaches zero.
+async fn count_quarantine(tx: &tokio_postgres::Transaction<'_>, digest: &str, reports: i64, bytes: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO quarantine_counts (digest, reports, bytes) VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE \
+         SET reports = quarantine_counts.reports + excluded.reports, bytes = quarantine_counts.bytes + excluded.bytes",
+        &[&digest, &reports, &bytes],
+    )
+    .await?;
+    if reports < 0 {
+        tx.execute("DELETE FROM quarantine_counts WHERE digest = $1 AND digest <> '' AND reports <= 0", &[&digest]).await?;
+    }
+    Ok(())
+}
+
+/// Takes deleted bodies, as (digest, length) rows, off the running counts.
+/// Digests in order, the total last, as every writer does: no deadlock.
+async fn uncount_quarantine(tx: &tokio_postgres::Transaction<'_>, deleted: &[tokio_postgres::Row]) -> Result<()> {
+    let mut by_digest: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for row in deleted {
+        let e = by_digest.entry(row.get(0)).or_default();
+        e.0 += 1;
+        e.1 += row.get::<_, i64>(1);
+    }
+    let (mut reports, mut bytes) = (0, 0);
+    for (digest, (n, b)) in &by_digest {
+        count_quarantine(tx, digest, -n, -b).await?;
+        reports += n;
+        bytes += b;
+    }
+    if reports > 0 {
+        count_quarantine(tx, "", -reports, -bytes).await?;
+    }
+    Ok(())
 }
 
 /// The parameters of `INSERT_REPORT`, in its column order (`id` is the

@@ -1,6 +1,8 @@
-//! SQLite: the default backend. One connection owned behind a mutex and used
-//! from blocking threads; WAL so readers never wait for the writer;
-//! `secure_delete` so deleted rows are overwritten with zeros.
+//! SQLite: the default backend. Two connections, each owned behind a mutex
+//! and used from blocking threads: one for ingest (reports and quarantine
+//! bodies arriving over HTTP) and one for everything else, so that no read,
+//! however long, holds up a report; WAL so readers never wait for the
+//! writer; `secure_delete` so deleted rows are overwritten with zeros.
 
 use super::{
     release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
@@ -11,8 +13,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/sqlite/001_init.sql"), include_str!("../../migrations/sqlite/002_releases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/001_init.sql"),
+    include_str!("../../migrations/sqlite/002_quarantine_counters.sql"),
+    include_str!("../../migrations/sqlite/003_releases.sql"),
+];
 
 /// The shared queries use `$N` placeholders; SQLite reads `$1` as a *named*
 /// parameter bound in order of first appearance, so they become `?N` here.
@@ -29,6 +34,8 @@ const SELECT_REPORT_COLUMNS: &str =
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Ingest's own connection: `insert_report` and `quarantine` only.
+    ingest: Arc<Mutex<Connection>>,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -92,7 +99,9 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+        let ingest = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        configure(&ingest)?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), ingest: Arc::new(Mutex::new(ingest)) })
     }
 
     /// True when the database file cannot be written (SQLite then opens it
@@ -103,13 +112,12 @@ impl SqliteStore {
     }
 
     async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError(format!("storage task failed: {e}")))?
+        on(self.conn.clone(), f).await
+    }
+
+    /// On ingest's connection, which nothing else waits on.
+    async fn ingest_with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        on(self.ingest.clone(), f).await
     }
 
     /// The database file and its WAL/shared-memory companions.
@@ -151,7 +159,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_report(&self, row: ReportRow) -> Result<bool> {
-        self.with(move |c| insert(c, &row)).await
+        self.ingest_with(move |c| insert(c, &row)).await
     }
 
     async fn insert_reports(&self, rows: Vec<ReportRow>) -> Result<u64> {
@@ -169,20 +177,24 @@ impl Store for SqliteStore {
 
     async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> Result<bool> {
         let (digest, week, body) = (digest.to_string(), week.to_string(), body.to_vec());
-        self.with(move |c| {
+        self.ingest_with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let (count, bytes): (i64, i64) = tx.query_row(
-                "SELECT count(*), coalesce(sum(length(body)), 0) FROM quarantine WHERE digest = ?1",
-                [&digest],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let total: i64 = tx.query_row("SELECT coalesce(sum(length(body)), 0) FROM quarantine", [], |r| r.get(0))?;
+            // Two rows of running counts, not a sum over the quarantine: the
+            // work per report does not grow with the quarantine.
+            let counts = |d: &str| -> Result<(i64, i64)> {
+                let mut st = tx.prepare_cached("SELECT reports, bytes FROM quarantine_counts WHERE digest = ?1")?;
+                Ok(st.query_row([d], |r| Ok((r.get(0)?, r.get(1)?))).optional()?.unwrap_or((0, 0)))
+            };
+            let (count, bytes) = counts(&digest)?;
+            let (_, total) = counts("")?;
             let len = body.len() as i64;
             if count >= caps.per_digest_count || bytes + len > caps.per_digest_bytes || total + len > caps.total_bytes {
                 return Ok(false);
             }
             let key = random_key();
             tx.execute("INSERT INTO quarantine (qkey, digest, week, body) VALUES (?1, ?2, ?3, ?4)", params![&key[..], digest, week, body])?;
+            count_quarantine(&tx, &digest, 1, len)?;
+            count_quarantine(&tx, "", 1, len)?;
             tx.commit()?;
             Ok(true)
         })
@@ -201,7 +213,7 @@ impl Store for SqliteStore {
 
     async fn quarantine_summary(&self) -> Result<Vec<(String, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare_cached("SELECT digest, count(*) FROM quarantine GROUP BY digest ORDER BY digest")?;
+            let mut st = c.prepare_cached("SELECT digest, reports FROM quarantine_counts WHERE digest <> '' ORDER BY digest")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -211,9 +223,16 @@ impl Store for SqliteStore {
     async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> Result<()> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            for key in &keys {
-                tx.execute("DELETE FROM quarantine WHERE qkey = ?1", [key])?;
+            let mut deleted = vec![];
+            {
+                let mut st = tx.prepare("DELETE FROM quarantine WHERE qkey = ?1 RETURNING digest, length(body)")?;
+                for key in &keys {
+                    for row in st.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                        deleted.push(row?);
+                    }
+                }
             }
+            uncount_quarantine(&tx, &deleted)?;
             tx.commit()?;
             Ok(())
         })
@@ -222,7 +241,18 @@ impl Store for SqliteStore {
 
     async fn expire_quarantine(&self, before: &str) -> Result<u64> {
         let before = before.to_string();
-        self.with(move |c| Ok(c.execute("DELETE FROM quarantine WHERE week < ?1", [before])? as u64)).await
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let deleted = {
+                let mut st = tx.prepare("DELETE FROM quarantine WHERE week < ?1 RETURNING digest, length(body)")?;
+                let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?
+            };
+            uncount_quarantine(&tx, &deleted)?;
+            tx.commit()?;
+            Ok(deleted.len() as u64)
+        })
+        .await
     }
 
     async fn report_weeks(&self) -> Result<Vec<String>> {
@@ -343,6 +373,50 @@ impl Store for SqliteStore {
         .await?;
         Ok(self.files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
     }
+}
+
+/// Runs `f` with `conn` locked, on a blocking thread.
+async fn on<T: Send + 'static>(conn: Arc<Mutex<Connection>>, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| StoreError(format!("storage task failed: {e}")))?
+}
+
+/// Adds to a digest's running quarantine counts ('' for all digests); a
+/// digest's row goes when its count reaches zero.
+fn count_quarantine(c: &Connection, digest: &str, reports: i64, bytes: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO quarantine_counts (digest, reports, bytes) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (digest) DO UPDATE SET reports = reports + excluded.reports, bytes = bytes + excluded.bytes",
+    )?
+    .execute(params![digest, reports, bytes])?;
+    if reports < 0 {
+        c.prepare_cached("DELETE FROM quarantine_counts WHERE digest = ?1 AND digest <> '' AND reports <= 0")?.execute([digest])?;
+    }
+    Ok(())
+}
+
+/// Takes deleted bodies, as (digest, length) rows, off the running counts.
+fn uncount_quarantine(c: &Connection, deleted: &[(String, i64)]) -> Result<()> {
+    let mut by_digest: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for (digest, len) in deleted {
+        let e = by_digest.entry(digest).or_default();
+        e.0 += 1;
+        e.1 += len;
+    }
+    let (mut reports, mut bytes) = (0, 0);
+    for (digest, (n, b)) in by_digest {
+        count_quarantine(c, digest, -n, -b)?;
+        reports += n;
+        bytes += b;
+    }
+    if reports > 0 {
+        count_quarantine(c, "", -reports, -bytes)?;
+    }
+    Ok(())
 }
 
 /// A random key for rows that have no natural one, so that key order says

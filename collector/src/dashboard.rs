@@ -213,7 +213,11 @@ fn product(h: &mut String, p: &ProductData, lang: &str) {
             esc(t(lang, "means")), esc(name), t(lang, "week"), t(lang, "of"),
             esc(&t(lang, "mean_h").replace("{cap}", &group(latest.means[name].cap))), t(lang, "median_h"), t(lang, "above_h"));
         for r in p.releases.iter().rev() {
-            let Some(s) = r.means.get(name) else { continue };
+            let Some(s) = r.means.get(name).filter(|_| r.has_figures()) else {
+                let _ = write!(h, "<tr><td>{}</td><td>{}</td><td colspan=\"3\"><small>{}</small></td></tr>",
+                    esc(&r.week), count(r.reports.value, r.reports.low, r.reports.high), t(lang, "too_few"));
+                continue;
+            };
             let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.week), count(r.reports.value, r.reports.low, r.reports.high), real(&s.mean, lang), real(&s.median, lang), pct(&s.share_above_cap));
         }
@@ -229,7 +233,10 @@ fn product(h: &mut String, p: &ProductData, lang: &str) {
         count(latest.reports.value, latest.reports.low, latest.reports.high),
         t(lang, "of")
     );
-    for name in &latest.order {
+    if !latest.has_figures() {
+        let _ = write!(h, "<section class=\"card\"><p>{}</p></section>", t(lang, "too_few"));
+    }
+    for name in latest.order.iter().filter(|_| latest.has_figures()) {
         let Some(cells) = latest.fields.get(name) else { continue };
         if latest.means.contains_key(name) {
             continue; // 60 steps of the series: summarised above
@@ -346,7 +353,7 @@ fn adoption(releases: &[Release]) -> String {
     s.push_str("</tr>");
     for r in releases.iter().rev() {
         let _ = write!(s, "<tr><td>{}</td>", esc(&r.week));
-        let cells = r.fields.get("product_version");
+        let cells = r.fields.get("product_version").filter(|_| r.has_figures());
         let total: i64 = cells.into_iter().flatten().map(|c| c.value).sum::<i64>().max(1);
         for v in &versions {
             match cells.and_then(|cs| cs.iter().find(|c| &c.label == v)) {

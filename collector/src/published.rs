@@ -25,7 +25,7 @@ pub fn guarantee(r: &Release) -> Value {
 /// `intervals` of the same shape with `{low, high}`.
 pub fn fields(r: &Release) -> Value {
     let (mut fields, mut intervals) = (Map::new(), Map::new());
-    for name in &r.order {
+    for name in r.order.iter().filter(|_| r.has_figures()) {
         let Some(cells) = r.fields.get(name) else { continue };
         let (mut counts, mut bounds) = (Map::new(), Map::new());
         for c in cells {
@@ -35,7 +35,7 @@ pub fn fields(r: &Release) -> Value {
         fields.insert(name.clone(), Value::Object(counts));
         intervals.insert(name.clone(), Value::Object(bounds));
     }
-    json!({
+    let mut out = json!({
         "product": r.product,
         "week": r.week,
         "reports": r.reports.value,
@@ -43,7 +43,15 @@ pub fn fields(r: &Release) -> Value {
         "fields": fields,
         "intervals": intervals,
         "release": guarantee(r),
-    })
+    });
+    if !r.has_figures() {
+        out["note"] = json!(too_few(r));
+    }
+    out
+}
+
+fn too_few(r: &Release) -> String {
+    format!("{} reports released for this week: figures are shown from {}", r.reports.value, crate::release::MIN_REPORTS_FOR_FIGURES)
 }
 
 fn real(x: &Real) -> Value {
@@ -63,6 +71,10 @@ fn opt(x: &Option<Real>) -> Value {
 /// both are null beside its histogram. None for an unknown field.
 pub fn mean(r: &Release, field: &str) -> Option<Value> {
     let cells = r.fields.get(field)?;
+    if !r.has_figures() {
+        return Some(json!({"product": r.product, "week": r.week, "field": field, "reports": r.reports.value,
+            "mean": null, "median": null, "histogram": {}, "note": too_few(r), "release": guarantee(r)}));
+    }
     let histogram: Map<String, Value> = cells.iter().map(|c| (c.label.clone(), json!(c.value))).collect();
     let mut out = json!({"product": r.product, "week": r.week, "field": field, "reports": r.reports.value,
         "histogram": histogram, "release": guarantee(r)});
@@ -106,7 +118,7 @@ pub fn group(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -121,6 +133,9 @@ pub fn group(n: i64) -> String {
 /// A declared crosstab, rows `a`, columns `b` (either order of a declared
 /// pair). None when the release has no such crosstab.
 pub fn crosstab(r: &Release, a: &str, b: &str) -> Option<Value> {
+    if !r.has_figures() {
+        return None;
+    }
     let (t, swapped) = r
         .crosstabs
         .iter()
@@ -143,7 +158,7 @@ pub const CSV_HEADER: &str = "product,week,reports,field,value,count,low,high,ep
 pub fn csv_rows(r: &Release) -> String {
     let mut out = String::new();
     let g = &r.guarantee;
-    for name in &r.order {
+    for name in r.order.iter().filter(|_| r.has_figures()) {
         for c in r.fields.get(name).into_iter().flatten() {
             out.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{}\n",
@@ -177,6 +192,30 @@ pub fn csv(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A week with too few reports shows the number of reports and nothing
+    /// about field values, on every published form.
+    #[test]
+    fn too_few_reports_show_no_figures() {
+        let (schemas, schema) = crate::accuracy::schemas();
+        // A budget this large makes the noise negligible, so the counts are
+        // known: 20 reports, then 400.
+        let config = crate::release::ReleaseConfig { rho_week: 10.0, ..Default::default() };
+        let plan = crate::release::Plan::new(schemas, &crate::accuracy::product(), &config).unwrap();
+        let mut g = crate::bench::Gen(7);
+        let few = plan.release("2026-W10", &crate::accuracy::fleet_rows(&schema, 20, &mut g)).unwrap();
+        assert!(!few.has_figures() && few.reports.value < crate::release::MIN_REPORTS_FOR_FIGURES);
+        let f = fields(&few);
+        assert_eq!(f["fields"], json!({}));
+        assert_eq!(f["reports"], json!(few.reports.value));
+        assert!(f["note"].as_str().unwrap().contains("figures are shown from 50"));
+        assert_eq!(mean(&few, "archived_items").unwrap()["mean"], Value::Null);
+        assert_eq!(csv_rows(&few), "");
+        let many = plan.release("2026-W10", &crate::accuracy::fleet_rows(&schema, 400, &mut g)).unwrap();
+        assert!(many.has_figures());
+        assert_eq!(fields(&many)["fields"]["trial"].as_object().unwrap().len(), 3);
+        assert!(mean(&many, "archived_items").unwrap()["mean"]["value"].as_f64().unwrap() > 0.0);
+    }
 
     #[test]
     fn grouping_and_csv() {

@@ -75,6 +75,11 @@ pub const DEFAULT_CAP: i64 = 1_000_000;
 /// read the clock just before midnight, or one stored by another process
 /// whose clock lags, may still land in the week.
 pub const DEFAULT_GRACE_S: i64 = 3600;
+/// A week whose released number of reports is below this shows no figures
+/// about field values (post-processing of the noisy count: with so few
+/// reports every cell would be mostly noise).
+pub const MIN_REPORTS_FOR_FIGURES: i64 = 50;
+
 /// The median is published only from this many reports with the value on
 /// (README "Accuracy": below it the noisy cumulative histogram crosses half
 /// of the reports far from the true step too often to be useful).
@@ -725,6 +730,12 @@ pub struct Release {
 }
 
 impl Release {
+    /// False for a week with too few reports to show figures
+    /// ([`MIN_REPORTS_FOR_FIGURES`], judged on the released count).
+    pub fn has_figures(&self) -> bool {
+        self.reports.value >= MIN_REPORTS_FOR_FIGURES
+    }
+
     /// A field's description in `language` (English when missing).
     pub fn describe(&self, field: &str, language: &str) -> String {
         self.descriptions.get(field).map(|d| optin_telemetry::schema::pick_description(d, language)).unwrap_or_else(|| field.to_string())
@@ -859,4 +870,51 @@ fn parse_crosstab(s: &str) -> Result<(String, String), String> {
         return Err(format!("--crosstab {s}: expected FIELD:FIELD"));
     }
     Ok((a.to_string(), b.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The split hands out exactly the week's budget, and OpenDP's composed
+    /// privacy map says the same; the yearly figure is 52 weeks of it.
+    #[test]
+    fn the_budget_split_adds_up_and_opendp_agrees() {
+        let (schemas, _) = crate::accuracy::schemas();
+        let config = ReleaseConfig { crosstabs: vec![("edition".into(), "users".into())], ..ReleaseConfig::default() };
+        let plan = Plan::new(schemas, &crate::accuracy::product(), &config).unwrap();
+        let total: f64 = plan.shares().iter().sum();
+        assert!((total - DEFAULT_RHO_WEEK).abs() < 1e-12, "{total}");
+        let (m, _) = plan.measurement().unwrap();
+        let g = guarantee(&m, &config).unwrap();
+        assert!((g.rho_week - DEFAULT_RHO_WEEK).abs() < 1e-9, "{}", g.rho_week);
+        assert!((g.rho_per_year - 52.0 * DEFAULT_RHO_WEEK).abs() < 1e-7, "{}", g.rho_per_year);
+        assert!(g.epsilon_per_year > 8.0 && g.epsilon_per_year < 10.0, "{}", g.epsilon_per_year);
+        assert!(g.epsilon_week < g.epsilon_per_year);
+        // The capped sum and the rounded histogram weigh most.
+        let names: Vec<String> = plan.figures.iter().map(figure_name).collect();
+        let share = |prefix: &str| plan.shares()[names.iter().position(|n| n.starts_with(prefix)).unwrap()];
+        assert!(share("capped sum archived_items") > share("histogram archived_items"));
+        assert!(share("histogram archived_items") > share("histogram trial"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        let (schemas, _) = crate::accuracy::schemas();
+        let product = crate::accuracy::product();
+        let with = |crosstabs: Vec<(&str, &str)>, caps: Vec<(&str, i64)>| {
+            let config = ReleaseConfig {
+                crosstabs: crosstabs.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+                caps: caps.into_iter().map(|(a, n)| (a.to_string(), n)).collect(),
+                ..ReleaseConfig::default()
+            };
+            Plan::new(schemas.clone(), &product, &config).err()
+        };
+        assert!(with(vec![("profiles", "users")], vec![]).unwrap().contains("single-valued"));
+        assert!(with(vec![("nope", "users")], vec![]).unwrap().contains("no registered field"));
+        assert!(with(vec![], vec![("users", 10)]).unwrap().contains("rounded"));
+        assert_eq!(with(vec![("os_family", "edition")], vec![("archived_items", 5_000_000)]), None);
+        assert!(parse_cap("x=0").is_err() && parse_cap("x").is_err() && parse_crosstab("a").is_err());
+        assert!(parse_budget("0").is_err() && parse_budget("nan").is_err() && parse_delta("0.5").is_err());
+    }
 }

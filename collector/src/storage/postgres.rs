@@ -211,7 +211,8 @@ impl Store for PgStore {
         tx.batch_execute("UPDATE reports SET codes = codes; UPDATE quarantine SET body = body").await?;
         tx.commit().await?;
         c.batch_execute("CLUSTER reports USING reports_pkey; CLUSTER quarantine USING quarantine_pkey").await?;
-        c.batch_execute("VACUUM aggregates").await?;
+        // Claims and stored releases are updates of one row each.
+        c.batch_execute("VACUUM releases").await?;
         Ok(())
     }
 
@@ -281,7 +282,7 @@ impl Store for PgStore {
             .await?
             .query_one(
                 "SELECT (pg_total_relation_size('reports') + pg_total_relation_size('quarantine') \
-                 + pg_total_relation_size('aggregates') + pg_total_relation_size('week_totals') \
+                 + pg_total_relation_size('releases') + pg_total_relation_size('products') \
                  + pg_total_relation_size('schemas'))::BIGINT",
                 &[],
             )

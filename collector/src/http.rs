@@ -39,7 +39,8 @@ pub fn admin_router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/api/v1/weeks", get(api::weeks::<S>))
         .route("/api/v1/fields", get(api::fields::<S>))
         .route("/api/v1/crosstab", get(api::crosstab::<S>))
-        .route("/api/v1/mean", get(api::mean::<S>));
+        .route("/api/v1/mean", get(api::mean::<S>))
+        .route("/api/v1/release", get(api::release::<S>));
     let published = if state.options.public { published } else { published.layer(auth) };
     private.merge(published).with_state(state)
 }

@@ -416,3 +416,59 @@ async fn dashboard_escapes_schema_text_and_shows_alerts() {
     assert!(de.body.contains("Benutzer &lt;b&gt;") && de.body.contains("Berichte pro Woche"), "German from the schema and the page");
     server.running.stop().await;
 }
+
+/// Only complete, released weeks are ever shown, to the vendor as to a
+/// public reader: the current week's figures would change with each report
+/// received, and two reads one report apart would tell that installation's
+/// values. Last week: 12 reports; this week: 15.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reader_sees_the_current_week() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let id = add_schema(&store, SCHEMA).await.unwrap().id;
+    let (this_week, last_week) = (Week::of_unix(NOW), Week::of_unix(NOW).minus(1));
+    register(&store, PRODUCT, &["5.2.1"], &last_week.to_string()).await;
+    let bodies = |from: u64, n: u64| (from..from + n).map(|i| report(&report_id(i))).collect::<Vec<_>>();
+    store.insert_reports(rows_of(&schema(), id, last_week, &bodies(0, 12))).await.unwrap();
+    store.insert_reports(rows_of(&schema(), id, this_week, &bodies(100, 15))).await.unwrap();
+    for public in [false, true] {
+        let options = Options { public, release_interval: Duration::from_millis(100), ..Options::default() };
+        let server = serve(store.clone(), options, TestClock::new(NOW).clock()).await;
+        wait_for_releases(&store, PRODUCT, 1).await;
+        let admin = server.running.admin_addr;
+        let weeks = answer(admin, "/api/v1/weeks").await;
+        assert_eq!(weeks, json!({"weeks": [last_week.to_string()], "current": this_week.to_string()}), "public {public}");
+        // Without a week: the newest released one.
+        let f = answer(admin, &format!("/api/v1/fields?{Q}")).await;
+        assert_eq!(f["week"].as_str(), Some(last_week.to_string().as_str()), "public {public}: {f}");
+        for week in [this_week, this_week.minus(-1)] {
+            for path in ["fields", "mean", "crosstab", "release"] {
+                let q = format!("/api/v1/{path}?{Q}&week={week}&field=archived&a=trial&b=users");
+                let r = get(admin, &q).await;
+                assert_eq!((r.status, r.body.trim()), (404, "{\"error\":\"week_not_released\"}"), "public {public}: {q}");
+            }
+        }
+        let page = get(admin, "/").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains(&format!("<td>{last_week}</td>")), "public {public}: last week's release is shown");
+        assert!(!page.body.contains(&format!("<td>{this_week}</td>")), "public {public}: the current week is shown");
+        server.running.stop().await;
+    }
+    assert_eq!(store.released_weeks(PRODUCT).await.unwrap(), [last_week.to_string()]);
+}
+
+/// A release's single-valued histograms end in a cell "other" (unset or
+/// unregistered values); a choice value spelt "other" would share its key
+/// and one count be lost. Registration refuses such a schema, for choice
+/// and choices fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_named_other_is_refused() {
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let text = r#"{"version": 1, "fields": [{"name": "edition", "type": "choice", "values": ["standard", "other"], "description": {"en": "Edition"}}]}"#;
+    for text in [text.to_string(), text.replace(r#""type": "choice""#, r#""type": "choices""#)] {
+        let e = add_schema(&store, &text).await.map(|s| s.digest).expect_err("a schema with a value \"other\" was registered");
+        assert!(e.contains("\"other\""), "{e}");
+    }
+    assert!(store.schemas().await.unwrap().is_empty());
+}

@@ -189,7 +189,7 @@ async fn never_moves<S: Store, F: std::future::Future<Output = S>>(open: impl Fn
     }
     // The week ends; serve releases it on its own.
     clock.set(NOW);
-    assert_eq!(wait_for_releases(&store, P, 1).await, [w.clone()]);
+    assert_eq!(wait_for_releases(&store, P, 1).await, std::slice::from_ref(&w));
     let stored = store.release(P, &w).await.unwrap().unwrap();
     let admin = server.running.admin_addr;
     let before = snapshot(&store, admin, P, &w).await;

@@ -1,5 +1,5 @@
 //! A hostile client of the admin listener: abused query parameters on every
-//! aggregate endpoint (clear 4xx or a normal answer, never a 5xx, the server
+//! published endpoint (clear 4xx or a normal answer, never a 5xx, the server
 //! keeps answering), Authorization header edge cases, and markup in
 //! vendor-registered schema texts (escaped on the dashboard).
 
@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use optin_collector::commands::add_schema;
 use optin_collector::privacy::{keep, Week};
+use optin_collector::release::{release_due, ReleaseConfig};
 use optin_collector::storage::Store;
 use optin_collector::Options;
 use optin_telemetry::validate::validate;
@@ -29,13 +30,19 @@ async fn abused_queries_get_clear_answers() {
     let store = open_sqlite(&db.sqlite_path().unwrap()).await;
     let id = add_schema(&store, SCHEMA).await.unwrap().id;
     let s = schema();
-    let rows = (0..30).map(|i| keep(&validate(&s, report(&report_id(i)).as_bytes()).unwrap(), id, Week::of_unix(NOW))).collect();
-    store.insert_reports(rows).await.unwrap();
+    // Last week is released, the current one is not.
+    let last_week = Week::of_unix(NOW).minus(1);
+    register(&store, "Mail Archiver", &["5.2.1"], &last_week.to_string()).await;
+    for week in [last_week, Week::of_unix(NOW)] {
+        let rows = (0..30).map(|i| keep(&validate(&s, report(&report_id(i)).as_bytes()).unwrap(), id, week)).collect();
+        store.insert_reports(rows).await.unwrap();
+    }
+    release_due(&store, NOW, &ReleaseConfig::default()).await.unwrap();
     let server = serve(store, Options::default(), TestClock::new(NOW).clock()).await;
     let admin = server.running.admin_addr;
     let long = "x".repeat(6000);
     let weeks = [
-        "2026-W47", "2026-W00", "2026-W54", "2025-W53", "0000-W01", "9999-W52", "+026-W47", "-001-W01", "2026-W+1", "2026-w47", "2026W47",
+        "2026-W46", "2026-W47", "2026-W00", "2026-W54", "2025-W53", "0000-W01", "9999-W52", "+026-W47", "-001-W01", "2026-W+1", "2026-w47", "2026W47",
         "2026-W4%00", "2026-W%FF", "%", "%%", "%zz", "", "2026-W47%27%3B%20DROP%20TABLE%20reports%3B--", &long,
     ];
     let products = ["Mail+Archiver", "", "%27%20OR%201%3D1--", "%00", "%C3%28", &long, "Mail+Archiver&product=other"];
@@ -45,6 +52,7 @@ async fn abused_queries_get_clear_answers() {
             paths.push(format!("/api/v1/fields?product={p}&week={w}"));
             paths.push(format!("/api/v1/mean?product={p}&week={w}&field=archived"));
             paths.push(format!("/api/v1/crosstab?product={p}&week={w}&a=trial&b=os_family"));
+            paths.push(format!("/api/v1/release?product={p}&week={w}"));
         }
     }
     for q in ["field=", "field=archived&field=users", "field=%27", "field=other", &format!("field={long}")] {
@@ -54,14 +62,35 @@ async fn abused_queries_get_clear_answers() {
         paths.push(format!("/api/v1/crosstab?product=Mail+Archiver&{q}"));
     }
     paths.extend(["/api/v1/fields", "/api/v1/fields?", "/api/v1/fields?&&&=&", "/api/v1/weeks?week=x", "/api/v1/products?x=%"].map(String::from));
+    let mut answered = vec![];
     for path in paths {
         let r = ask(admin, path.clone(), vec![]).await;
         assert!(r.status == 200 || (400..500).contains(&r.status), "{path}: {} {}", r.status, r.body);
         assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{path}: {}", r.head);
+        if r.status == 200 {
+            answered.push(path);
+        }
     }
-    // A malformed week is a 400 with a reason, not an empty answer.
-    let r = ask(admin, "/api/v1/fields?product=Mail+Archiver&week=2026-48".into(), vec![]).await;
-    assert_eq!((r.status, r.body.trim()), (400, "{\"error\":\"bad_week\"}"));
+    // Answered: the well-formed questions about the released week (fields,
+    // mean, release; mean without a week is about the newest release, the
+    // last field given counts), weeks and products.
+    assert_eq!(answered.len(), 6, "{answered:?}");
+    // A malformed week is a 400 with a reason, not an empty answer; an
+    // unknown product, a week without a release, an undeclared crosstab and
+    // a field the release lacks are 404s with theirs.
+    for (path, status, reason) in [
+        ("/api/v1/fields?product=Mail+Archiver&week=2026-48", 400, "bad_week"),
+        ("/api/v1/fields?week=2026-W46", 400, "product_missing"),
+        ("/api/v1/fields?product=Mail+Archiverx&week=2026-W46", 404, "unknown_product"),
+        ("/api/v1/fields?product=Mail+Archiver&week=2026-W47", 404, "week_not_released"),
+        ("/api/v1/fields?product=Mail+Archiver&week=2025-W01", 404, "week_not_released"),
+        ("/api/v1/crosstab?product=Mail+Archiver&week=2026-W46&a=trial&b=os_family", 404, "crosstab_not_released"),
+        ("/api/v1/mean?product=Mail+Archiver&week=2026-W46&field=nope", 404, "unknown_field"),
+        ("/api/v1/mean?product=Mail+Archiver&week=2026-W46", 400, "field_missing"),
+    ] {
+        let r = ask(admin, path.into(), vec![]).await;
+        assert_eq!((r.status, r.body.trim()), (status, format!("{{\"error\":\"{reason}\"}}").as_str()), "{path}");
+    }
     // Still answering.
     assert_eq!(ask(admin, "/api/v1/products".into(), vec![]).await.status, 200);
     server.running.stop().await;
@@ -72,6 +101,10 @@ async fn authorization_edge_cases() {
     let db = Db::new("sqlite").await;
     let store = open_sqlite(&db.sqlite_path().unwrap()).await;
     let token = "0123456789abcdef-token";
+    // Product x has a release (of a week without reports), so its figures
+    // are there for the right token.
+    register(&store, "x", &[], &Week::of_unix(NOW).minus(1).to_string()).await;
+    release_due(&store, NOW, &ReleaseConfig::default()).await.unwrap();
     let options = Options { admin_token: optin_collector::api::Token(Some(token.as_bytes().to_vec())), ..Options::default() };
     let server = serve(store, options, TestClock::new(NOW).clock()).await;
     let admin = server.running.admin_addr;
@@ -91,7 +124,7 @@ async fn authorization_edge_cases() {
         (vec![("X-Authorization", format!("Bearer {token}"))], 401),
         (a(&format!("Bearer {token}")), 200),
     ] {
-        for path in ["/", "/api/v1/products", "/api/v1/fields?product=x", "/metrics", "/healthz"] {
+        for path in ["/", "/api/v1/products", "/api/v1/fields?product=x", "/api/v1/release?product=x", "/metrics", "/healthz"] {
             let r = ask(admin, path.into(), headers.clone()).await;
             assert_eq!(r.status, want, "{path} with {headers:?}: {}", r.body);
             if want == 401 {
@@ -121,9 +154,13 @@ async fn schema_texts_are_escaped_on_the_dashboard() {
             s.digest
         )
     };
-    let rows: Vec<_> = (0..12).filter_map(|i| validate(&s, body(i).as_bytes()).ok()).map(|r| keep(&r, row.id, Week::of_unix(NOW))).collect();
+    let last_week = Week::of_unix(NOW).minus(1);
+    let rows: Vec<_> = (0..12).filter_map(|i| validate(&s, body(i).as_bytes()).ok()).map(|r| keep(&r, row.id, last_week)).collect();
     assert_eq!(rows.len(), 12);
     store.insert_reports(rows).await.unwrap();
+    // The descriptions reach the page through the week's release.
+    register(&store, "Mail Archiver", &["1"], &last_week.to_string()).await;
+    release_due(&store, NOW, &ReleaseConfig::default()).await.unwrap();
     let server = serve(store, Options::default(), TestClock::new(NOW).clock()).await;
     for lang in ["en", "de"] {
         let r = ask(server.running.admin_addr, "/".into(), vec![("Accept-Language", lang.to_string())]).await;

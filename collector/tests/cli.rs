@@ -1,10 +1,12 @@
 //! The real binary: flags, schema commands, a running serve picking up a new
 //! schema, privacy of what is stored and logged, two processes on one
-//! PostgreSQL, built-in TLS.
+//! PostgreSQL, built-in TLS; products, releases (two processes at once on one
+//! PostgreSQL), export, release flags refused at start.
 
 mod common;
 
 use common::*;
+use optin_collector::storage::Store;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -403,4 +405,246 @@ fn reachable_by_nobody() -> Result<(tempfile::TempDir, std::path::PathBuf), Stri
         }
     }
     Err(tried.join("; "))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Runs the binary; (success, stdout, stderr).
+fn run(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(["--db", db]).args(args).stdin(Stdio::null()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A command that must fail with one line on stderr naming `needle`.
+fn refused(db: &str, args: &[&str], needle: &str) {
+    let (ok, _, err) = run(db, args);
+    assert!(!ok, "{args:?} succeeded");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.starts_with("optin-collector: ") && err.contains(needle), "{args:?}: {err}");
+}
+
+/// `product add` registers (and adds versions), `product list` shows it,
+/// bad names, versions and weeks are one-line errors that register nothing.
+#[test]
+fn product_add_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    assert_eq!(run(&db, &["product", "list"]).1, "no products registered\n");
+    refused(&db, &["product", "add", "Mail/Archiver"], "not a product name");
+    refused(&db, &["product", "add", &"x".repeat(65)], "not a product name");
+    refused(&db, &["product", "add", "Mail Archiver", "--version", "5.2.1-beta"], "--version");
+    refused(&db, &["product", "add", "Mail Archiver", "--version", "5,2"], "--version");
+    refused(&db, &["product", "add", "Mail Archiver", "--since", "2026-48"], "--since");
+    assert_eq!(run(&db, &["product", "list"]).1, "no products registered\n", "a refused add registered something");
+    let (ok, out, err) = run(&db, &["product", "add", "Mail Archiver", "--version", "5.2.1", "--since", "2026-W40"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "registered Mail Archiver (released from 2026-W40; versions: 5.2.1)\n");
+    // More versions; a later --since keeps the first week.
+    let (ok, out, _) = run(&db, &["product", "add", "Mail Archiver", "--version", "5.3.0", "--version", "5.2.1", "--since", "2026-W45"]);
+    assert!(ok);
+    assert_eq!(out, "registered Mail Archiver (released from 2026-W40; versions: 5.2.1, 5.3.0)\n");
+    let (ok, out, _) = run(&db, &["product", "add", "Archiver 2+"]);
+    assert!(ok && out.starts_with("registered Archiver 2+ (released from "), "{out}");
+    let (_, list, _) = run(&db, &["product", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].starts_with("Archiver 2+  released from "), "{list}");
+    assert_eq!(lines[1], "Mail Archiver  released from 2026-W40  versions: 5.2.1, 5.3.0");
+}
+
+/// `release` computes every due week of a registered product once and
+/// says so; run again it has nothing to do and the stored releases stay
+/// as they were. `export` writes those releases (CSV and JSON).
+#[test]
+fn release_then_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let db = format!("sqlite:{}", path.display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(run(&db, &["schema", "add", file.to_str().unwrap()]).0);
+    let newest = optin_collector::release::newest_due_week(now(), optin_collector::release::DEFAULT_GRACE_S);
+    let (first, busy) = (newest.minus(2), newest.minus(1));
+    assert!(run(&db, &["product", "add", "Mail Archiver", "--version", "5.2.1", "--since", &first.to_string()]).0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(open_sqlite(&path));
+    let bodies: Vec<String> = (0..60).map(|i| report(&report_id(i))).collect();
+    rt.block_on(store.insert_reports(rows_of(&schema(), 1, busy, &bodies))).unwrap();
+
+    let (ok, out, err) = run(&db, &["release"]);
+    assert!(ok, "{err}");
+    let weeks: Vec<String> = (0..3).rev().map(|i| newest.minus(i).to_string()).collect();
+    let released: Vec<&str> = out.lines().map(|l| l.split(' ').nth(3).unwrap_or("").trim_end_matches(':')).collect();
+    assert_eq!(released, weeks, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("released Mail Archiver 2") && l.ends_with(" reports (noisy)")), "{out}");
+    let stored = rt.block_on(store.releases("Mail Archiver")).unwrap();
+    assert_eq!(stored.iter().map(|s| &s.0).collect::<Vec<_>>(), weeks.iter().collect::<Vec<_>>());
+    let (ok, again, _) = run(&db, &["release"]);
+    assert!(ok);
+    assert_eq!(again, "nothing to release\n");
+    assert_eq!(rt.block_on(store.releases("Mail Archiver")).unwrap(), stored, "a release changed");
+
+    // Export: the stored release's cells, one CSV row each.
+    let r = optin_collector::release::Release::from_json(&rt.block_on(store.release("Mail Archiver", &busy.to_string())).unwrap().unwrap()).unwrap();
+    let (ok, csv, err) = run(&db, &["export", "--week", &busy.to_string(), "--format", "csv"]);
+    assert!(ok, "{err}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("product,week,reports,field,value,count,low,high,epsilon_per_year,delta"));
+    let mut rows = 0;
+    for line in lines {
+        let cols: Vec<&str> = line.split(',').collect();
+        assert_eq!(cols.len(), 10, "{line}");
+        assert_eq!(cols[..3], ["Mail Archiver", &busy.to_string(), &r.reports.value.to_string()], "{line}");
+        let c = r.fields[cols[3]].iter().find(|c| c.label == cols[4]).unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(cols[5..8], [c.value.to_string(), c.low.to_string(), c.high.to_string()], "{line}");
+        assert_eq!(cols[8].parse::<f64>().unwrap(), r.guarantee.epsilon_per_year);
+        rows += 1;
+    }
+    assert_eq!(rows, r.fields.values().map(Vec::len).sum::<usize>());
+    let (ok, json, _) = run(&db, &["export", "--week", &busy.to_string(), "--format", "json"]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json[0]["reports"].as_i64(), Some(r.reports.value));
+    assert_eq!(json[0]["fields"]["trial"]["true"].as_i64(), Some(r.fields["trial"][1].value));
+    assert!(json[0]["release"]["epsilon_per_year"].is_number(), "the guarantee goes with the numbers: {json}");
+    // A week without a release: nothing but the header; no week: one line.
+    let (ok, empty, _) = run(&db, &["export", "--week", &newest.minus(-1).to_string(), "--format", "csv"]);
+    assert!(ok);
+    assert_eq!(empty, "product,week,reports,field,value,count,low,high,epsilon_per_year,delta\n");
+    assert_eq!(run(&db, &["export", "--week", &newest.minus(-1).to_string(), "--format", "json"]).1.trim(), "[]");
+    refused(&db, &["export", "--week", "2026-48"], "--week");
+    refused(&db, &["export", "--week", &busy.to_string(), "--min-cell", "5"], "--min-cell");
+}
+
+/// A --cap or --crosstab that names no suitable field of a registered
+/// product is refused at start (serve, release, purge), in one line.
+#[test]
+fn bad_caps_and_crosstabs_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(run(&db, &["schema", "add", file.to_str().unwrap()]).0);
+    assert!(run(&db, &["product", "add", "Mail Archiver", "--version", "5.2.1"]).0);
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    for (flags, needle) in [
+        (vec!["--crosstab", "profiles:edition"], "--crosstab profiles:edition"),
+        (vec!["--crosstab", "edition:profiles"], "--crosstab edition:profiles"),
+        (vec!["--crosstab", "edition:nope"], "--crosstab edition:nope"),
+        (vec!["--crosstab", "edition:edition"], "--crosstab edition:edition"),
+        (vec!["--crosstab", "edition"], "--crosstab edition"),
+        (vec!["--crosstab", "edition:"], "--crosstab edition:"),
+        (vec!["--cap", "users=100"], "--cap users=100"),
+        (vec!["--cap", "nope=100"], "--cap nope=100"),
+        (vec!["--cap", "archived=0"], "--cap archived=0"),
+        (vec!["--cap", "archived"], "--cap archived"),
+        (vec!["--cap", "archived=many"], "--cap archived=many"),
+        (vec!["--budget", "0"], "--budget"),
+        (vec!["--delta", "0.5"], "--delta"),
+    ] {
+        // A serve that started would keep running: wait at most 60 s.
+        let mut child = bin()
+            .args(["--db", &db])
+            .args(serve)
+            .args(&flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve {flags:?} started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{flags:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+        for command in [vec!["release"], vec!["purge"]] {
+            let args: Vec<&str> = command.iter().chain(&flags).copied().collect();
+            refused(&db, &args, needle);
+        }
+    }
+    // Good ones start (and release with them).
+    let good = ["--crosstab", "edition:trial", "--crosstab", "os_family:users", "--cap", "archived=5000"];
+    let (ok, out, err) = run(&db, &[&["release"][..], &good].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out, "nothing to release\n", "the product's first week is the current one");
+    let server = Child2::spawn(&db, &dir.path().join("serve.log"), &good);
+    let r = raw_request(server.admin, None, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+/// Two `optin-collector release` processes at once on one PostgreSQL with a
+/// week of 200,000 reports: each week is released by one of them, once; the
+/// other leaves it (or finds nothing to do); what is stored is what the
+/// releasing process reported.
+#[test]
+fn two_release_processes_on_one_postgres_release_each_week_once() {
+    let Some(base) = pg_url() else {
+        eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(fresh_pg_db(&base));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "s.json", SCHEMA);
+    assert!(run(&url, &["schema", "add", file.to_str().unwrap()]).0);
+    let newest = optin_collector::release::newest_due_week(now(), optin_collector::release::DEFAULT_GRACE_S);
+    let busy = newest.minus(1);
+    assert!(run(&url, &["product", "add", "Mail Archiver", "--since", &busy.to_string()]).0);
+    let store = rt.block_on(open_pg(&url));
+    // 2,000 reports through the store, then copied 99 times over (new ids)
+    // by the server: inserting 200,000 one by one would take half a minute.
+    let bodies: Vec<String> = (0..2_000u64)
+        .map(|i| if i % 2 == 0 { report(&report_id(i)) } else { report(&report_id(i)).replace("\"trial\":false", "\"trial\":true") })
+        .collect();
+    assert_eq!(rt.block_on(store.insert_reports(rows_of(&schema(), 1, busy, &bodies))).unwrap(), 2_000);
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let columns = "week, schema_id, os_family, os_version, arch, product, product_version, library_version, codes";
+        let copy = format!(
+            "INSERT INTO reports (report_id, {columns}) SELECT decode(md5(encode(report_id, 'hex') || '/' || g), 'hex'), {columns} \
+             FROM reports, generate_series(1, 99) AS g"
+        );
+        c.batch_execute(&copy).await.unwrap();
+    });
+    assert_eq!(rt.block_on(store.count_reports()).unwrap(), 200_000);
+
+    let spawn = || bin().args(["--db", &url, "release"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let mut released = std::collections::BTreeMap::new();
+    for out in &outputs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("released Mail Archiver ") {
+                let (week, n) = rest.split_once(": ").unwrap();
+                let n: i64 = n.strip_suffix(" reports (noisy)").unwrap().parse().unwrap();
+                assert!(released.insert(week.to_string(), n).is_none(), "{week} released twice");
+            } else {
+                assert!(line == "nothing to release" || line.ends_with("release(s) left to another process computing them"), "{line}");
+            }
+        }
+    }
+    assert_eq!(released.keys().collect::<Vec<_>>(), [&busy.to_string(), &newest.to_string()]);
+    let stored = rt.block_on(store.releases("Mail Archiver")).unwrap();
+    assert_eq!(stored.len(), 2);
+    for (week, body) in &stored {
+        let r = optin_collector::release::Release::from_json(body).unwrap();
+        assert_eq!(r.reports.value, released[week], "{week}: stored is not what the releasing process computed");
+    }
+    assert!(released[&busy.to_string()] > 190_000, "the busy week's reports were counted");
+    assert_eq!(rt.block_on(store.releases("Mail Archiver")).unwrap(), stored, "read back the same");
 }

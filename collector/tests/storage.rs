@@ -1,6 +1,7 @@
 //! One storage story, run against SQLite and PostgreSQL: reports, duplicates,
-//! rollup, retention. For SQLite the database files (WAL included) are then
-//! searched for the deleted report ids.
+//! what a release reads, releases before retention, retention. For SQLite
+//! the database files (WAL included) are then searched for the deleted
+//! report ids.
 
 mod common;
 
@@ -8,7 +9,8 @@ use common::*;
 use optin_collector::commands::add_schema;
 use optin_collector::privacy::{keep, Week};
 use optin_collector::retention::purge;
-use optin_collector::storage::{AggregateRow, Store};
+use optin_collector::release::{Release, ReleaseConfig};
+use optin_collector::storage::Store;
 use optin_collector::Options;
 use optin_telemetry::validate::validate;
 
@@ -20,6 +22,7 @@ async fn story<S: Store>(store: S, files: impl Fn() -> Vec<std::path::PathBuf>) 
     add_schema(&store, SCHEMA).await.unwrap();
     assert_eq!(add_schema(&store, SCHEMA).await.unwrap().id, store.schemas().await.unwrap()[0].id, "adding twice is harmless");
     server.state.refresh_schemas().await.unwrap();
+    register(&store, "Mail Archiver", &["5.2.1"], "2026-W47").await;
     let at = server.ingest();
 
     // Week A: 5 reports (one a variant), posted over HTTP.
@@ -28,19 +31,30 @@ async fn story<S: Store>(store: S, files: impl Fn() -> Vec<std::path::PathBuf>) 
         let body = if i == 0 { report(id).replace("\"trial\":false", "\"trial\":true") } else { report(id) };
         assert_eq!(post(at, &body).await.status, 204);
     }
+    // Another product's report in the same week: never in this product's rows.
+    let other = report(&report_id(7)).replace("Mail Archiver", "Other Product");
+    assert_eq!(post(at, &other).await.status, 204);
     // 14 weeks later: 2 more.
     clock.set(WEEK_A + 14 * 7 * 86_400);
     let new_ids: Vec<String> = (100..102).map(report_id).collect();
     for id in &new_ids {
         assert_eq!(post(at, &report(id)).await.status, 204);
     }
-    assert_eq!(store.count_reports().await.unwrap(), 7);
-    // The current week's figures, computed without a rollup.
-    let schemas = std::sync::Arc::new(optin_collector::storage::SchemaSet::from_rows(&store.schemas().await.unwrap()));
-    let live = store.aggregate_week("2027-W08", schemas).await.unwrap();
-    assert_eq!(live.reports(), 2);
-    assert_eq!(live.cells.values().filter(|&&c| c == 2).count(), live.cells.len(), "every cell counts both reports");
+    assert_eq!(store.count_reports().await.unwrap(), 8);
     assert_eq!(store.report_weeks().await.unwrap(), vec!["2026-W47".to_string(), "2027-W08".to_string()]);
+    // What a release reads of week A: this product's 5 reports, one row
+    // each: schema id, the built-ins, the codes.
+    let schema_id = store.schemas().await.unwrap()[0].id;
+    let mut rows = store.release_rows("2026-W47", "Mail Archiver").await.unwrap();
+    rows.sort();
+    let sep = optin_collector::release::SEP.to_string();
+    let codes = |trial: bool| keep(&validate(&schema(), report(&report_id(1)).replace("\"trial\":false", &format!("\"trial\":{trial}")).as_bytes()).unwrap(), schema_id, Week::of_unix(WEEK_A)).codes;
+    let row = |trial: bool| [schema_id.to_string(), "linux".into(), "6.1".into(), "x86_64".into(), "5.2.1".into(), "0.1.0".into(), codes(trial)].join(&sep);
+    let mut want = vec![row(false), row(false), row(false), row(false), row(true)];
+    want.sort();
+    assert_eq!(rows, want);
+    assert!(store.release_rows("2026-W48", "Mail Archiver").await.unwrap().is_empty());
+    assert_eq!(store.release_rows("2026-W47", "Other Product").await.unwrap().len(), 1);
 
     // Before retention, the old ids are in the files (the search works).
     let has = |id: &str| {
@@ -54,25 +68,21 @@ async fn story<S: Store>(store: S, files: impl Fn() -> Vec<std::path::PathBuf>) 
         assert!(has(&old_ids[1]), "the search must find a stored id");
     }
 
-    // Retention (13 weeks): week A is rolled up, then its raw reports go.
-    let summary = purge(&store, WEEK_A + 14 * 7 * 86_400, 13).await.unwrap();
-    assert_eq!(summary.weeks_rolled_up, vec!["2026-W47".to_string()]);
-    assert_eq!(summary.reports_deleted, 5);
+    // Retention (13 weeks): every due week of the product is released
+    // first (2026-W47 up to the week before the current one), then week A's
+    // raw reports go.
+    let config = ReleaseConfig::default();
+    let summary = purge(&store, WEEK_A + 14 * 7 * 86_400, 13, &config).await.unwrap();
+    let released: Vec<String> = (0..14).rev().map(|i| Week::parse("2027-W08").unwrap().minus(i + 1).to_string()).collect();
+    assert_eq!(summary.weeks_released, released.iter().map(|w| ("Mail Archiver".to_string(), w.clone())).collect::<Vec<_>>());
+    assert_eq!(summary.reports_deleted, 6);
     assert_eq!(store.count_reports().await.unwrap(), 2);
-    let schema_id = store.schemas().await.unwrap()[0].id;
-    let aggs = store.aggregates("2026-W47").await.unwrap();
-    let cell = |field: &str, value: &str| {
-        aggs.iter().find(|a| a.field == field && a.value == value).map(|a: &AggregateRow| a.count)
-    };
-    assert_eq!(cell("trial", "true"), Some(1));
-    assert_eq!(cell("trial", "false"), Some(4));
-    assert_eq!(cell("users", "5-9"), Some(5));
-    assert_eq!(cell("archived", "2000"), Some(5));
-    assert_eq!(cell("profiles", "imap"), Some(5));
-    assert_eq!(cell("profiles", "gmail"), Some(5));
-    assert_eq!(cell("os_family", "linux"), Some(5), "built-ins are aggregated too");
-    assert_eq!(cell("product_version", "5.2.1"), Some(5));
-    assert_eq!(store.week_totals("2026-W47").await.unwrap(), vec![(schema_id, 5)]);
+    assert_eq!(store.released_weeks("Mail Archiver").await.unwrap(), released);
+    assert!(store.released_weeks("Other Product").await.unwrap().is_empty(), "an unregistered product is never released");
+    let stored = store.releases("Mail Archiver").await.unwrap();
+    let a = Release::from_json(&store.release("Mail Archiver", "2026-W47").await.unwrap().unwrap()).unwrap();
+    assert_eq!((a.product.as_str(), a.week.as_str()), ("Mail Archiver", "2026-W47"));
+    assert_eq!(a.fields["product_version"].iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["5.2.1", "other"]);
     // Deleted reports leave no bytes behind in the database files.
     for id in &old_ids {
         assert!(!has(id), "deleted report {id} still in the database files");
@@ -80,10 +90,10 @@ async fn story<S: Store>(store: S, files: impl Fn() -> Vec<std::path::PathBuf>) 
     for id in &new_ids {
         assert!(store.report(hex(id)).await.unwrap().is_some());
     }
-    // A second purge has nothing to do; aggregates stay.
-    let again = purge(&store, WEEK_A + 14 * 7 * 86_400, 13).await.unwrap();
-    assert_eq!((again.weeks_rolled_up.len(), again.reports_deleted), (0, 0));
-    assert_eq!(store.aggregates("2026-W47").await.unwrap(), aggs);
+    // A second purge has nothing to do; the releases stay as they were.
+    let again = purge(&store, WEEK_A + 14 * 7 * 86_400, 13, &config).await.unwrap();
+    assert_eq!((again.weeks_released.len(), again.reports_deleted), (0, 0));
+    assert_eq!(store.releases("Mail Archiver").await.unwrap(), stored);
     server.running.stop().await;
 }
 
@@ -124,9 +134,9 @@ async fn quarantine_expires() {
     let monday = Week::parse("2026-W47").unwrap().start_unix();
     store.quarantine(&format!("sha256:{}", "1".repeat(64)), "2026-W47", b"{}", caps).await.unwrap();
     // 28 days after that Monday: kept; 29: gone.
-    purge(&store, monday + 28 * 86_400, 13).await.unwrap();
+    purge(&store, monday + 28 * 86_400, 13, &ReleaseConfig::default()).await.unwrap();
     assert_eq!(store.quarantine_summary().await.unwrap().len(), 1);
-    let s = purge(&store, monday + 29 * 86_400, 13).await.unwrap();
+    let s = purge(&store, monday + 29 * 86_400, 13, &ReleaseConfig::default()).await.unwrap();
     assert_eq!(s.quarantine_deleted, 1);
     assert!(store.quarantine_summary().await.unwrap().is_empty());
 }
@@ -172,7 +182,7 @@ async fn postgres_purge_rewrites_rows_in_key_order() {
     };
     let before = heap_order().await;
     assert!(before.windows(2).all(|w| w[0] > w[1]), "the heap follows arrival (the check below can fail)");
-    let summary = purge(&store, WEEK_A, 13).await.unwrap();
+    let summary = purge(&store, WEEK_A, 13, &ReleaseConfig::default()).await.unwrap();
     assert_eq!(summary.reports_deleted, 0);
     let after = heap_order().await;
     assert_eq!(after.len(), 50);
@@ -210,20 +220,22 @@ async fn postgres_purge_leaves_no_arrival_order_in_xmin() {
     };
     assert_eq!(distinct_xmin("reports").await, 20, "one transaction per arrival (the check below can fail)");
     assert_eq!(distinct_xmin("quarantine").await, 20);
-    purge(&store, WEEK_A, 13).await.unwrap();
+    purge(&store, WEEK_A, 13, &ReleaseConfig::default()).await.unwrap();
     assert_eq!(store.count_reports().await.unwrap(), 20);
     assert_eq!(distinct_xmin("reports").await, 1, "xmin still tells the reports' arrival order");
     assert_eq!(distinct_xmin("quarantine").await, 1, "xmin still tells the quarantined bodies' arrival order");
 }
 
-/// With a short retention, a week can be rolled up and its raw reports
+/// With a short retention, a week can be released and its raw reports
 /// deleted while reports of that week still wait in quarantine. Moving them
-/// in later adds them to the week's figures; it must not replace the
-/// figures with a new rollup of whatever raw reports are left.
-async fn late_move_in_keeps_rolled_up_counts<S: Store>(store: S) {
+/// in later stores them, but the week's release stays what it was: it is
+/// never computed again (from whatever raw reports are left, or at all).
+async fn late_move_in_leaves_the_release_as_it_was<S: Store>(store: S) {
+    let store = Counting::new(store);
     let week = Week::of_unix(WEEK_A);
     let s = schema();
     add_schema(&store, SCHEMA).await.unwrap();
+    register(&store, "Mail Archiver", &[], &week.to_string()).await;
     let id = store.schemas().await.unwrap()[0].id;
     for n in 0..3u64 {
         store.insert_report(keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), id, week)).await.unwrap();
@@ -237,60 +249,69 @@ async fn late_move_in_keeps_rolled_up_counts<S: Store>(store: S) {
     for n in [10, 11, 11] {
         assert!(store.quarantine(&other_digest, &week.to_string(), q(n).as_bytes(), Default::default()).await.unwrap());
     }
-    // Two weeks on, with one week of retention: rolled up, raw deleted.
+    // Two weeks on, with one week of retention: released, raw deleted.
     let later = WEEK_A + 14 * 86_400;
-    let first = purge(&store, later, 1).await.unwrap();
-    assert_eq!((first.weeks_rolled_up.len(), first.reports_deleted), (1, 3));
-    assert_eq!(store.week_totals(&week.to_string()).await.unwrap(), vec![(id, 3)]);
+    let config = ReleaseConfig::default();
+    let first = purge(&store, later, 1, &config).await.unwrap();
+    let (a, b) = (week.to_string(), week.minus(-1).to_string());
+    let p = "Mail Archiver".to_string();
+    assert_eq!((first.weeks_released, first.reports_deleted), (vec![(p.clone(), a.clone()), (p.clone(), b.clone())], 3));
+    assert_eq!(store.rows_read(), [(a.clone(), p.clone(), 3), (b.clone(), p.clone(), 0)], "each release read its week's reports");
+    let released = store.release(&p, &a).await.unwrap().unwrap();
     // The schema is registered; its quarantined reports move in.
     let added = add_schema(&store, &other).await.unwrap();
     assert_eq!(added.moved_in, 2);
-    purge(&store, later, 1).await.unwrap();
-    let mut totals = store.week_totals(&week.to_string()).await.unwrap();
-    totals.sort();
-    assert_eq!(totals, vec![(id, 3), (added.id, 2)], "the rolled-up counts of the week were lost");
-    let aggs = store.aggregates(&week.to_string()).await.unwrap();
-    let count = |schema_id: i64| aggs.iter().find(|a| a.schema_id == schema_id && a.field == "os_family").map(|a| a.count);
-    assert_eq!((count(id), count(added.id)), (Some(3), Some(2)));
+    assert_eq!(store.count_reports().await.unwrap(), 2);
+    let again = purge(&store, later, 1, &config).await.unwrap();
+    assert!(again.weeks_released.is_empty(), "{again:?}");
+    assert_eq!(store.release(&p, &a).await.unwrap().as_deref(), Some(released.as_str()), "the week's release changed");
+    assert_eq!(store.raw_reads().0, 2, "no release was computed again");
     assert_eq!(store.count_reports().await.unwrap(), 0, "the moved-in reports are past retention too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_move_in_keeps_rolled_up_counts_sqlite() {
+async fn late_move_in_leaves_the_release_as_it_was_sqlite() {
     let db = Db::new("sqlite").await;
-    late_move_in_keeps_rolled_up_counts(open_sqlite(&db.sqlite_path().unwrap()).await).await;
+    late_move_in_leaves_the_release_as_it_was(open_sqlite(&db.sqlite_path().unwrap()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_move_in_keeps_rolled_up_counts_postgres() {
+async fn late_move_in_leaves_the_release_as_it_was_postgres() {
     if pg_url().is_none() {
         eprintln!("note: {PG_ENV} not set; PostgreSQL not tested here");
         return;
     }
     let db = Db::new("postgres").await;
-    late_move_in_keeps_rolled_up_counts(open_pg(&db.url).await).await;
+    late_move_in_leaves_the_release_as_it_was(open_pg(&db.url).await).await;
 }
 
 /// A request that read the clock just before a week ended (or a process on
 /// the same PostgreSQL whose clock lags a little) stores its report in that
-/// week after the week ended. A rolled-up week is never rolled up again, so
-/// a purge right after midnight must not roll that week up yet.
+/// week after the week ended. A released week is never released again, so
+/// a purge right after midnight must not release that week (nor delete its
+/// reports) yet; the release an hour later reads both reports.
 async fn report_stored_just_after_week_end_is_counted<S: Store>(store: S) {
+    let store = Counting::new(store);
     let s = schema();
     add_schema(&store, SCHEMA).await.unwrap();
+    register(&store, "Mail Archiver", &[], "2026-W47").await;
     let id = store.schemas().await.unwrap()[0].id;
     let week = Week::parse("2026-W47").unwrap();
     let week_end = week.minus(-1).start_unix();
     let row = |n: u64| keep(&validate(&s, report(&report_id(n)).as_bytes()).unwrap(), id, week);
     assert!(store.insert_report(row(1)).await.unwrap());
     // A minute after the week ended, keeping no raw weeks at all: the week
-    // is neither rolled up nor deleted yet.
-    let early = purge(&store, week_end + 60, 0).await.unwrap();
-    assert_eq!((early.weeks_rolled_up.len(), early.reports_deleted), (0, 0), "{early:?}");
+    // is neither released nor deleted yet.
+    let config = ReleaseConfig::default();
+    let early = purge(&store, week_end + 60, 0, &config).await.unwrap();
+    assert_eq!((early.weeks_released.len(), early.reports_deleted), (0, 0), "{early:?}");
+    assert!(store.released_weeks("Mail Archiver").await.unwrap().is_empty());
     assert!(store.insert_report(row(2)).await.unwrap());
-    let later = purge(&store, week_end + 3 * 3600, 0).await.unwrap();
-    assert_eq!((later.weeks_rolled_up, later.reports_deleted), (vec!["2026-W47".to_string()], 2));
-    assert_eq!(store.week_totals("2026-W47").await.unwrap(), vec![(id, 2)], "a report of the week was left out of its figures");
+    let later = purge(&store, week_end + 3 * 3600, 0, &config).await.unwrap();
+    assert_eq!(later.weeks_released, vec![("Mail Archiver".to_string(), "2026-W47".to_string())]);
+    assert_eq!(later.reports_deleted, 2);
+    let read = store.rows_read();
+    assert_eq!(read, [("2026-W47".to_string(), "Mail Archiver".to_string(), 2)], "a report of the week was left out of its release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,3 +280,149 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Registers a product (as `optin-collector product add` does).
+pub async fn register<S: Store>(store: &S, name: &str, versions: &[&str], since: &str) -> optin_collector::storage::ProductRow {
+    let versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+    optin_collector::commands::add_product(store, name, &versions, Some(since), 0).await.unwrap()
+}
+
+/// Rows as ingest keeps them: each body validated against `schema` (id
+/// `schema_id`) by the library and received in `week`.
+pub fn rows_of(schema: &optin_telemetry::schema::Schema, schema_id: i64, week: optin_collector::privacy::Week, bodies: &[String]) -> Vec<optin_collector::privacy::ReportRow> {
+    bodies
+        .iter()
+        .map(|b| {
+            let accepted = optin_telemetry::validate::validate(schema, b.as_bytes()).unwrap_or_else(|e| panic!("{e}: {b}"));
+            optin_collector::privacy::keep(&accepted, schema_id, week)
+        })
+        .collect()
+}
+
+/// Polls until `product` has at least `weeks` stored releases (serve makes
+/// them on its own every `release_interval`).
+pub async fn wait_for_releases<S: Store>(store: &S, product: &str, weeks: usize) -> Vec<String> {
+    for _ in 0..600 {
+        let have = store.released_weeks(product).await.unwrap();
+        if have.len() >= weeks {
+            return have;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{product}: fewer than {weeks} releases after 30 s: {:?}", store.released_weeks(product).await.unwrap());
+}
+
+/// The stored release of a product's week, parsed.
+pub async fn stored_release<S: Store>(store: &S, product: &str, week: &str) -> optin_collector::release::Release {
+    let body = store.release(product, week).await.unwrap().unwrap_or_else(|| panic!("no release of {product} {week}"));
+    optin_collector::release::Release::from_json(&body).unwrap()
+}
+
+/// A real store that counts the calls reading raw reports (`release_rows`,
+/// `report`) and records how many rows each `release_rows` returned.
+#[derive(Clone)]
+pub struct Counting<S> {
+    pub inner: S,
+    pub release_rows_calls: Arc<AtomicI64>,
+    pub report_calls: Arc<AtomicI64>,
+    /// (week, product, rows returned) of every `release_rows` call.
+    pub rows_read: Arc<std::sync::Mutex<Vec<(String, String, usize)>>>,
+}
+
+impl<S: Store> Counting<S> {
+    pub fn new(inner: S) -> Counting<S> {
+        Counting { inner, release_rows_calls: Default::default(), report_calls: Default::default(), rows_read: Default::default() }
+    }
+    /// (release_rows calls, report calls) so far.
+    pub fn raw_reads(&self) -> (i64, i64) {
+        (self.release_rows_calls.load(Ordering::SeqCst), self.report_calls.load(Ordering::SeqCst))
+    }
+    pub fn rows_read(&self) -> Vec<(String, String, usize)> {
+        self.rows_read.lock().unwrap().clone()
+    }
+}
+
+use optin_collector::privacy::ReportRow;
+use optin_collector::storage::{ProductRow, QuarantineCaps, Quarantined, Result as StoreResult, SchemaRow};
+
+impl<S: Store> Store for Counting<S> {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn add_schema(&self, digest: &str, body: &str) -> StoreResult<i64> {
+        self.inner.add_schema(digest, body).await
+    }
+    async fn schemas(&self) -> StoreResult<Vec<SchemaRow>> {
+        self.inner.schemas().await
+    }
+    async fn insert_report(&self, row: ReportRow) -> StoreResult<bool> {
+        self.inner.insert_report(row).await
+    }
+    async fn insert_reports(&self, rows: Vec<ReportRow>) -> StoreResult<u64> {
+        self.inner.insert_reports(rows).await
+    }
+    async fn quarantine(&self, digest: &str, week: &str, body: &[u8], caps: QuarantineCaps) -> StoreResult<bool> {
+        self.inner.quarantine(digest, week, body, caps).await
+    }
+    async fn quarantined(&self, digest: &str) -> StoreResult<Vec<Quarantined>> {
+        self.inner.quarantined(digest).await
+    }
+    async fn quarantine_summary(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.quarantine_summary().await
+    }
+    async fn remove_quarantined(&self, keys: Vec<Vec<u8>>) -> StoreResult<()> {
+        self.inner.remove_quarantined(keys).await
+    }
+    async fn expire_quarantine(&self, before: &str) -> StoreResult<u64> {
+        self.inner.expire_quarantine(before).await
+    }
+    async fn report_weeks(&self) -> StoreResult<Vec<String>> {
+        self.inner.report_weeks().await
+    }
+    async fn delete_reports_before(&self, week: &str) -> StoreResult<u64> {
+        self.inner.delete_reports_before(week).await
+    }
+    fn arrival_ordered(&self) -> bool {
+        self.inner.arrival_ordered()
+    }
+    async fn compact(&self) -> StoreResult<()> {
+        self.inner.compact().await
+    }
+    async fn count_reports(&self) -> StoreResult<i64> {
+        self.inner.count_reports().await
+    }
+    async fn report(&self, report_id: [u8; 16]) -> StoreResult<Option<ReportRow>> {
+        self.report_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.report(report_id).await
+    }
+    async fn add_product(&self, product: ProductRow) -> StoreResult<()> {
+        self.inner.add_product(product).await
+    }
+    async fn products(&self) -> StoreResult<Vec<ProductRow>> {
+        self.inner.products().await
+    }
+    async fn claim_release(&self, product: &str, week: &str, now: i64, claim_s: i64) -> StoreResult<bool> {
+        self.inner.claim_release(product, week, now, claim_s).await
+    }
+    async fn store_release(&self, product: &str, week: &str, body: &str) -> StoreResult<bool> {
+        self.inner.store_release(product, week, body).await
+    }
+    async fn release(&self, product: &str, week: &str) -> StoreResult<Option<String>> {
+        self.inner.release(product, week).await
+    }
+    async fn releases(&self, product: &str) -> StoreResult<Vec<(String, String)>> {
+        self.inner.releases(product).await
+    }
+    async fn released_weeks(&self, product: &str) -> StoreResult<Vec<String>> {
+        self.inner.released_weeks(product).await
+    }
+    async fn release_rows(&self, week: &str, product: &str) -> StoreResult<Vec<String>> {
+        self.release_rows_calls.fetch_add(1, Ordering::SeqCst);
+        let rows = self.inner.release_rows(week, product).await?;
+        self.rows_read.lock().unwrap().push((week.to_string(), product.to_string(), rows.len()));
+        Ok(rows)
+    }
+    async fn size_bytes(&self) -> StoreResult<u64> {
+        self.inner.size_bytes().await
+    }
+}

@@ -95,7 +95,7 @@ fn every_report_the_library_builds_from_random_schemas_is_accepted() {
                 os_version: ["unknown", "10.0.22631", "6.1", "14.5"][r.below(4) as usize].into(),
                 arch: ["x86_64", "aarch64", "x86"][r.below(3) as usize].into(),
                 product: "Mail Archiver".into(),
-                product_version: format!("{}.{}", r.below(1_000_000_000), r.below(10)),
+                product_version: format!("{}.{}", r.below(100_000), r.below(10)),
                 library_version: optin_telemetry::VERSION.into(),
             };
             let mut draw_key = [0u8; 32];

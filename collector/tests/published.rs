@@ -394,7 +394,8 @@ async fn dashboard_escapes_schema_text_and_shows_alerts() {
     let server = serve(store.clone(), Options::default(), clock.clock()).await;
     server.state.refresh_schemas().await.unwrap();
     let digest = parse_schema(&hostile).unwrap().0.digest;
-    for i in 0..3 {
+    // Enough reports for the week to show figures (MIN_REPORTS_FOR_FIGURES).
+    for i in 100..220 {
         let body = report(&report_id(i)).replace(&schema().digest, &digest);
         assert_eq!(post(server.ingest(), &body).await.status, 204);
     }

@@ -173,11 +173,12 @@ async fn never_moves<S: Store, F: std::future::Future<Output = S>>(open: impl Fn
     let week = Week::of_unix(NOW).minus(1);
     let w = week.to_string();
     register(&store, P, &["5.2.1"], &w).await;
-    // During the week: 40 reports over HTTP, 5 of a schema not registered
-    // yet (quarantined).
+    // During the week: 120 reports over HTTP (enough for figures,
+    // MIN_REPORTS_FOR_FIGURES), 5 of a schema not registered yet
+    // (quarantined).
     let clock = TestClock::new(week.start_unix() + 2 * 86_400);
     let server = serve(store.clone(), options(false), clock.clock()).await;
-    for i in 0..40 {
+    for i in 0..120 {
         let body = if i % 3 == 0 { other_values(&report_id(i)) } else { report(&report_id(i)) };
         assert_eq!(post(server.ingest(), &body).await.status, 204);
     }
@@ -205,12 +206,12 @@ async fn never_moves<S: Store, F: std::future::Future<Output = S>>(open: impl Fn
     clock.set(NOW);
     // The quarantined reports move in, into the week they arrived in.
     assert_eq!(add_schema(&store, &v3).await.unwrap().moved_in, 5);
-    assert_eq!(store.release_rows(&w, P).await.unwrap().len(), 40 + 10 + 1 + 5, "the week has every report");
+    assert_eq!(store.release_rows(&w, P).await.unwrap().len(), 120 + 10 + 1 + 5, "the week has every report");
     assert_same(&before, &snapshot(&store, admin, P, &w).await, "after late, forged and moved-in reports");
 
     // Retention deletes every raw report of the week; nothing is released anew.
     let purged = purge(&store, NOW, 0, &config()).await.unwrap();
-    assert_eq!((purged.weeks_released.len(), purged.reports_deleted), (0, 56), "{purged:?}");
+    assert_eq!((purged.weeks_released.len(), purged.reports_deleted), (0, 136), "{purged:?}");
     assert_same(&before, &snapshot(&store, admin, P, &w).await, "after purge");
 
     // A restart on the same database.

@@ -22,7 +22,7 @@ pub fn parse_schema(text: &str) -> Result<(Schema, String), String> {
         if let Kind::Choice { values } | Kind::Choices { values } = &f.kind {
             if values.iter().any(|v| v == crate::release::OTHER) {
                 return Err(format!(
-                    "field {}: the value \"{}\" is reserved for the merged small cells of published figures; name it differently",
+                    "field {}: the value \"{}\" is reserved for the cell of unset values in released histograms; name it differently",
                     f.name,
                     crate::release::OTHER
                 ));

@@ -469,7 +469,7 @@ fn release_then_export() {
     assert!(run(&db, &["product", "add", "Mail Archiver", "--version", "5.2.1", "--since", &first.to_string()]).0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = rt.block_on(open_sqlite(&path));
-    let bodies: Vec<String> = (0..60).map(|i| report(&report_id(i))).collect();
+    let bodies: Vec<String> = (0..150).map(|i| report(&report_id(i))).collect();
     rt.block_on(store.insert_reports(rows_of(&schema(), 1, busy, &bodies))).unwrap();
 
     let (ok, out, err) = run(&db, &["release"]);

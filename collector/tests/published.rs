@@ -263,7 +263,7 @@ async fn property<S: Store>(store: S) {
     let weeks: Vec<Week> = (1..=3).rev().map(|i| current.minus(i)).collect();
     register(&store, PRODUCT, &["4.0.1", "4.1.0", "4.2.9"], &weeks[0].to_string()).await;
     for week in weeks.iter().chain([&current]) {
-        let bodies: Vec<String> = (0..20 + g.below(300)).map(|_| sample_report(&schema, &mut g)).collect();
+        let bodies: Vec<String> = (0..150 + g.below(300)).map(|_| sample_report(&schema, &mut g)).collect();
         store.insert_reports(rows_of(&schema, id, *week, &bodies)).await.unwrap();
     }
     let options = Options { release: config(), release_interval: Duration::from_millis(100), ..Options::default() };

@@ -20,7 +20,8 @@ Packages (binaries) covered, each with the targets it ships for:
 Reviewed list: packaging/third-party/<package>.json records "name version" -> licence for
 every crate. `check` fails when the dependency graph holds a crate that is not in the list
 (a dependency was added or updated without review), when its licence changed, or when a crate
-has no licence text; entries of crates that left are only reported. After reviewing the new crates' licences: `thirdparty.py update`.
+has no licence text (neither in its package nor supplied under packaging/third-party/texts/,
+see supplied_texts); entries of crates that left are only reported. After reviewing the new crates' licences: `thirdparty.py update`.
 
 Usage:
   thirdparty.py check
@@ -146,7 +147,21 @@ def licence_files(pkg: dict) -> list[Path]:
         lf = (d / pkg["license_file"]).resolve()
         if lf.is_file() and lf not in files:
             files.append(lf)
+    if not files:
+        files = supplied_texts(pkg["name"])
     return sorted(files, key=lambda f: f.name)
+
+
+def supplied_texts(name: str) -> list[Path]:
+    """Licence texts for a crate that ships none in its package: the texts of its
+    project's repository, reviewed and kept under packaging/third-party/texts/<crate>
+    or /<family> (the part of the name before the first "-", for a workspace of crates
+    such as dashu-int, dashu-float)."""
+    texts = ROOT / "packaging" / "third-party" / "texts"
+    for d in (texts / name, texts / name.split("-")[0]):
+        if d.is_dir():
+            return [f for f in d.iterdir() if f.is_file()]
+    return []
 
 
 def rust_std_texts() -> list[Path]:

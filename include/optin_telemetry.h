@@ -45,13 +45,6 @@
 #define OPTIN_TELEMETRY_VERSION "0.1.0"
 
 /**
- * Default of `max_bits`: a report is then one of at most 2^32 possible ones.
- */
-#define DEFAULT_MAX_BITS 32.0
-
-#define MAX_ENDPOINT_PATH 64
-
-/**
  * No answer yet: nothing is sent.
  */
 #define TEL_CONSENT_UNDECIDED 0
@@ -436,8 +429,6 @@ const char *tel_last_error_message(void);
  * The library version, e.g. "0.1.0". Never NULL; a static string: do not free.
  */
 const char *tel_version(void);
-
-extern uint32_t geteuid(void);
 
 #ifdef __cplusplus
 }  // extern "C"

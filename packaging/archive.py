@@ -5,7 +5,8 @@
     archive.py zip    OUT.zip    DIR
 
 Entries sorted by path, mtime = $SOURCE_DATE_EPOCH (0 if unset), owner root:root,
-modes normalised (0755 for folders and executables/libraries, 0644 for the rest),
+modes normalised (0755 for folders and executables/libraries, 0644 for the rest;
+symbolic links kept as links in a tar.gz, refused in a zip),
 gzip header without a file name or time.
 """
 
@@ -41,7 +42,7 @@ def write_tar_gz(out: Path, top: Path):
         for name, p in entries(top):
             info = tar.gettarinfo(str(p), arcname=name)
             info.mtime, info.uid, info.gid, info.uname, info.gname = EPOCH, 0, 0, "root", "root"
-            info.mode = mode(p)
+            info.mode = 0o777 if p.is_symlink() else mode(p)   # links: as ln -s makes them
             if info.isreg():
                 with open(p, "rb") as f:
                     tar.addfile(info, f)
@@ -56,6 +57,8 @@ def write_zip(out: Path, top: Path):
     stamp = time.gmtime(max(EPOCH, 315532800))[:6]
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         for name, p in entries(top):
+            if p.is_symlink():
+                sys.exit(f"archive.py: {p} is a symbolic link; a zip would hold a copy")
             info = zipfile.ZipInfo(name + ("/" if p.is_dir() else ""), date_time=stamp)
             info.create_system = 3  # Unix, so the modes below are read
             info.external_attr = ((0o40000 if p.is_dir() else 0o100000) | mode(p)) << 16

@@ -8,6 +8,8 @@ collector it starts on 127.0.0.1.
 Needs the cdylib (`cargo build`), or OPTIN_TELEMETRY_LIB=/path/to/library.
 """
 
+from __future__ import annotations
+
 import argparse
 import http.server
 import json
@@ -16,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bindings" / "python"))
 import optin_telemetry as ot  # noqa: E402
@@ -33,16 +36,16 @@ SCHEMA = {
 }
 
 
-def start_collector():
-    received = []
+def start_collector() -> Tuple[http.server.ThreadingHTTPServer, str, List[bytes]]:
+    received: List[bytes] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
+        def do_POST(self) -> None:
             received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -50,7 +53,7 @@ def start_collector():
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1/report", received
 
 
-def view_data(client):
+def view_data(client: ot.Client) -> None:
     d = client.describe("en")
     print(f"\n  What would be sent to {d['endpoint']}:")
     for f in d["fields"]:
@@ -59,7 +62,7 @@ def view_data(client):
     print(f"\n  Exact bytes of the next report:\n    {client.preview()}\n")
 
 
-def main():
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--yes", action="store_true")
     ap.add_argument("--no", action="store_true")

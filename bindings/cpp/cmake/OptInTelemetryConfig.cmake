@@ -25,8 +25,10 @@ cmake_minimum_required(VERSION 3.14)
 get_filename_component(_ot_dir "${CMAKE_CURRENT_LIST_DIR}" REALPATH)
 get_filename_component(_ot_checkout "${_ot_dir}/../../.." ABSOLUTE)
 
+set(_ot_source_tree FALSE)
 if(EXISTS "${_ot_checkout}/Cargo.toml" AND EXISTS "${_ot_checkout}/include/optin_telemetry.h")
   # ---- source tree ----
+  set(_ot_source_tree TRUE)
   set(_ot_include_dirs "${_ot_checkout}/include" "${_ot_checkout}/bindings/cpp/include")
   if(DEFINED ENV{CARGO_TARGET_DIR} AND NOT "$ENV{CARGO_TARGET_DIR}" STREQUAL "")
     set(_ot_target_dir "$ENV{CARGO_TARGET_DIR}")
@@ -113,10 +115,22 @@ if(NOT TARGET OptInTelemetry::optin_telemetry)
     if(_ot_implib)
       set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_IMPLIB "${_ot_implib}")
     endif()
-  else()
-    # A cargo cdylib has no SONAME: link as -loptin_telemetry so the executable
-    # records "liboptin_telemetry.so" (found through its RPATH), not a build path.
+  elseif(APPLE)
+    # Link as -loptin_telemetry so the executable does not record a build path.
     set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_NO_SONAME TRUE)
+  else()
+    # The library's SONAME is liboptin_telemetry.so.<major> (build.rs): that
+    # is the name an executable records and looks for at run time (through its
+    # RPATH). An install has that file (lib/liboptin_telemetry.so.<major>); a
+    # cargo target dir has only liboptin_telemetry.so, so in the source tree
+    # the link of the SONAME's name is made beside it.
+    set(_ot_soname "liboptin_telemetry.so.${OptInTelemetry_VERSION_MAJOR}")
+    set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_SONAME "${_ot_soname}")
+    get_filename_component(_ot_libdir "${_ot_library}" DIRECTORY)
+    get_filename_component(_ot_libname "${_ot_library}" NAME)
+    if(_ot_source_tree AND NOT _ot_libname STREQUAL _ot_soname AND NOT EXISTS "${_ot_libdir}/${_ot_soname}")
+      file(CREATE_LINK "${_ot_libname}" "${_ot_libdir}/${_ot_soname}" SYMBOLIC)
+    endif()
   endif()
 endif()
 
@@ -139,3 +153,7 @@ unset(_ot_library)
 unset(_ot_missing)
 unset(_ot_where)
 unset(_ot_found_h)
+unset(_ot_source_tree)
+unset(_ot_soname)
+unset(_ot_libdir)
+unset(_ot_libname)

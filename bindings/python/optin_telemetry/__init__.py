@@ -41,7 +41,7 @@ import threading
 import weakref
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 __all__ = ["Client", "ClientClosedError", "Consent", "TelemetryError", "load", "library_path", "ERRORS"]
 
@@ -157,7 +157,7 @@ def load(path: Union[str, Path, None] = None) -> ctypes.CDLL:
 _DECLARED = "_optin_telemetry_declared"
 
 
-def declare(lib):
+def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Declares every signature on ``lib`` (e.g. a plain ``ctypes.CDLL``) and returns it."""
     if not getattr(lib, _DECLARED, False):
         for name, (restype, argtypes) in _SIGNATURES.items():
@@ -181,6 +181,8 @@ def version(lib: Optional[ctypes.CDLL] = None) -> str:
 def take_string(lib: ctypes.CDLL, ptr: c_void_p) -> str:
     """Copies a library-owned string and frees it."""
     try:
+        if ptr.value is None:  # never on success; a NULL must not reach string_at
+            raise TelemetryError(6, "the library returned no string (NULL)", "take_string")
         return ctypes.string_at(ptr.value).decode("utf-8")
     finally:
         lib.tel_string_free(ptr)
@@ -211,10 +213,10 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     # The plain int behind a subclass (an IntEnum, or one whose comparisons
     # lie): ctypes passes that stored value, so that is what is checked.
-    value = operator.index(value)
-    if not lo <= value <= hi:
-        raise OverflowError(f"{what} must be between {lo} and {hi}, got {value}")
-    return value
+    plain = operator.index(value)
+    if not lo <= plain <= hi:
+        raise OverflowError(f"{what} must be between {lo} and {hi}, got {plain}")
+    return plain
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -251,11 +253,11 @@ class Client:
         # garbage collector); a plain Lock would deadlock there.
         self._cv = threading.Condition(threading.RLock())
         self._calls = 0  # calls in flight on the native client
-        self._mine: dict = {}  # thread ident -> its calls in flight
+        self._mine: Dict[int, int] = {}  # thread ident -> its calls in flight
         # Closed until tel_open succeeds: a Client whose open failed (reached
         # through __new__ or a subclass) refuses calls with ClientClosedError.
         self._closed = True  # set by the first close(): no new calls
-        self._freer = None  # the thread that took the handle to free it
+        self._freer: Optional[int] = None  # the thread that took the handle to free it
         self._freed = True  # tel_close has returned (or there was nothing to free)
         self._forked = False  # this is a forked child's copy (see _after_fork_in_child)
         self._handle = c_void_p()
@@ -276,7 +278,7 @@ class Client:
             # Read on this thread, right after the call (a thread-local message).
             raise TelemetryError(rc, last_error(self._lib), function)
 
-    def _call(self, function: str, *args) -> int:
+    def _call(self, function: str, *args: Any) -> int:
         """Calls ``function(handle, *args)`` while holding a share of the client:
         close() waits until every such call has returned."""
         me = threading.get_ident()
@@ -294,7 +296,8 @@ class Client:
                 self._leave(me)
                 raise
         try:
-            return getattr(self._lib, function)(handle, *args)
+            rc: int = getattr(self._lib, function)(handle, *args)
+            return rc
         finally:
             self._leave(me)
 
@@ -319,7 +322,7 @@ class Client:
         if handle is not None:
             self._free(handle)
 
-    def _take(self):
+    def _take(self) -> Optional[c_void_p]:
         """Under the lock: the handle to free, once; None if already taken."""
         if self._freer is not None or self._freed:
             return None
@@ -327,7 +330,7 @@ class Client:
         handle, self._handle = self._handle, c_void_p()
         return handle
 
-    def _free(self, handle) -> None:
+    def _free(self, handle: c_void_p) -> None:
         try:
             if handle:
                 self._lib.tel_close(handle)
@@ -336,10 +339,10 @@ class Client:
                 self._freed = True
                 self._cv.notify_all()
 
-    def _run(self, function: str, *args) -> None:
+    def _run(self, function: str, *args: Any) -> None:
         self._check(function, self._call(function, *args))
 
-    def _out(self, function: str, *args) -> str:
+    def _out(self, function: str, *args: Any) -> str:
         out = c_void_p()
         self._check(function, self._call(function, *args, ctypes.byref(out)))
         return take_string(self._lib, out)
@@ -393,7 +396,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -439,14 +442,26 @@ class Client:
         """The exact text of the next report."""
         return self._out("tel_preview_json")
 
-    def describe(self, language: Optional[str] = "en") -> dict:
-        return json.loads(self._out("tel_describe_json", None if language is None else _encode(language, "language")))
+    def describe(self, language: Optional[str] = "en") -> Dict[str, Any]:
+        """The "view data" screen's content (``tel_describe_json``), parsed."""
+        described: Dict[str, Any] = json.loads(self._out("tel_describe_json", None if language is None else _encode(language, "language")))
+        return described
 
-    def status(self) -> dict:
-        return json.loads(self._out("tel_status_json"))
+    def status(self) -> Dict[str, Any]:
+        """``tel_status_json``, parsed."""
+        status: Dict[str, Any] = json.loads(self._out("tel_status_json"))
+        return status
 
-    def history(self) -> dict:
-        return json.loads(self._out("tel_history_json"))
+    def history_json(self) -> str:
+        """The text of ``tel_history_json`` as the library wrote it: the last
+        52 reports that left the machine, newest first, each ``body`` the exact
+        text sent (null over 32 KiB; ``body_sha256`` and ``body_length`` always)."""
+        return self._out("tel_history_json")
+
+    def history(self) -> Dict[str, Any]:
+        """``history_json()``, parsed."""
+        history: Dict[str, Any] = json.loads(self.history_json())
+        return history
 
     def clear_history(self) -> None:
         self._run("tel_clear_history")

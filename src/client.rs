@@ -319,6 +319,9 @@ impl Client {
                 None => values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)),
             };
             d.insert("value".into(), value);
+            // The value as set (the form tel_set_values_json takes: a count's
+            // exact number), where "value" is the form it is sent in.
+            d.insert("current_value".into(), values[i].as_ref().map_or(Value::Null, |v| raw_value(sch, i, v)));
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -363,6 +366,12 @@ impl Client {
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
             "next_report": next_report,
+            // When the next report (or the retry of a pending one) is due, as
+            // tel_status_json's "next_due": null unless granted and not blocked.
+            "next_due": match (consent, self.blocked_by(), state.schedule.as_ref()) {
+                (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
+                _ => Value::Null,
+            },
             "warnings": warnings,
         });
         Ok(out.to_string())

@@ -18,7 +18,7 @@ use crate::report::{self, Builtins, ReportIdentity};
 use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
 use crate::schema::{self, CountEncoding, FieldValue, Kind, Schema, BUILTIN_FIELDS};
 use crate::store::{Attempt, Guard, HistoryEntry, SharedValues, State, Store};
-use crate::transport::{Delivery, Transport};
+use crate::transport::{Abort, Delivery, Transport};
 use crate::{now_unix, random_hex, OsRng};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -29,8 +29,14 @@ pub const MAX_VALUES_JSON_BYTES: usize = 1 << 20;
 /// How often a tick re-reads the state although nothing is due, so that a
 /// consent given in another process (a GUI beside a service) is noticed.
 pub const RECHECK: i64 = 600;
-/// How long `close` waits for a send in flight before abandoning it.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How long `close` waits for a send it interrupted to record its outcome
+/// (one lock and two durable writes, about a millisecond) before returning.
+pub const CLOSE_WAIT: Duration = Duration::from_millis(50);
+/// Where the transport cannot interrupt a send blocked on the network
+/// (WinHTTP on Windows): how long `close` waits for it before returning.
+pub const CLOSE_WAIT_UNINTERRUPTIBLE: Duration = Duration::from_secs(3);
+/// The error recorded for a send that `close` interrupted.
+pub const CLOSED_DURING_SEND: &str = "the client was closed during the send, before the collector answered; the report is sent again later with the same id";
 pub const DISABLE_ENV: &str = "OPTIN_TELEMETRY_DISABLE";
 /// A tick that found the state locked by someone else looks again after this
 /// many seconds of tick time.
@@ -56,6 +62,8 @@ struct Shared {
     /// generation is abandoned before it transmits.
     generation: AtomicU64,
     closed: AtomicBool,
+    /// Set by close: interrupts the send in flight (its socket is shut down).
+    abort: Abort,
     /// A "no" that could not be saved: this client sends nothing more for
     /// the rest of its life (it fails closed, whatever the disk says).
     refused_unsaved: AtomicBool,
@@ -158,6 +166,7 @@ impl Client {
                 send_done: Condvar::new(),
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                abort: Abort::default(),
                 refused_unsaved: AtomicBool::new(false),
             }),
         })
@@ -310,6 +319,9 @@ impl Client {
                 None => values[i].as_ref().map_or(Value::Null, |v| report::encode(sch, i, v, &identity)),
             };
             d.insert("value".into(), value);
+            // The value as set (the form tel_set_values_json takes: a count's
+            // exact number), where "value" is the form it is sent in.
+            d.insert("current_value".into(), values[i].as_ref().map_or(Value::Null, |v| raw_value(sch, i, v)));
             fields.push(Value::Object(d));
         }
         let receipt = state.consent.as_ref().map_or(Value::Null, |r: &Receipt| {
@@ -354,6 +366,12 @@ impl Client {
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
             "next_report": next_report,
+            // When the next report (or the retry of a pending one) is due, as
+            // tel_status_json's "next_due": null unless granted and not blocked.
+            "next_due": match (consent, self.blocked_by(), state.schedule.as_ref()) {
+                (ConsentState::Granted, None, Some(sc)) => json!(sc.due),
+                _ => Value::Null,
+            },
             "warnings": warnings,
         });
         Ok(out.to_string())
@@ -850,7 +868,7 @@ impl Shared {
             let token = token.to_string();
             move || me.still_may_send(&token, generation)
         };
-        let delivery = self.transport.send(&body, gate);
+        let delivery = self.transport.send(&body, gate, &self.abort);
         if delivery == Delivery::Stopped {
             return self.abandon_unsent(token);
         }
@@ -861,6 +879,10 @@ impl Shared {
             Delivery::Delivered { status } => ("delivered", Some(*status), None, Outcome::Delivered),
             Delivery::Refused { status, error } => ("refused", Some(*status), Some(error.clone()), Outcome::Refused),
             Delivery::Failed { status, retry_after, error } => ("failed", *status, Some(error.clone()), Outcome::Failed { retry_after: *retry_after }),
+            // Closed mid-request: the collector may have the report or not.
+            // It stays pending with its id and bytes and is retried like a
+            // failed attempt (the collector keeps one row per report id).
+            Delivery::Interrupted { error } => ("interrupted", None, Some(format!("{CLOSED_DURING_SEND} ({error})")), Outcome::Failed { retry_after: None }),
             Delivery::Stopped => unreachable!("handled above"),
         };
         if outcome == Outcome::Delivered {
@@ -907,10 +929,15 @@ impl Shared {
 
 impl Drop for Client {
     /// Closing: nothing new starts, a prepared send that has not transmitted
-    /// is abandoned, one in flight gets `CLOSE_WAIT` to finish.
+    /// is abandoned, and one in flight is interrupted (its socket is shut
+    /// down) and gets `CLOSE_WAIT` to record its outcome. The report stays
+    /// pending with its id and bytes: the next look after its retry time,
+    /// in this process or another, sends it again. Where the transport
+    /// cannot interrupt (Windows), the send gets `CLOSE_WAIT_UNINTERRUPTIBLE`.
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        let _ = self.flush(CLOSE_WAIT);
+        let wait = if self.shared.abort.abort() { CLOSE_WAIT } else { CLOSE_WAIT_UNINTERRUPTIBLE };
+        let _ = self.flush(wait);
     }
 }
 

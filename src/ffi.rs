@@ -193,10 +193,25 @@ pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *
 
 /// Closes a client and frees it. NULL is a no-op.
 ///
-/// A send that has not started transmitting is abandoned; one in flight is
-/// given up to 3 seconds to finish, then left to end on its own without
-/// touching the freed handle. Must not race any other call on the same
-/// client; the pointer is invalid afterwards. Returns nothing and cannot fail.
+/// Returns promptly: it does not wait for the network. A send that has not
+/// started transmitting is abandoned (nothing of it leaves). A send in flight
+/// is interrupted: its connection is shut down at once and it gets up to 50 ms
+/// to record its outcome ("interrupted" in tel_history_json). The collector may
+/// or may not have received that report; it stays pending with the same
+/// report id and bytes and is sent again by the next tick after its retry
+/// time (counted like a failed attempt: 1 s to 1 min after the interrupted
+/// attempt started the first time, doubling after each further failure; the
+/// fifth failed attempt gives the report up), in this process or another on
+/// the same state_dir; the collector keeps one report per id. Nothing is sent
+/// after tel_close returns. It does not wait for a connect still in progress
+/// (it ends on its own within the connect timeout, sending nothing) nor for a
+/// state_dir locked by another process (the outcome is then recorded when the
+/// lock is free, or the send is counted as interrupted when its lease runs
+/// out). On Windows (WinHTTP) a send in flight is not interrupted: tel_close
+/// waits for it up to 3 seconds, then leaves it to end on its own. A thread
+/// left running never touches the freed handle. Must not race any other call
+/// on the same client; the pointer is invalid afterwards. Returns nothing and
+/// cannot fail.
 #[no_mangle]
 pub unsafe extern "C" fn tel_close(client: *mut tel_client) {
     let _ = boundary(|| {

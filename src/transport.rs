@@ -46,9 +46,51 @@ pub enum Delivery {
     Refused { status: u16, error: String },
     /// Network error, 408, 429 or 5xx: retried later.
     Failed { status: Option<u16>, retry_after: Option<i64>, error: String },
-    /// The gate said no once the connection was up: not a byte of the
-    /// request was written.
+    /// The gate said no once the connection was up, or the attempt was
+    /// interrupted (see [`Abort`]) before the gate let it write: not a byte
+    /// of the request was written.
     Stopped,
+    /// [`Abort::abort`] interrupted the attempt after bytes of the request
+    /// may have been written and before the answer's status arrived: the
+    /// collector may or may not have the report.
+    Interrupted { error: String },
+}
+
+/// Lets another thread (`tel_close`) interrupt the attempt in flight. Once
+/// aborted it stays so: every later attempt stops before its first byte.
+#[derive(Default)]
+pub struct Abort {
+    aborted: std::sync::atomic::AtomicBool,
+    /// The running attempt's agent: `Agent::shutdown` shuts its socket down,
+    /// which wakes a read or write blocked on it with an error at once.
+    #[cfg(not(windows))]
+    agent: std::sync::Mutex<Option<ureq::Agent>>,
+}
+
+impl Abort {
+    /// Interrupts the attempt in flight, if any, and every later one.
+    /// Returns whether this platform's transport can interrupt an attempt
+    /// blocked on the network (not yet on Windows: WinHTTP's synchronous
+    /// calls run to their timeouts there).
+    pub fn abort(&self) -> bool {
+        self.aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(not(windows))]
+        {
+            // Taken under the lock the attempt stores it under, after the flag
+            // is set: an attempt that stores its agent later sees the flag.
+            let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(agent) = agent {
+                agent.shutdown();
+            }
+            true
+        }
+        #[cfg(windows)]
+        false
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[cfg(not(windows))]
@@ -62,6 +104,8 @@ type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 struct GateConnector {
     gate: Gate,
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the gate let the first byte be written.
+    passed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(not(windows))]
@@ -76,7 +120,7 @@ impl<In: Wire> Connector<In> for GateConnector {
     type Out = GatedWire<In>;
 
     fn connect(&self, _details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
-        Ok(chained.map(|inner| GatedWire { inner, gate: Some(self.gate.clone()), stopped: self.stopped.clone() }))
+        Ok(chained.map(|inner| GatedWire { inner, gate: Some(self.gate.clone()), stopped: self.stopped.clone(), passed: self.passed.clone() }))
     }
 }
 
@@ -86,6 +130,7 @@ struct GatedWire<T> {
     /// Taken by the first write.
     gate: Option<Gate>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    passed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(not(windows))]
@@ -107,6 +152,7 @@ impl<T: Wire> Wire for GatedWire<T> {
                 self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(ureq::Error::Io(std::io::Error::other("stopped before the first byte: consent, policy or ownership changed")));
             }
+            self.passed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.inner.transmit_output(amount, timeout)
     }
@@ -230,10 +276,27 @@ impl Transport {
 
     /// One attempt on a connection of its own. `gate` is asked after the
     /// connection is established and before the first byte is written.
-    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static) -> Delivery {
+    /// `abort` interrupts it from another thread (see [`Abort`]).
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &Abort) -> Delivery {
+        use std::sync::atomic::Ordering::SeqCst;
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let connector = DefaultConnector::new().chain(GateConnector { gate: Arc::new(gate), stopped: stopped.clone() });
+        let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connector = DefaultConnector::new().chain(GateConnector { gate: Arc::new(gate), stopped: stopped.clone(), passed: passed.clone() });
         let agent = ureq::Agent::with_parts(self.config.clone(), connector, DefaultResolver::default());
+        {
+            let mut slot = abort.agent.lock().unwrap_or_else(|e| e.into_inner());
+            if abort.is_aborted() {
+                return Delivery::Stopped;
+            }
+            *slot = Some(agent.clone());
+        }
+        struct Clear<'a>(&'a Abort);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        }
+        let _clear = Clear(abort);
         let response = agent
             .post(&self.endpoint)
             .header("Content-Type", "application/json")
@@ -241,7 +304,11 @@ impl Transport {
             .send(body.as_bytes());
         let mut response = match response {
             Ok(r) => r,
-            Err(_) if stopped.load(std::sync::atomic::Ordering::SeqCst) => return Delivery::Stopped,
+            Err(_) if stopped.load(SeqCst) => return Delivery::Stopped,
+            // Interrupted during the connect, the handshake or the gate:
+            // nothing of the request was written.
+            Err(_) if abort.is_aborted() && !passed.load(SeqCst) => return Delivery::Stopped,
+            Err(e) if abort.is_aborted() => return Delivery::Interrupted { error: format!("interrupted by close before the collector answered ({e})") },
             Err(e) => return Delivery::Failed { status: None, retry_after: None, error: format!("network error: {e}") },
         };
         let status = response.status().as_u16();

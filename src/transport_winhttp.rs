@@ -515,7 +515,12 @@ impl Transport {
     /// and sends the request headers, then asks `gate` right before the first
     /// byte of the report is written; `false` closes the connection with
     /// nothing of the report sent (`Delivery::Stopped`).
-    pub fn send(&self, body: &str, gate: impl Fn() -> bool) -> Delivery {
+    /// `abort` is only looked at before the attempt starts: WinHTTP's
+    /// synchronous calls are not interrupted (they run to their timeouts).
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool, abort: &crate::transport::Abort) -> Delivery {
+        if abort.is_aborted() {
+            return Delivery::Stopped;
+        }
         let route = self.route();
         match self.attempt(body, &gate, &route) {
             Ok(d) => d,
@@ -850,7 +855,7 @@ mod tests {
         let d = t.send("{\"secret\":1}", || {
             asked.set(asked.get() + 1);
             false
-        });
+        }, &Default::default());
         assert_eq!(asked.get(), 1);
         assert_eq!(d, Delivery::Stopped);
         let got = String::from_utf8(server.join().unwrap()).unwrap();
@@ -863,7 +868,7 @@ mod tests {
     fn send_sends_the_body_after_may_send_says_yes() {
         let (port, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
-        assert_eq!(t.send("{\"a\":1}", || true), Delivery::Delivered { status: 200 });
+        assert_eq!(t.send("{\"a\":1}", || true, &Default::default()), Delivery::Delivered { status: 200 });
         let got = String::from_utf8(server.join().unwrap()).unwrap();
         assert!(got.ends_with("\r\n\r\n{\"a\":1}") && got.to_ascii_lowercase().contains("content-type: application/json"), "{got}");
         assert!(got.contains("User-Agent: optin-telemetry/"), "{got}");
@@ -898,7 +903,7 @@ mod tests {
             sent
         });
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
-        assert_eq!(t.send("{}", || true), Delivery::Delivered { status: 200 });
+        assert_eq!(t.send("{}", || true, &Default::default()), Delivery::Delivered { status: 200 });
         // send() has returned: the connection must be closed, not kept for
         // the rest of the answer or for a next report.
         let sent = server.join().unwrap();
@@ -958,7 +963,7 @@ mod tests {
             })
         };
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
-        let d = t.send("{}", || true);
+        let d = t.send("{}", || true, &Default::default());
         done.store(true, SeqCst);
         server.join().unwrap();
         assert!(matches!(d, Delivery::Failed { ref error, .. } if error.contains("407")), "{d:?}");
@@ -992,7 +997,7 @@ mod tests {
     fn a_redirect_is_not_followed() {
         let (port, server) = serve_once(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n");
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
-        let d = t.send("{}", || true);
+        let d = t.send("{}", || true, &Default::default());
         assert!(matches!(d, Delivery::Refused { status: 302, .. }), "{d:?}");
         server.join().unwrap();
     }

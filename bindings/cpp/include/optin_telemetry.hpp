@@ -196,7 +196,8 @@ inline std::string version() { return std::string(tel_version()); }
 /// it throws Error with ErrorCode::NullArgument.
 class Client {
 public:
-    /// Calls tel_close(); a send in flight gets up to 3 seconds (see the C header).
+    /// Calls tel_close(): a send in flight is interrupted, not waited for; its
+    /// report is sent again later with the same id (see the C header).
     struct Deleter {
         void operator()(tel_client* c) const noexcept { tel_close(c); }
     };
@@ -229,7 +230,7 @@ public:
     /// Gives the handle up; the caller must tel_close() it.
     tel_client* release() noexcept { return handle_.release(); }
     /// Closes now (tel_close); the Client becomes empty. Call flush() first to
-    /// let a send in flight finish.
+    /// let a send in flight finish (otherwise it is interrupted and retried later).
     void close() noexcept { handle_.reset(); }
 
     // ----- consent -----

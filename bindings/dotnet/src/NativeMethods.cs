@@ -62,7 +62,7 @@ namespace OptInTelemetry
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern int tel_preview_json(TelemetryHandle client, out IntPtr out_json);
 
-        /// <param name="language">NUL-terminated UTF-8, or null (English).</param>
+        // language: NUL-terminated UTF-8, or null (English).
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern int tel_describe_json(TelemetryHandle client, byte[] language, out IntPtr out_json);
 

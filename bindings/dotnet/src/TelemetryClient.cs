@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Text;
 using System.Threading;
+using System.Threading.Tasks;
 
 namespace OptInTelemetry
 {
@@ -53,6 +54,189 @@ namespace OptInTelemetry
         public static TelemetryClient Open(string configJson)
         {
             return new TelemetryClient(configJson);
+        }
+
+        /// <summary>
+        /// Opens a client with the configuration <paramref name="options"/> produce (<see cref="TelemetryOptions.ToJson"/>).
+        /// (Not an overload of Open: Open(null) keeps compiling.)
+        /// </summary>
+        public static TelemetryClient Create(TelemetryOptions options)
+        {
+            if (options == null) throw new ArgumentNullException("options");
+            return new TelemetryClient(options.ToJson());
+        }
+
+        /// <summary>Opens a client on a thread-pool thread (tel_open reads the state directory under its lock file).</summary>
+        public static Task<TelemetryClient> CreateAsync(TelemetryOptions options)
+        {
+            if (options == null) throw new ArgumentNullException("options");
+            string json = options.ToJson();
+            return Task.Run(() => new TelemetryClient(json));
+        }
+
+        /// <summary>
+        /// Raised when a report's outcome "delivered" is first seen (by <see cref="Flush"/>,
+        /// <see cref="FlushAsync(CancellationToken)"/> or <see cref="CheckForOutcomes"/>), on the thread that
+        /// made that call: a thread-pool thread for FlushAsync (marshal to the UI thread yourself).
+        /// </summary>
+        public event EventHandler<SentReportEventArgs> ReportSent;
+
+        /// <summary>
+        /// Raised when a report's outcome "refused" (the collector dropped it) is first seen; same
+        /// rules as <see cref="ReportSent"/>.
+        /// </summary>
+        public event EventHandler<SentReportEventArgs> ReportRefused;
+
+        // Outcomes already seen (report id + attempt count), for the events.
+        private readonly object seenLock = new object();
+        private HashSet<string> seen;
+
+        /// <summary>
+        /// Reads the history and raises <see cref="ReportSent"/> / <see cref="ReportRefused"/> for
+        /// every delivered or refused report not seen before by this client object. The first call
+        /// only remembers what is there. Flush and FlushAsync call it themselves.
+        /// </summary>
+        public void CheckForOutcomes()
+        {
+            IReadOnlyList<SentReport> reports = GetSentReports();
+            var fresh = new List<SentReport>();
+            lock (seenLock)
+            {
+                bool first = seen == null;
+                if (first) seen = new HashSet<string>();
+                foreach (SentReport r in reports)
+                {
+                    if (r.Outcome != ReportOutcome.Delivered && r.Outcome != ReportOutcome.Refused) continue;
+                    if (seen.Add(r.ReportId + "/" + r.Attempts.Count) && !first) fresh.Add(r);
+                }
+            }
+            for (int i = fresh.Count - 1; i >= 0; i--)
+            {
+                EventHandler<SentReportEventArgs> h = fresh[i].Outcome == ReportOutcome.Delivered ? ReportSent : ReportRefused;
+                if (h != null) h(this, new SentReportEventArgs(fresh[i]));
+            }
+        }
+
+        private void RememberOutcomes()
+        {
+            bool none;
+            lock (seenLock) none = seen == null;
+            if (none) CheckForOutcomes();
+        }
+
+        /// <summary>The "view data" document, typed: every field with its kind, description in <paramref name="language"/>, value as set and as sent; consent and what changed; the next report and when it is due.</summary>
+        public ReportDescription DescribeReport(string language)
+        {
+            return new ReportDescription(Describe(language));
+        }
+
+        /// <summary>DescribeReport on a thread-pool thread.</summary>
+        public Task<ReportDescription> DescribeReportAsync(string language)
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => DescribeReport(language));
+        }
+
+        /// <summary>The sending status, typed (tel_status_json). <see cref="Status"/> keeps the JSON.</summary>
+        public TelemetryStatus GetStatus()
+        {
+            return new TelemetryStatus(Status);
+        }
+
+        /// <summary>GetStatus on a thread-pool thread.</summary>
+        public Task<TelemetryStatus> GetStatusAsync()
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => GetStatus());
+        }
+
+        /// <summary>The last 52 reports that left the machine, newest first, typed. <see cref="History"/> keeps the JSON.</summary>
+        public IReadOnlyList<SentReport> GetSentReports()
+        {
+            return SentReport.ListFrom(History);
+        }
+
+        /// <summary>GetSentReports on a thread-pool thread.</summary>
+        public Task<IReadOnlyList<SentReport>> GetSentReportsAsync()
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => GetSentReports());
+        }
+
+        /// <summary>SetConsent on a thread-pool thread (it writes the state file under its lock file).</summary>
+        public Task SetConsentAsync(bool granted)
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => SetConsent(granted));
+        }
+
+        /// <summary>The consent on a thread-pool thread (it reads the state file under its lock file).</summary>
+        public Task<Consent> GetConsentAsync()
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => Consent);
+        }
+
+        /// <summary>PreviewJson on a thread-pool thread.</summary>
+        public Task<string> PreviewJsonAsync()
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => PreviewJson());
+        }
+
+        /// <summary>ClearHistory on a thread-pool thread.</summary>
+        public Task ClearHistoryAsync()
+        {
+            ThrowIfDisposed();
+            return Task.Run(() => ClearHistory());
+        }
+
+        /// <summary>
+        /// Waits, without blocking the calling thread, until no send of this client is in flight;
+        /// then raises <see cref="ReportSent"/> / <see cref="ReportRefused"/> for new outcomes (on a
+        /// thread-pool thread). Cancelling ends the wait (within about 50 ms), not the send.
+        /// </summary>
+        /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+        public Task FlushAsync(CancellationToken cancellationToken)
+        {
+            return FlushAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+        }
+
+        /// <summary>FlushAsync with a timeout: the task's result is true when no send is in flight, false when <paramref name="timeout"/> ran out.</summary>
+        /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+        public Task<bool> FlushAsync(TimeSpan timeout, CancellationToken cancellationToken)
+        {
+            if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+            {
+                throw new ArgumentOutOfRangeException("timeout", timeout, "The timeout cannot be negative.");
+            }
+            ThrowIfDisposed();
+            return Task.Run(() =>
+            {
+                RememberOutcomes();
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                TimeSpan slice = TimeSpan.FromMilliseconds(50);
+                while (true)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    TimeSpan wait = slice;
+                    if (timeout != Timeout.InfiniteTimeSpan)
+                    {
+                        TimeSpan left = timeout - watch.Elapsed;
+                        if (left < TimeSpan.Zero) left = TimeSpan.Zero;
+                        if (left < wait) wait = left;
+                    }
+                    if (FlushNative(wait))
+                    {
+                        CheckForOutcomes();
+                        return true;
+                    }
+                    if (timeout != Timeout.InfiniteTimeSpan && watch.Elapsed >= timeout)
+                    {
+                        return false;
+                    }
+                }
+            }, cancellationToken);
         }
 
         private static TelemetryHandle OpenHandle(string configJson)
@@ -274,10 +458,21 @@ namespace OptInTelemetry
         /// <summary>
         /// Waits until no send of this client is in flight. Returns true when none is
         /// (at once if none was), false when <paramref name="timeout"/> ran out
-        /// (TEL_ERR_TIMEOUT). Does not wait for retries due later.
+        /// (TEL_ERR_TIMEOUT). Does not wait for retries due later. Blocks the calling
+        /// thread: from a UI thread use <see cref="FlushAsync(CancellationToken)"/>. When it
+        /// returns true it raises <see cref="ReportSent"/> / <see cref="ReportRefused"/> on
+        /// this thread for outcomes not seen before.
         /// <see cref="Timeout.InfiniteTimeSpan"/> waits about 49 days.
         /// </summary>
         public bool Flush(TimeSpan timeout)
+        {
+            RememberOutcomes();
+            bool done = FlushNative(timeout);
+            if (done) CheckForOutcomes();
+            return done;
+        }
+
+        private bool FlushNative(TimeSpan timeout)
         {
             uint ms;
             if (timeout == Timeout.InfiniteTimeSpan)
@@ -340,7 +535,9 @@ namespace OptInTelemetry
         /// <summary>
         /// Closes the client: calls starting afterwards throw ObjectDisposedException;
         /// tel_close runs once the calls already in progress on other threads have
-        /// returned (at once if there are none). Idempotent.
+        /// returned (at once if there are none). Idempotent. It does not wait for the
+        /// network: a send in flight is interrupted (its connection shut down) and its
+        /// report is sent again later with the same id (see the README for the figures).
         /// </summary>
         public void Dispose()
         {

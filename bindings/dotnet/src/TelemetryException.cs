@@ -38,6 +38,25 @@ namespace OptInTelemetry
     [Serializable]
     public class TelemetryException : Exception
     {
+        /// <summary>A TelemetryException with a default message (standard constructor; <see cref="ResultCode"/> is Ok).</summary>
+        public TelemetryException()
+            : base("An optin-telemetry call failed.")
+        {
+        }
+
+        /// <summary>A TelemetryException with <paramref name="message"/> (standard constructor).</summary>
+        public TelemetryException(string message)
+            : base(message)
+        {
+        }
+
+        /// <summary>A TelemetryException with <paramref name="message"/> and its cause (standard constructor).</summary>
+        public TelemetryException(string message, Exception innerException)
+            : base(message, innerException)
+        {
+        }
+
+        /// <summary>A native call failed: <paramref name="function"/> returned <paramref name="resultCode"/> with <paramref name="nativeMessage"/>.</summary>
         public TelemetryException(ResultCode resultCode, string nativeMessage, string function)
             : base(Format(resultCode, nativeMessage, function))
         {
@@ -46,6 +65,7 @@ namespace OptInTelemetry
             Function = function;
         }
 
+        /// <summary>Deserializes an exception.</summary>
         protected TelemetryException(SerializationInfo info, StreamingContext context)
             : base(info, context)
         {
@@ -63,6 +83,7 @@ namespace OptInTelemetry
         /// <summary>The native function that failed, e.g. "tel_set_choice".</summary>
         public string Function { get; private set; }
 
+        /// <summary>Serializes the exception with its properties.</summary>
         public override void GetObjectData(SerializationInfo info, StreamingContext context)
         {
             base.GetObjectData(info, context);
@@ -117,6 +138,25 @@ namespace OptInTelemetry
     [Serializable]
     public class TelemetryVersionMismatchException : Exception
     {
+        /// <summary>A TelemetryVersionMismatchException with a default message (standard constructor).</summary>
+        public TelemetryVersionMismatchException()
+            : base("optin-telemetry version mismatch.")
+        {
+        }
+
+        /// <summary>A TelemetryVersionMismatchException with <paramref name="message"/> (standard constructor).</summary>
+        public TelemetryVersionMismatchException(string message)
+            : base(message)
+        {
+        }
+
+        /// <summary>A TelemetryVersionMismatchException with <paramref name="message"/> and its cause (standard constructor).</summary>
+        public TelemetryVersionMismatchException(string message, Exception innerException)
+            : base(message, innerException)
+        {
+        }
+
+        /// <summary>The native library reports <paramref name="nativeVersion"/>, not <paramref name="expectedVersion"/>.</summary>
         public TelemetryVersionMismatchException(string expectedVersion, string nativeVersion)
             : base(string.Format(
                 "optin-telemetry version mismatch: the native library optin_telemetry reports version {0}, " +
@@ -141,6 +181,7 @@ namespace OptInTelemetry
             MissingFunction = missingFunction;
         }
 
+        /// <summary>Deserializes an exception.</summary>
         protected TelemetryVersionMismatchException(SerializationInfo info, StreamingContext context)
             : base(info, context)
         {
@@ -149,13 +190,16 @@ namespace OptInTelemetry
             MissingFunction = info.GetString("MissingFunction");
         }
 
+        /// <summary>The version this binding was built for.</summary>
         public string ExpectedVersion { get; private set; }
 
+        /// <summary>The version the native library reports.</summary>
         public string NativeVersion { get; private set; }
 
         /// <summary>The tel_* function the native library lacks; null when only the version differs.</summary>
         public string MissingFunction { get; private set; }
 
+        /// <summary>Serializes the exception with its properties.</summary>
         public override void GetObjectData(SerializationInfo info, StreamingContext context)
         {
             base.GetObjectData(info, context);

@@ -12,8 +12,9 @@ namespace OptInTelemetry
     /// </summary>
     /// <remarks>
     /// SafeHandle has a critical finalizer: a client that is never disposed is
-    /// closed on the finalizer thread. tel_close may wait up to 3 seconds for a
-    /// send in flight, which then blocks the finalizer thread; dispose clients.
+    /// closed on the finalizer thread. tel_close interrupts a send in flight
+    /// (at most about 50 ms; up to 3 seconds on Windows, where WinHTTP's send
+    /// is not interrupted yet); dispose clients.
     /// </remarks>
     internal sealed class TelemetryHandle : SafeHandle
     {

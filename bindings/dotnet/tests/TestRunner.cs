@@ -46,8 +46,9 @@ namespace OptInTelemetry.Tests
             Directory.CreateDirectory(Env.WorkDir);
 
             var tests = typeof(Tests).GetMethods(BindingFlags.Public | BindingFlags.Static)
+                .Concat(typeof(TypedTests).GetMethods(BindingFlags.Public | BindingFlags.Static))
                 .Where(m => m.GetCustomAttributes(typeof(TestAttribute), false).Length > 0)
-                .OrderBy(m => m.MetadataToken)
+                .OrderBy(m => m.DeclaringType == typeof(Tests) ? 0 : 1).ThenBy(m => m.MetadataToken)
                 .Where(m => only == null || m.Name == only)
                 .ToList();
             int passed = 0, failed = 0;

@@ -354,7 +354,7 @@ class Client:
     def close(self) -> None:
         """Frees the native client once calls in flight have finished. Safe to
         call more than once and from several threads: each returns after the
-        client is freed. tel_close gives a send in flight up to 3 seconds.
+        client is freed. tel_close interrupts a send in flight (retried later).
 
         Called on a thread that is itself inside a call on this client (from a
         signal handler or a finalizer), it cannot wait for that call: it

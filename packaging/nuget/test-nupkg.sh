@@ -72,8 +72,9 @@ if ! grep -qs '^"Version"="win10"' "$WINEPREFIX/user.reg"; then
     /usr/lib/wine/wine reg add 'HKCU\Software\Wine' /v Version /d win10 /f >/dev/null 2>&1
     /usr/lib/wine/wineserver -w
 fi
-(cd "$X" && /usr/lib/wine/wine win32_host.exe "$V" 'C:\users\Public\optin-telemetry-x86-test') >"$X/out.txt" 2>&1 \
-    || { cat "$X/out.txt"; fail "the win-x86 DLL under 32-bit Wine"; }
+(cd "$X" && /usr/lib/wine/wine win32_host.exe "$V" 'C:\users\Public\optin-telemetry-x86-test') >"$X/out.crlf" 2>&1 \
+    || { cat "$X/out.crlf"; fail "the win-x86 DLL under 32-bit Wine"; }
+tr -d '\r' <"$X/out.crlf" >"$X/out.txt"   # the Windows console writes CRLF
 grep -q '^pointer size 4 bytes$' "$X/out.txt" && grep -q "^tel_version $V\$" "$X/out.txt" && grep -q '"arch":"x86"' "$X/out.txt" \
     && grep -q '^closed$' "$X/out.txt" || { cat "$X/out.txt"; fail "win32_host.exe output"; }
 ok "win-x86 DLL under 32-bit Wine: a 32-bit host found tel_* by plain name (cdecl), tel_version $V, tel_open, tel_preview_json (\"arch\":\"x86\"), tel_close"

@@ -1,4 +1,4 @@
-// Compiled by scripts/test-package against the .nupkg's lib/netstandard2.0/OptInTelemetry.dll
+// Compiled by scripts/test-package against the .nupkg's lib/net462/OptInTelemetry.dll
 // only, and run with the package's runtimes/linux-x64/native library: the versions the
 // assembly and the native library carry must all be the expected one (Cargo.toml's).
 //   mono NuGetSmoke.exe EXPECTED_VERSION

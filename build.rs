@@ -22,8 +22,8 @@
 //! resource (product and file name, version from Cargo.toml, company,
 //! copyright, description), which Explorer's Details tab, installers and
 //! software inventories read. The `.rc` is written to OUT_DIR and compiled
-//! with mingw's windres (`WINDRES`, else `x86_64-w64-mingw32-windres`, else
-//! `windres`) into a COFF object that only the cdylib's link gets. No crate
+//! with mingw's windres (`WINDRES`, else `i686-w64-mingw32-windres` for the
+//! 32-bit DLL, `x86_64-w64-mingw32-windres` or `windres` for the 64-bit one) into a COFF object that only the cdylib's link gets. No crate
 //! for it (embed-resource, winresource): windres is part of the mingw-w64
 //! binutils that the windows-gnu linker needs anyway.
 
@@ -100,6 +100,9 @@ END
     println!("cargo:rerun-if-env-changed=WINDRES");
     let candidates: Vec<String> = match env::var("WINDRES") {
         Ok(w) if !w.is_empty() => vec![w],
+        // The object must match the DLL's machine: i686 for the 32-bit DLL
+        // (scripts/build-windows-x86), x86-64 otherwise.
+        _ if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86") => vec!["i686-w64-mingw32-windres".into()],
         _ => vec!["x86_64-w64-mingw32-windres".into(), "windres".into()],
     };
     for windres in &candidates {

@@ -96,13 +96,19 @@ namespace MockArchiver
         private static int Run(string endpoint, string stateDir, bool? answer, string language)
         {
             Console.WriteLine("{0} {1}; sending statistics to {2}", Product, ProductVersion, endpoint);
-            string config = "{\"product\": " + MiniJson.Quote(Product) + ", \"product_version\": " + MiniJson.Quote(ProductVersion) +
-                ", \"endpoint\": " + MiniJson.Quote(endpoint) + ", \"state_dir\": " + MiniJson.Quote(stateDir) + ", \"schema\": " + Schema + "}";
+            var options = new TelemetryOptions
+            {
+                Product = Product,
+                ProductVersion = ProductVersion,
+                Endpoint = endpoint,
+                StateDirectory = stateDir,
+                SchemaJson = Schema,
+            };
 
             TelemetryClient client;
             try
             {
-                client = TelemetryClient.Open(config);
+                client = TelemetryClient.Create(options);
             }
             catch (TelemetryVersionMismatchException e)
             {
@@ -150,16 +156,15 @@ namespace MockArchiver
                 // A host ticks at start-up and then periodically.
                 long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
                 client.TickAt(now);
-                var status = MiniJson.Object(client.Status);
-                object due = status["next_due"];
-                if (!(due is long))
+                TelemetryStatus status = client.GetStatus();
+                if (status.NextDue == null)
                 {
                     Console.WriteLine("Nothing is scheduled (consent {0}, blocked_by {1}): nothing will leave this machine.",
-                        status["consent"], status["blocked_by"] ?? "null");
-                    Console.WriteLine("Status: {0}", client.Status);
+                        status.Consent, status.BlockedBy ?? "null");
+                    Console.WriteLine("Status: {0}", status.Json);
                     return 0;
                 }
-                long dueAt = (long)due;
+                long dueAt = status.NextDue.Value.ToUnixTimeSeconds();
                 Console.WriteLine("First report due {0:yyyy-MM-dd HH:mm} UTC (a random moment within 7 days); fast-forwarding the clock to it.",
                     DateTimeOffset.FromUnixTimeSeconds(dueAt).UtcDateTime);
                 string preview = client.PreviewJson();
@@ -171,12 +176,12 @@ namespace MockArchiver
                 Console.WriteLine("Flush: {0}", finished ? "no send in flight" : "timed out, a send is still in flight");
                 Console.WriteLine("Status: {0}", client.Status);
 
-                var reports = (List<object>)MiniJson.Get(MiniJson.Parse(client.History), "reports");
+                IReadOnlyList<SentReport> reports = client.GetSentReports();
                 Console.WriteLine("History keeps {0} report(s) that left this machine.", reports.Count);
-                bool identical = reports.Count == 1 && (string)MiniJson.Get(reports[0], "body") == preview;
+                bool identical = reports.Count == 1 && reports[0].Body == preview;
                 if (reports.Count > 0)
                 {
-                    Console.WriteLine("Latest: outcome {0}, HTTP status {1}.", MiniJson.Get(reports[0], "outcome"), MiniJson.Get(reports[0], "status") ?? "none");
+                    Console.WriteLine("Latest: outcome {0}, HTTP status {1}.", reports[0].Outcome, reports[0].HttpStatus?.ToString(CultureInfo.InvariantCulture) ?? "none");
                 }
                 Console.WriteLine("Sent body is byte-identical to the preview: {0}", identical ? "yes" : "NO");
                 return identical && finished ? 0 : 2;
@@ -230,21 +235,24 @@ namespace MockArchiver
         /// <summary>The "view data" dialog: every field with its description, the value sent, and the exact report.</summary>
         private static void ViewData(TelemetryClient client, string language)
         {
-            var d = MiniJson.Parse(client.Describe(language));
+            ReportDescription d = client.DescribeReport(language);
             Console.WriteLine();
-            Console.WriteLine("  What would be sent to {0} (schema {1}, {2}):", MiniJson.Get(d, "endpoint"), MiniJson.Get(d, "schema_version"), MiniJson.Get(d, "schema_digest"));
-            foreach (object f in (List<object>)MiniJson.Get(d, "fields"))
+            Console.WriteLine("  What would be sent to {0} (schema {1}, {2}):", d.Endpoint, d.SchemaVersion, d.SchemaDigest);
+            foreach (ReportField f in d.Fields)
             {
-                Console.WriteLine("    {0,-16} {1,-22} {2}", MiniJson.Get(f, "name"), Show(MiniJson.Get(f, "value")), MiniJson.Get(f, "description"));
+                Console.WriteLine("    {0,-16} {1,-22} {2}", f.Name, Show(f.Value), f.Description);
             }
-            object changes = MiniJson.Get(d, "consent", "changes");
+            ConsentChanges changes = d.Consent.Changes;
             if (changes != null)
             {
-                Console.WriteLine("  Changed since you agreed: {0}", Show(changes));
+                Console.WriteLine("  Changed since you agreed: added [{0}], removed [{1}], changed [{2}]{3}{4}",
+                    string.Join(", ", changes.Added), string.Join(", ", changes.Removed), string.Join(", ", changes.Changed),
+                    changes.ProductChanged ? "; product " + changes.FromProduct + " -> " + changes.ToProduct : "",
+                    changes.EndpointChanged ? "; endpoint " + changes.FromEndpoint + " -> " + changes.ToEndpoint : "");
             }
             Console.WriteLine();
             Console.WriteLine("  The exact bytes of the next report:");
-            Console.WriteLine("    " + MiniJson.Get(d, "next_report"));
+            Console.WriteLine("    " + d.NextReport);
             Console.WriteLine();
         }
 
@@ -253,10 +261,8 @@ namespace MockArchiver
             if (value == null) return "(not set)";
             if (value is bool) return (bool)value ? "true" : "false";
             if (value is string) return "\"" + value + "\"";
-            var list = value as List<object>;
-            if (list != null) return "[" + string.Join(", ", list.Select(Show)) + "]";
-            var obj = value as Dictionary<string, object>;
-            if (obj != null) return "{" + string.Join(", ", obj.Select(kv => kv.Key + ": " + Show(kv.Value))) + "}";
+            var list = value as System.Collections.IEnumerable;
+            if (list != null) return "[" + string.Join(", ", list.Cast<object>().Select(Show)) + "]";
             return Convert.ToString(value, CultureInfo.InvariantCulture);
         }
     }

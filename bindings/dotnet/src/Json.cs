@@ -12,6 +12,19 @@ namespace OptInTelemetry
 {
     internal static class Json
     {
+        /// <summary>A JSON string literal of <paramref name="s"/> (quotes, backslashes and control characters escaped).</summary>
+        internal static string Quote(string s)
+        {
+            var sb = new StringBuilder("\"");
+            foreach (char c in s)
+            {
+                if (c == '"' || c == '\\') sb.Append('\\').Append(c);
+                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                else sb.Append(c);
+            }
+            return sb.Append('"').ToString();
+        }
+
         internal static object Parse(string text)
         {
             int i = 0;

@@ -72,12 +72,12 @@ namespace OptInTelemetry
             Require(StateDirectory, "StateDirectory");
             Require(SchemaJson, "SchemaJson");
             var sb = new StringBuilder("{");
-            sb.Append("\"product\":").Append(Quote(Product));
-            sb.Append(",\"product_version\":").Append(Quote(ProductVersion));
-            sb.Append(",\"endpoint\":").Append(Quote(Endpoint));
-            sb.Append(",\"state_dir\":").Append(Quote(StateDirectory));
-            if (Proxy != null) sb.Append(",\"proxy\":").Append(Quote(Proxy));
-            if (CaCertificatePem != null) sb.Append(",\"ca_cert_pem\":").Append(Quote(CaCertificatePem));
+            sb.Append("\"product\":").Append(Json.Quote(Product));
+            sb.Append(",\"product_version\":").Append(Json.Quote(ProductVersion));
+            sb.Append(",\"endpoint\":").Append(Json.Quote(Endpoint));
+            sb.Append(",\"state_dir\":").Append(Json.Quote(StateDirectory));
+            if (Proxy != null) sb.Append(",\"proxy\":").Append(Json.Quote(Proxy));
+            if (CaCertificatePem != null) sb.Append(",\"ca_cert_pem\":").Append(Json.Quote(CaCertificatePem));
             if (Disabled) sb.Append(",\"disabled\":true");
             sb.Append(",\"schema\":").Append(SchemaJson.Trim());
             return sb.Append('}').ToString();
@@ -86,18 +86,6 @@ namespace OptInTelemetry
         private static void Require(string value, string name)
         {
             if (string.IsNullOrEmpty(value)) throw new InvalidOperationException("TelemetryOptions." + name + " is not set");
-        }
-
-        internal static string Quote(string s)
-        {
-            var sb = new StringBuilder("\"");
-            foreach (char c in s)
-            {
-                if (c == '"' || c == '\\') sb.Append('\\').Append(c);
-                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                else sb.Append(c);
-            }
-            return sb.Append('"').ToString();
         }
     }
 }

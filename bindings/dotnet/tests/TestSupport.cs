@@ -138,7 +138,7 @@ namespace OptInTelemetry.Tests
 
         public static string Json(string s)
         {
-            return MockArchiver.MiniJson.Quote(s);
+            return OptInTelemetry.Json.Quote(s);
         }
     }
 

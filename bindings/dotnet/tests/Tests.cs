@@ -7,7 +7,6 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.RegularExpressions;
 using System.Threading;
-using MockArchiver;
 
 namespace OptInTelemetry.Tests
 {
@@ -27,7 +26,7 @@ namespace OptInTelemetry.Tests
 
         private static Dictionary<string, object> Status(TelemetryClient c)
         {
-            return MiniJson.Object(c.Status);
+            return Json.Object(c.Status);
         }
 
         /// <summary>Ticks at "now" so that a granted client schedules its report; returns next_due.</summary>
@@ -149,7 +148,7 @@ namespace OptInTelemetry.Tests
                     c.SetConsent(true);
                     Assert.Equal(Consent.Granted, c.Consent, "after yes");
                     Assert.Equal("granted", (string)Status(c)["consent"], "status.consent after yes");
-                    Assert.Equal("granted", (string)MiniJson.Get(MiniJson.Parse(c.Describe()), "consent", "state"), "describe consent.state");
+                    Assert.Equal("granted", (string)Json.Get(Json.Parse(c.Describe()), "consent", "state"), "describe consent.state");
                 }
                 using (var c = OpenClient(dir, collector.Url))
                 {
@@ -175,7 +174,7 @@ namespace OptInTelemetry.Tests
                 {
                     Assert.Equal(Consent.Outdated, c.Consent, "a yes for schema 1 is outdated under schema 2");
                     Assert.Equal("outdated", (string)Status(c)["consent"], "status.consent");
-                    object changes = MiniJson.Get(MiniJson.Parse(c.Describe()), "consent", "changes");
+                    object changes = Json.Get(Json.Parse(c.Describe()), "consent", "changes");
                     Assert.True(changes != null, "describe lists the changes since the consented schema");
                     Assert.Contains("journaling", c.Describe(), "the added field is described");
                     c.TickAt(Env.Now() + 30 * 86400);
@@ -210,7 +209,7 @@ namespace OptInTelemetry.Tests
                 bodies = collector.Bodies();
                 Assert.Equal(1, bodies.Count, "reports received");
                 Assert.BytesEqual(Encoding.UTF8.GetBytes(preview), bodies[0], "received body vs PreviewJson()");
-                var meta = MiniJson.Object(collector.Meta(0));
+                var meta = Json.Object(collector.Meta(0));
                 Assert.Equal("POST", (string)meta["method"], "method");
                 Assert.Equal("/v1/report", (string)meta["path"], "path");
 
@@ -218,14 +217,14 @@ namespace OptInTelemetry.Tests
                 Assert.True(status["last_sent"] is long, "status.last_sent is set: " + c.Status);
                 Assert.Equal(false, (bool)status["sending"], "status.sending");
 
-                var history = MiniJson.Parse(c.History);
-                var reports = (List<object>)MiniJson.Get(history, "reports");
+                var history = Json.Parse(c.History);
+                var reports = (List<object>)Json.Get(history, "reports");
                 Assert.Equal(1, reports.Count, "history entries");
-                Assert.Equal(preview, (string)MiniJson.Get(reports[0], "body"), "history body");
-                Assert.Equal("delivered", (string)MiniJson.Get(reports[0], "outcome"), "history outcome");
+                Assert.Equal(preview, (string)Json.Get(reports[0], "body"), "history body");
+                Assert.Equal("delivered", (string)Json.Get(reports[0], "outcome"), "history outcome");
 
                 c.ClearHistory();
-                Assert.Equal(0, ((List<object>)MiniJson.Get(MiniJson.Parse(c.History), "reports")).Count, "history after ClearHistory");
+                Assert.Equal(0, ((List<object>)Json.Get(Json.Parse(c.History), "reports")).Count, "history after ClearHistory");
                 Assert.True(c.PreviewJson() != preview, "the next report has a new report_id");
             }
         }
@@ -310,10 +309,10 @@ namespace OptInTelemetry.Tests
                 Assert.Throws<ArgumentException>(() => c.Set("tri\0al", true), "embedded NUL (would truncate to \"tri\")");
                 Assert.Throws<ArgumentException>(() => c.Set("edition", "smb\0x"), "embedded NUL in a value (would truncate to \"smb\")");
                 Assert.Throws<ArgumentException>(() => c.Set("trial\ud800", true), "lone surrogate");
-                var fields = (Dictionary<string, object>)MiniJson.Get(MiniJson.Parse(c.PreviewJson()), "fields");
+                var fields = (Dictionary<string, object>)Json.Get(Json.Parse(c.PreviewJson()), "fields");
                 Assert.Equal(0, fields.Count, "no field was set (a truncated name or value would have been): " + c.PreviewJson());
-                Assert.Equal("en", (string)MiniJson.Get(MiniJson.Parse(c.Describe(null)), "language"), "Describe(null) is English");
-                Assert.Equal("en", (string)MiniJson.Get(MiniJson.Parse(c.Describe("")), "language"), "Describe(\"\") is English");
+                Assert.Equal("en", (string)Json.Get(Json.Parse(c.Describe(null)), "language"), "Describe(null) is English");
+                Assert.Equal("en", (string)Json.Get(Json.Parse(c.Describe("")), "language"), "Describe(\"\") is English");
             }
         }
 
@@ -323,13 +322,13 @@ namespace OptInTelemetry.Tests
             using (var c = OpenClient())
             {
                 c.Set("profiles", new[] { "pst", "imap" });
-                var fields = (Dictionary<string, object>)MiniJson.Get(MiniJson.Parse(c.PreviewJson()), "fields");
+                var fields = (Dictionary<string, object>)Json.Get(Json.Parse(c.PreviewJson()), "fields");
                 var profiles = ((List<object>)fields["profiles"]).Cast<string>().OrderBy(s => s, StringComparer.Ordinal).ToArray();
                 Assert.Equal("imap,pst", string.Join(",", profiles), "profiles in the preview");
                 Assert.Fails(ResultCode.ValueNotAllowed, "profiles", () => c.Set("profiles", new[] { "imap", "carrier-pigeon" }), "undeclared choice in a list");
                 Assert.Fails(ResultCode.UnknownField, "we\"ird", () => c.Set("we\"ird", new[] { "imap" }), "field name is escaped into the JSON");
                 c.Unset("profiles");
-                fields = (Dictionary<string, object>)MiniJson.Get(MiniJson.Parse(c.PreviewJson()), "fields");
+                fields = (Dictionary<string, object>)Json.Get(Json.Parse(c.PreviewJson()), "fields");
                 Assert.True(!fields.ContainsKey("profiles"), "profiles is unset: " + c.PreviewJson());
             }
         }
@@ -536,7 +535,7 @@ namespace OptInTelemetry.Tests
                                     {
                                         throw new AssertionException("preview is not a JSON object: " + preview);
                                     }
-                                    MiniJson.Parse(preview);
+                                    Json.Parse(preview);
                                     break;
                                 case 4: c.Tick(); break;
                                 case 5:
@@ -546,7 +545,7 @@ namespace OptInTelemetry.Tests
                                         throw new AssertionException("consent " + consent);
                                     }
                                     break;
-                                case 6: MiniJson.Parse(c.Status); break;
+                                case 6: Json.Parse(c.Status); break;
                                 case 7:
                                     // The last-error message is per thread: each thread must read its own.
                                     string field = "nope_t" + t + "_" + i;
@@ -676,12 +675,12 @@ namespace OptInTelemetry.Tests
                 Assert.True(Directory.Exists(stateDir), "the state directory exists under its exact UTF-8 name " + stateDir);
                 Assert.True(File.Exists(Path.Combine(stateDir, "lock")), "the library created its lock file in it");
 
-                var de = MiniJson.Parse(c.Describe("de"));
-                Func<object, string, string> description = (doc, name) => (string)MiniJson.Get(((List<object>)MiniJson.Get(doc, "fields")).First(f => (string)MiniJson.Get(f, "name") == name), "description");
+                var de = Json.Parse(c.Describe("de"));
+                Func<object, string, string> description = (doc, name) => (string)Json.Get(((List<object>)Json.Get(doc, "fields")).First(f => (string)Json.Get(f, "name") == name), "description");
                 Assert.Equal(Fixtures.UsersDe, description(de, "users"), "German description of users");
                 Assert.Equal(Fixtures.TrialDe, description(de, "trial"), "German description of trial");
-                Assert.Equal(Fixtures.UsersDe, description(MiniJson.Parse(c.Describe("de-AT")), "users"), "de-AT falls back to de");
-                Assert.Equal("Number of users.", description(MiniJson.Parse(c.Describe("fr")), "users"), "fr falls back to English");
+                Assert.Equal(Fixtures.UsersDe, description(Json.Parse(c.Describe("de-AT")), "users"), "de-AT falls back to de");
+                Assert.Equal("Number of users.", description(Json.Parse(c.Describe("fr")), "users"), "fr falls back to English");
                 Assert.Contains("Betriebssystem", description(de, "os_family"), "built-in fields are described in German too");
                 Assert.Fails(ResultCode.UnknownField, "größe", () => c.Set("größe", true), "non-ASCII field name in the error message");
                 Assert.Fails(ResultCode.ValueNotAllowed, "Köln", () => c.Set("edition", "Köln"), "non-ASCII choice in the error message");

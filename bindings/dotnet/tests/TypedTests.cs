@@ -8,7 +8,6 @@ using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
-using MockArchiver;
 
 namespace OptInTelemetry.Tests
 {
@@ -154,7 +153,7 @@ namespace OptInTelemetry.Tests
                     c.Set("trial", true);
                     c.Set("users", 7);
                     ReportDescription d = c.DescribeReport("de");
-                    var raw = MiniJson.Object(d.Json);
+                    var raw = Json.Object(d.Json);
                     Assert.Equal(Consent.Undecided, d.Consent.State, "consent");
                     Assert.True(d.Consent.Receipt == null && d.NextReportDue == null, "no receipt, nothing due");
                     var fields = (List<object>)raw["fields"];
@@ -169,7 +168,7 @@ namespace OptInTelemetry.Tests
                     ReportField users = d.Fields.Single(f => f.Name == "users");
                     Assert.Equal(FieldKind.Count, users.Kind, "users kind");
                     Assert.Equal(7L, (long)users.CurrentValue, "users as set");
-                    Assert.Equal(MiniJson.Get(MiniJson.Parse(c.PreviewJson()), "fields", "users"), users.Value, "users as sent (its bucket, as in the preview)");
+                    Assert.Equal(Json.Get(Json.Parse(c.PreviewJson()), "fields", "users"), users.Value, "users as sent (its bucket, as in the preview)");
                     Assert.Equal(Fixtures.UsersDe, users.Description, "German description");
                     Assert.Equal(true, (bool)d.Fields.Single(f => f.Name == "trial").Value, "trial");
                     Assert.Equal(c.PreviewJson(), d.NextReport, "next report bytes");
@@ -177,7 +176,7 @@ namespace OptInTelemetry.Tests
                     c.SetConsent(true);
                     c.TickAt(Env.Now());
                     TelemetryStatus st = c.GetStatus();
-                    var sraw = MiniJson.Object(st.Json);
+                    var sraw = Json.Object(st.Json);
                     Assert.Equal(Consent.Granted, st.Consent, "status consent");
                     Assert.Equal((long)sraw["next_due"], st.NextDue.Value.ToUnixTimeSeconds(), "next_due");
                     d = c.DescribeReport("en");

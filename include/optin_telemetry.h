@@ -30,7 +30,8 @@
  *    stalls), plus one file read or durable write: tel_open,
  *    tel_set_consent, tel_get_consent, tel_preview_json, tel_describe_json,
  *    tel_status_json, tel_history_json, tel_clear_history. Up to the given
- *    timeout: tel_flush. Up to 3 seconds for a send in flight: tel_close.
+ *    timeout: tel_flush. Up to 50 ms for an interrupted send in flight to
+ *    record its outcome: tel_close (it does not wait for the network).
  */
 
 
@@ -201,8 +202,10 @@ tel_result tel_open(const char *config_json,
  * (it ends on its own within the connect timeout, sending nothing) nor for a
  * state_dir locked by another process (the outcome is then recorded when the
  * lock is free, or the send is counted as interrupted when its lease runs
- * out). On Windows (WinHTTP) a send in flight is not interrupted: tel_close
- * waits for it up to 3 seconds, then leaves it to end on its own. A thread
+ * out). On Windows (WinHTTP, whose synchronous calls cannot be interrupted)
+ * the request runs on a thread of its own: tel_close stops waiting for it at
+ * once, records the attempt as interrupted in the same way, and that thread
+ * ends on its own within the send timeouts, sending nothing more. A thread
  * left running never touches the freed handle. Must not race any other call
  * on the same client; the pointer is invalid afterwards. Returns nothing and
  * cannot fail.

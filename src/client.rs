@@ -933,7 +933,8 @@ impl Drop for Client {
     /// down) and gets `CLOSE_WAIT` to record its outcome. The report stays
     /// pending with its id and bytes: the next look after its retry time,
     /// in this process or another, sends it again. Where the transport
-    /// cannot interrupt (Windows), the send gets `CLOSE_WAIT_UNINTERRUPTIBLE`.
+    /// cannot interrupt, the send gets `CLOSE_WAIT_UNINTERRUPTIBLE` (both
+    /// transports interrupt today; on Windows see `transport_winhttp::Wait`).
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         let wait = if self.shared.abort.abort() { CLOSE_WAIT } else { CLOSE_WAIT_UNINTERRUPTIBLE };

@@ -207,8 +207,10 @@ pub unsafe extern "C" fn tel_open(config_json: *const c_char, out_client: *mut *
 /// (it ends on its own within the connect timeout, sending nothing) nor for a
 /// state_dir locked by another process (the outcome is then recorded when the
 /// lock is free, or the send is counted as interrupted when its lease runs
-/// out). On Windows (WinHTTP) a send in flight is not interrupted: tel_close
-/// waits for it up to 3 seconds, then leaves it to end on its own. A thread
+/// out). On Windows (WinHTTP, whose synchronous calls cannot be interrupted)
+/// the request runs on a thread of its own: tel_close stops waiting for it at
+/// once, records the attempt as interrupted in the same way, and that thread
+/// ends on its own within the send timeouts, sending nothing more. A thread
 /// left running never touches the freed handle. Must not race any other call
 /// on the same client; the pointer is invalid afterwards. Returns nothing and
 /// cannot fail.

@@ -65,13 +65,18 @@ pub struct Abort {
     /// which wakes a read or write blocked on it with an error at once.
     #[cfg(not(windows))]
     agent: std::sync::Mutex<Option<ureq::Agent>>,
+    /// Where the sending thread waits for the WinHTTP worker of the
+    /// running attempt, or for this abort (see `transport_winhttp`).
+    #[cfg(windows)]
+    pub(crate) wait: std::sync::Arc<crate::transport_winhttp::Wait>,
 }
 
 impl Abort {
     /// Interrupts the attempt in flight, if any, and every later one.
     /// Returns whether this platform's transport can interrupt an attempt
-    /// blocked on the network (not yet on Windows: WinHTTP's synchronous
-    /// calls run to their timeouts there).
+    /// blocked on the network (both can: ureq's socket is shut down; on
+    /// Windows the sending thread stops waiting for the WinHTTP worker,
+    /// which ends on its own, see `transport_winhttp`).
     pub fn abort(&self) -> bool {
         self.aborted.store(true, std::sync::atomic::Ordering::SeqCst);
         #[cfg(not(windows))]
@@ -85,7 +90,10 @@ impl Abort {
             true
         }
         #[cfg(windows)]
-        false
+        {
+            self.wait.abort();
+            true
+        }
     }
 
     pub fn is_aborted(&self) -> bool {

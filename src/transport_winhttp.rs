@@ -452,6 +452,7 @@ fn pac_route(url: &str, auto_detect: bool, pac_url: Option<&str>) -> Result<Opti
     })
 }
 
+#[derive(Clone)]
 pub struct Transport {
     endpoint: String,
     host: Vec<u16>,
@@ -515,20 +516,50 @@ impl Transport {
     /// and sends the request headers, then asks `gate` right before the first
     /// byte of the report is written; `false` closes the connection with
     /// nothing of the report sent (`Delivery::Stopped`).
-    /// `abort` is only looked at before the attempt starts: WinHTTP's
-    /// synchronous calls are not interrupted (they run to their timeouts).
-    pub fn send(&self, body: &str, gate: impl Fn() -> bool, abort: &crate::transport::Abort) -> Delivery {
-        if abort.is_aborted() {
+    ///
+    /// `abort` interrupts it from another thread (`tel_close`). WinHTTP's
+    /// synchronous calls cannot be interrupted (closing a handle another
+    /// thread is blocked on is documented for asynchronous requests only,
+    /// and under Wine 8 the blocked call ran on to its timeout), so the
+    /// attempt runs on a worker thread of its own, which alone opens and
+    /// closes its handles, and this thread waits for its outcome or for
+    /// `abort`, whichever comes first (see [`Wait`]). Aborted before the
+    /// gate let the report go, the result is `Delivery::Stopped` (the
+    /// worker's gate then says no: nothing of the report is written);
+    /// after it and before the answer's status, `Delivery::Interrupted`.
+    /// The worker ends on its own within the timeouts, sending nothing more.
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &crate::transport::Abort) -> Delivery {
+        let wait = abort.wait.clone();
+        let Some(run) = wait.start() else { return Delivery::Stopped };
+        let worker = {
+            let (t, body, wait) = (self.clone(), body.to_string(), wait.clone());
+            move || {
+                let gate = || wait.gate(run, &gate);
+                let stop = || wait.is_aborted();
+                let delivery = t.send_here(&body, &gate, &stop);
+                wait.finish(run, delivery);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("optin-telemetry-winhttp".into()).spawn(worker) {
+            return Delivery::Failed { status: None, retry_after: None, error: format!("cannot start the WinHTTP thread: {e}") };
+        }
+        wait.outcome(run)
+    }
+
+    /// The attempt itself, on the calling thread. `stop` says that nobody
+    /// waits for the outcome any more: the attempt ends early.
+    fn send_here(&self, body: &str, gate: &dyn Fn() -> bool, stop: &dyn Fn() -> bool) -> Delivery {
+        let route = self.route();
+        if stop() {
             return Delivery::Stopped;
         }
-        let route = self.route();
-        match self.attempt(body, &gate, &route) {
+        match self.attempt(body, gate, &route, stop) {
             Ok(d) => d,
             Err(e) => Delivery::Failed { status: None, retry_after: None, error: format!("network error ({}): {e}", route.describe()) },
         }
     }
 
-    fn attempt(&self, body: &str, may_send: &dyn Fn() -> bool, route: &Route) -> Result<Delivery, String> {
+    fn attempt(&self, body: &str, may_send: &dyn Fn() -> bool, route: &Route, stop: &dyn Fn() -> bool) -> Result<Delivery, String> {
         let deadline = Instant::now() + OVERALL_TIMEOUT;
         let left = || -> Result<i32, String> {
             let ms = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
@@ -611,6 +642,9 @@ impl Transport {
                 }
                 written += n;
             }
+            if stop() {
+                return Err("interrupted by close".into());
+            }
             narrow_timeouts(&request, left()?);
             // SAFETY: valid handle.
             if unsafe { WinHttpReceiveResponse(request.0, null_mut()) } == 0 {
@@ -676,6 +710,98 @@ impl Transport {
             300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
             _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
         })
+    }
+}
+
+/// What the sending thread, the WinHTTP worker of its attempt and
+/// `Abort::abort` (the thread in `tel_close`) share. The worker alone owns
+/// the attempt's WinHTTP handles (each closed exactly once, by it); the
+/// sending thread only waits here.
+#[derive(Default)]
+pub struct Wait {
+    state: std::sync::Mutex<WaitState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WaitState {
+    aborted: bool,
+    /// The number of the attempt being waited for.
+    run: u64,
+    /// That attempt's gate let the report go.
+    passed: bool,
+    /// That attempt's outcome, once its worker has it.
+    outcome: Option<Delivery>,
+}
+
+impl Wait {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by `Abort::abort`: wakes the sending thread; the worker's
+    /// gate says no from now on.
+    pub(crate) fn abort(&self) {
+        self.lock().aborted = true;
+        self.changed.notify_all();
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    /// A new attempt's number, or None once aborted.
+    fn start(&self) -> Option<u64> {
+        let mut s = self.lock();
+        if s.aborted {
+            return None;
+        }
+        s.run += 1;
+        s.passed = false;
+        s.outcome = None;
+        Some(s.run)
+    }
+
+    /// The worker's gate: the caller's (not under the lock: it may wait for
+    /// the state lock), then, under the lock, not aborted meanwhile. Once
+    /// it said yes, an abort counts the attempt as interrupted.
+    fn gate(&self, run: u64, gate: &dyn Fn() -> bool) -> bool {
+        if self.is_aborted() || !gate() {
+            return false;
+        }
+        let mut s = self.lock();
+        if s.aborted || s.run != run {
+            return false;
+        }
+        s.passed = true;
+        true
+    }
+
+    fn finish(&self, run: u64, delivery: Delivery) {
+        let mut s = self.lock();
+        if s.run == run {
+            s.outcome = Some(delivery);
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// The worker's outcome, or what an abort makes of the attempt.
+    fn outcome(&self, run: u64) -> Delivery {
+        let mut s = self.lock();
+        loop {
+            if let Some(d) = s.outcome.take().filter(|_| s.run == run) {
+                return d;
+            }
+            if s.aborted {
+                return if s.passed {
+                    Delivery::Interrupted { error: "interrupted by close before the collector answered (the WinHTTP request is left to end on its own thread)".into() }
+                } else {
+                    Delivery::Stopped
+                };
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -851,12 +977,15 @@ mod tests {
     fn send_writes_no_byte_of_the_report_when_may_send_says_no() {
         let (port, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
-        let asked = std::cell::Cell::new(0);
-        let d = t.send("{\"secret\":1}", || {
-            asked.set(asked.get() + 1);
-            false
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let d = t.send("{\"secret\":1}", {
+            let asked = asked.clone();
+            move || {
+                asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
         }, &Default::default());
-        assert_eq!(asked.get(), 1);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(d, Delivery::Stopped);
         let got = String::from_utf8(server.join().unwrap()).unwrap();
         // The connection was made and the headers went out; the body did not.
@@ -991,6 +1120,89 @@ mod tests {
             assert!(ok, "WinHttpQueryOption({option}): error {}", last_error());
             assert_eq!(value, 1234, "the {name} timeout (option {option})");
         }
+    }
+
+    /// `tel_close` during a send stalled on the server (it reads the whole
+    /// request and never answers): `Abort::abort` wakes the sending thread
+    /// at once and the attempt counts as interrupted (not failed, not
+    /// stopped); the WinHTTP worker, blocked in WinHttpReceiveResponse,
+    /// ends on its own once the server lets the connection go.
+    #[test]
+    fn abort_interrupts_a_send_blocked_on_a_silent_server() {
+        use std::io::Read;
+        use std::sync::{mpsc, Arc};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (got_body, body_in) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            let mut got = vec![];
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"{\"a\":1}") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before sending the body");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got_body.send(()).unwrap();
+            // Never answers; lets the connection go when told.
+            let _ = released.recv_timeout(std::time::Duration::from_secs(20));
+        });
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let abort = Arc::new(crate::transport::Abort::default());
+        let sender = {
+            let abort = abort.clone();
+            std::thread::spawn(move || {
+                let d = t.send("{\"a\":1}", || true, &abort);
+                (d, std::time::Instant::now())
+            })
+        };
+        body_in.recv_timeout(std::time::Duration::from_secs(20)).expect("the request reached the server");
+        std::thread::sleep(std::time::Duration::from_millis(200)); // in WinHttpReceiveResponse
+        let start = std::time::Instant::now();
+        assert!(abort.abort(), "WinHTTP sends are interruptible");
+        let (d, ended) = sender.join().unwrap();
+        let took = ended.saturating_duration_since(start);
+        eprintln!("send returned {} ms after abort: {d:?}", took.as_millis());
+        assert!(took < std::time::Duration::from_millis(500), "the send returned {} ms after abort", took.as_millis());
+        assert!(matches!(d, Delivery::Interrupted { .. }), "{d:?}");
+        release.send(()).unwrap();
+        server.join().unwrap();
+        // Aborted for good: a later attempt stops before it connects.
+        let t = Transport::new("http://127.0.0.1:9/v1/report", Some("none"), None).unwrap();
+        assert_eq!(t.send("{}", || true, &abort), Delivery::Stopped);
+    }
+
+    /// An abort while the gate is being asked (connection up, headers
+    /// sent): the attempt is stopped and not a byte of the report leaves,
+    /// even though the caller's gate then says yes.
+    #[test]
+    fn abort_during_the_gate_stops_the_send_before_its_first_byte() {
+        use std::sync::{mpsc, Arc, Mutex};
+        let (port, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let t = Transport::new(&format!("http://127.0.0.1:{port}/v1/report"), Some("none"), None).unwrap();
+        let abort = Arc::new(crate::transport::Abort::default());
+        let (asking, asked) = mpsc::channel();
+        let asking = Mutex::new(asking);
+        let sender = {
+            let abort = abort.clone();
+            std::thread::spawn(move || {
+                t.send("{\"secret\":1}", move || {
+                    asking.lock().unwrap().send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    true
+                }, &abort)
+            })
+        };
+        asked.recv_timeout(std::time::Duration::from_secs(20)).expect("the gate was asked");
+        let start = std::time::Instant::now();
+        abort.abort();
+        let d = sender.join().unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_millis(250), "{} ms", start.elapsed().as_millis());
+        assert_eq!(d, Delivery::Stopped);
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(got.ends_with("\r\n\r\n") && !got.contains("secret"), "{got}");
     }
 
     #[test]

@@ -13,8 +13,7 @@ namespace OptInTelemetry
     /// <remarks>
     /// SafeHandle has a critical finalizer: a client that is never disposed is
     /// closed on the finalizer thread. tel_close interrupts a send in flight
-    /// (at most about 50 ms; up to 3 seconds on Windows, where WinHTTP's send
-    /// is not interrupted yet); dispose clients.
+    /// (at most about 50 ms, on Windows too); dispose clients.
     /// </remarks>
     internal sealed class TelemetryHandle : SafeHandle
     {

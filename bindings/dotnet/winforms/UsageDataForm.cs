@@ -109,6 +109,15 @@ namespace OptInTelemetry.WinForms
             CancelButton = close;
             AcceptButton = close;
             ResumeLayout(true);
+
+            // Tall enough to show every field without scrolling when the screen allows it.
+            int wanted = fields.PreferredSize.Height + em * 24;
+            int screen = Screen.PrimaryScreen.WorkingArea.Height * 9 / 10;
+            ClientSize = new Size(Math.Max(ClientSize.Width, fields.PreferredSize.Width + em * 3), Math.Max(MinimumSize.Height, Math.Min(wanted, screen)));
+            table.RowStyles[2] = new RowStyle(SizeType.Absolute, Math.Min(fields.PreferredSize.Height + 8, Math.Max(em * 8, screen - em * 24)));
+            table.RowStyles[4] = new RowStyle(SizeType.Percent, 50);
+            table.RowStyles[6] = new RowStyle(SizeType.Percent, 50);
+            Shown += (o, e) => { bytes.SelectionStart = 0; bytes.SelectionLength = 0; sentBox.SelectionStart = 0; sentBox.SelectionLength = 0; };
         }
 
         internal static string FormatValue(object v)

@@ -573,7 +573,7 @@ namespace OptInTelemetry.WinFormsTests
             form.Activate();
             form.BringToFront();
             Pump(300);
-            var b = form.Bounds;
+            var b = form.RectangleToScreen(form.ClientRectangle);   // no window manager on Xvfb: no frame to show
             string xwd = Path.Combine(tmp, "screen.xwd");
             Run("xwd", "-root -silent -out \"" + xwd + "\"");
             string convert = Environment.GetEnvironmentVariable("CONVERT") ?? "convert";

@@ -12,7 +12,8 @@
   code only in lib/<tfm>/ where <tfm> is the dependency group's targetFramework
   (.NETFramework4.6.2 = net462), native code only in runtimes/<rid>/native/ for
   win-x64, win-x86 and linux-x64, each native library of the right machine type;
-- the XML documentation documents TelemetryClient.
+- the XML documentation documents TelemetryClient, UsageDataConsentPanel and
+  UsageDataConsentDialog.Show (lib/net462/OptInTelemetry.WinForms.dll).
 Prints one line per check; exits 1 on any problem.
 """
 import re
@@ -25,6 +26,7 @@ TFM = {".NETFramework4.6.2": "net462"}
 EXPECTED = [
     "OptInTelemetry.nuspec", "README.md", "LICENSE-MIT", "LICENSE-APACHE", "THIRD-PARTY-NOTICES.txt",
     "lib/net462/OptInTelemetry.dll", "lib/net462/OptInTelemetry.xml",
+    "lib/net462/OptInTelemetry.WinForms.dll", "lib/net462/OptInTelemetry.WinForms.xml",
     "runtimes/win-x64/native/optin_telemetry.dll", "runtimes/win-x86/native/optin_telemetry.dll",
     "runtimes/linux-x64/native/liboptin_telemetry.so",
     "build/OptInTelemetry.targets", "buildTransitive/OptInTelemetry.targets",
@@ -126,6 +128,9 @@ def main() -> int:
             problem(f"{f}: a binary outside lib/<tfm>/ and runtimes/<rid>/native/")
     xml = z.read("lib/net462/OptInTelemetry.xml").decode() if "lib/net462/OptInTelemetry.xml" in files else ""
     (ok if "T:OptInTelemetry.TelemetryClient" in xml else problem)("the XML documentation documents OptInTelemetry.TelemetryClient")
+    xml = z.read("lib/net462/OptInTelemetry.WinForms.xml").decode() if "lib/net462/OptInTelemetry.WinForms.xml" in files else ""
+    (ok if "T:OptInTelemetry.WinForms.UsageDataConsentPanel" in xml and "M:OptInTelemetry.WinForms.UsageDataConsentDialog.Show(" in xml else problem)(
+        "the XML documentation documents UsageDataConsentPanel and UsageDataConsentDialog.Show")
     print(f"  {len(files)} files, {len(bad)} problem(s)")
     return 1 if bad else 0
 

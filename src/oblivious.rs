@@ -26,8 +26,9 @@ pub struct Ohttp {
     /// The one supported key configuration chosen from what was given
     /// (a single configuration or an RFC 9540 list), encoded.
     key_config: Vec<u8>,
-    /// `sha256:` of the relay and the key configuration as given: bound to
-    /// the consent (a new relay or key needs a new answer).
+    /// `sha256:` of the relay and the chosen key configuration: bound to the
+    /// consent (a new relay or key needs a new answer; the same key given
+    /// alone or in a list is the same).
     pub digest: String,
 }
 
@@ -115,10 +116,10 @@ impl Ohttp {
         let given = base64_decode(text("key_config")?)
             .ok_or_else(|| Error::config("config.ohttp.key_config: not base64 (standard alphabet A-Z a-z 0-9 + /, padding optional)"))?;
         let key_config = choose(&given).map_err(|m| Error::config(format!("config.ohttp.key_config: {m}")))?;
-        let mut bound = Vec::with_capacity(relay.len() + 1 + given.len());
+        let mut bound = Vec::with_capacity(relay.len() + 1 + key_config.len());
         bound.extend_from_slice(relay.as_bytes());
         bound.push(b'\n');
-        bound.extend_from_slice(&given);
+        bound.extend_from_slice(&key_config);
         Ok(Ohttp { relay: relay.to_string(), key_config, digest: format!("sha256:{}", crate::store::sha256_hex(&bound)) })
     }
 

@@ -25,6 +25,7 @@ pub struct Ohttp {
     pub relay: String,
     /// The one supported key configuration chosen from what was given
     /// (a single configuration or an RFC 9540 list), encoded.
+    #[cfg_attr(windows, allow(dead_code))] // never parsed there (see Context)
     key_config: Vec<u8>,
     /// `sha256:` of the relay and the chosen key configuration: bound to the
     /// consent (a new relay or key needs a new answer; the same key given
@@ -57,16 +58,35 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
 }
 
+/// What opens the one response of an encapsulated request.
+#[cfg(not(windows))]
+pub type Context = ohttp::ClientResponse;
+/// The Windows build has no OHTTP yet: [`Ohttp::parse`] refuses the
+/// configuration there, so no request is encapsulated and no context exists.
+#[cfg(windows)]
+pub enum Context {}
+
+/// Why the Windows build refuses `"ohttp"` (README "Oblivious HTTP").
+#[cfg(windows)]
+const NOT_IN_THIS_BUILD: &str = "not available in the Windows build yet (the OHTTP crates would take the DLL over its 2 MB budget); send directly, or from Linux";
+
+#[cfg(windows)]
+fn choose(_bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    Err(NOT_IN_THIS_BUILD.into())
+}
+
 /// A configuration `ohttp::ClientRequest` can use: a supported KEM and at
 /// least one supported symmetric suite. The crate silently drops the suites
 /// it does not support (and would index an empty list): encoded again, a
 /// configuration without suites no longer decodes.
+#[cfg(not(windows))]
 fn usable(c: &ohttp::KeyConfig) -> bool {
     c.encode().ok().and_then(|b| ohttp::KeyConfig::decode(&b).ok()).is_some()
 }
 
 /// The first usable configuration of `bytes`: one configuration, or an
 /// RFC 9540 list (each prefixed by its 2-byte length).
+#[cfg(not(windows))]
 fn choose(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     use ohttp::KeyConfig;
     let single = KeyConfig::decode(bytes);
@@ -91,6 +111,7 @@ fn choose(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     }
 }
 
+#[cfg(not(windows))]
 fn unsupported() -> String {
     "no supported suite: the key configuration needs KEM X25519 (0x0020) or P-256 (0x0010) with KDF HKDF-SHA256 and AEAD AES-128-GCM or ChaCha20-Poly1305".into()
 }
@@ -123,9 +144,16 @@ impl Ohttp {
         Ok(Ohttp { relay: relay.to_string(), key_config, digest: format!("sha256:{}", crate::store::sha256_hex(&bound)) })
     }
 
+    /// Windows: never called (`parse` refused the configuration).
+    #[cfg(windows)]
+    pub fn encapsulate(&self, _endpoint: &str, _body: &[u8]) -> std::result::Result<(Vec<u8>, Context), String> {
+        Err(NOT_IN_THIS_BUILD.into())
+    }
+
     /// The encapsulated request for `body` to `endpoint`, and the context
     /// that opens its one response.
-    pub fn encapsulate(&self, endpoint: &str, body: &[u8]) -> std::result::Result<(Vec<u8>, ohttp::ClientResponse), String> {
+    #[cfg(not(windows))]
+    pub fn encapsulate(&self, endpoint: &str, body: &[u8]) -> std::result::Result<(Vec<u8>, Context), String> {
         let uri: http::Uri = endpoint.parse().map_err(|e| format!("endpoint: {e}"))?;
         let scheme = uri.scheme_str().unwrap_or("https");
         let authority = uri.authority().map_or("", |a| a.as_str());
@@ -144,6 +172,7 @@ impl Ohttp {
 }
 
 /// Whether a gateway's (or relay's) error body names an outdated key.
+#[cfg(not(windows))]
 fn says_key_outdated(body: Option<&[u8]>) -> bool {
     body.and_then(|b| serde_json::from_slice::<Value>(b).ok())
         .is_some_and(|v| v.get("error").and_then(Value::as_str) == Some(KEY_CONFIG_OUTDATED))
@@ -153,7 +182,14 @@ fn says_key_outdated(body: Option<&[u8]>) -> bool {
 /// encapsulated answer of the collector, handled like a direct answer;
 /// an answer that does not open, or a 401/403/422 naming
 /// `key_config_outdated`, means the gateway does not know the key.
-pub fn open(context: ohttp::ClientResponse, outer: Answer) -> Delivery {
+#[cfg(windows)]
+pub fn open(context: Context, _outer: Answer) -> Delivery {
+    match context {}
+}
+
+/// What the relay's answer means for the report (see the Windows twin).
+#[cfg(not(windows))]
+pub fn open(context: Context, outer: Answer) -> Delivery {
     let outdated = |status: Option<u16>, why: &str| Delivery::KeyOutdated {
         status,
         error: format!("{KEY_CONFIG_OUTDATED}: {why}; nothing more is sent until the product ships a new ohttp.key_config"),
@@ -187,6 +223,16 @@ pub fn open(context: ohttp::ClientResponse, outer: Answer) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Until the DLL has room for it, the Windows build says so at tel_open
+    /// instead of sending directly what the host meant to relay.
+    #[cfg(windows)]
+    #[test]
+    fn the_windows_build_refuses_ohttp() {
+        let v = serde_json::json!({"relay": "https://relay.example/", "key_config": "AAAA"});
+        let e = Ohttp::parse(&v).unwrap_err();
+        assert!(e.message.contains("not available in the Windows build yet"), "{}", e.message);
+    }
 
     #[test]
     fn base64_forms() {

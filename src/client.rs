@@ -18,7 +18,7 @@ use crate::report::{self, Builtins, ReportIdentity};
 use crate::schedule::{Interrupted, Outcome, Schedule, TickDecision};
 use crate::schema::{self, CountEncoding, FieldValue, Kind, Schema, BUILTIN_FIELDS};
 use crate::store::{Attempt, Guard, HistoryEntry, SharedValues, State, Store};
-use crate::transport::{Abort, Delivery, Transport};
+use crate::transport::{Abort, Delivery, Sender};
 use crate::{now_unix, random_hex, OsRng};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -49,7 +49,7 @@ pub struct Client {
 struct Shared {
     config: Config,
     store: Store,
-    transport: Transport,
+    transport: Sender,
     builtins: Builtins,
     inner: Mutex<Inner>,
     /// A tick at a time in [`last_look`, `next_look`) has nothing to do: the
@@ -91,6 +91,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn privacy(schema: &Schema, limit: f64) -> Value {
     let fields: Map<String, Value> = schema.fields.iter().map(|f| (f.name.clone(), json!(f.kind.bits()))).collect();
     json!({"max_bits": schema.total_bits(), "fields": fields, "limit": limit})
+}
+
+/// describe's "relay" object when reports go through an Oblivious HTTP relay.
+fn relay_text(relay: &str, language: &str) -> Value {
+    let german = language.split('-').next().is_some_and(|b| b.eq_ignore_ascii_case("de"));
+    let host = relay.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string)).unwrap_or_else(|| relay.to_string());
+    let text = if german {
+        format!("Der Bericht geht verschlüsselt über das Relay {host}: Das Relay sieht Ihre Internetadresse, aber nicht den Inhalt; der Hersteller sieht den Inhalt, aber nicht Ihre Internetadresse.")
+    } else {
+        format!("The report goes encrypted through the relay {host}: the relay sees your internet address but not the content; the vendor sees the content but not your internet address.")
+    };
+    json!({"url": relay, "host": host, "text": text})
 }
 
 /// A value in the form `tel_set_values_json` takes (not the encoded form:
@@ -137,8 +149,9 @@ impl Client {
             return Err(Error::new(Code::TooLarge, format!("the configuration is larger than {} bytes", crate::config::MAX_CONFIG_BYTES)));
         }
         let config = Config::parse(config_json)?;
-        let transport = Transport::new(&config.endpoint, config.proxy.as_deref(), config.ca_cert_pem.as_deref())
-            .map_err(|m| Error::config(format!("config.endpoint: {m}")))?;
+        let key = if config.ohttp.is_some() { "config.ohttp.relay" } else { "config.endpoint" };
+        let transport = Sender::new(&config.endpoint, config.proxy.as_deref(), config.ca_cert_pem.as_deref(), config.ohttp.clone())
+            .map_err(|m| Error::config(format!("{key}: {m}")))?;
         let store = Store::open(&config.state_dir)?;
         {
             // A damaged file is set aside now, and the store lists it in
@@ -334,6 +347,9 @@ impl Client {
                 "product_version": r.product_version,
                 "product": r.product,
                 "endpoint": r.endpoint,
+                // Digest of the relay and key configuration the answer
+                // covered; null for a direct send.
+                "ohttp": r.ohttp,
             })
         });
         let changes = match (&state.consent, consent) {
@@ -350,6 +366,9 @@ impl Client {
                     "from_product": r.product, "to_product": s.config.product,
                     "endpoint_changed": r.endpoint.as_deref() != Some(s.config.endpoint.as_str()),
                     "from_endpoint": r.endpoint, "to_endpoint": s.config.endpoint,
+                    // A new relay or key configuration (or going through a
+                    // relay, or no longer) needs a new answer too.
+                    "relay_changed": r.ohttp.as_deref() != s.config.ohttp.as_ref().map(|o| o.digest.as_str()),
                 })
             }
             _ => Value::Null,
@@ -363,6 +382,7 @@ impl Client {
             "consent": {"state": consent.as_str(), "receipt": receipt, "changes": changes},
             "blocked_by": self.blocked_by(),
             "endpoint": s.config.endpoint,
+            "relay": s.config.ohttp.as_ref().map(|o| relay_text(&o.relay, language)),
             "fields": fields,
             "privacy": privacy(sch, s.config.max_bits),
             "next_report": next_report,
@@ -432,6 +452,9 @@ impl Client {
                     "body": e.body,
                     "body_sha256": e.body_sha256,
                     "body_length": e.body_length,
+                    // "relay": sent through the Oblivious HTTP relay (the
+                    // body is the inner request's content); else "direct".
+                    "via": e.via.as_deref().unwrap_or("direct"),
                     "attempts": e.attempts.iter().map(|a| json!({"at": a.at, "when": a.at, "outcome": a.outcome, "status": a.status, "http_status": a.status, "error": a.error})).collect::<Vec<_>>(),
                 })
             })
@@ -493,7 +516,7 @@ impl Client {
             inner.values_dirty = true;
         }
         let consent = consent::effective(state.consent.as_ref(), &s.config.scope());
-        if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) {
+        if consent != ConsentState::Granted || self.blocked_by().is_some() || *lock(&s.sending) || s.waits_for_key_config(&state) {
             self.shared.set_next_look(now, i64::MAX);
             drop((guard, inner));
             return Ok(());
@@ -602,6 +625,12 @@ impl Shared {
         let guard = self.store.lock()?;
         let (state, _) = self.store.load(&guard);
         Ok(state)
+    }
+
+    /// The gateway did not know the key of the configuration in use: the
+    /// report waits (no attempt) until the product ships another one.
+    fn waits_for_key_config(&self, state: &State) -> bool {
+        state.key_config_outdated.is_some() && state.key_config_outdated.as_deref() == self.config.ohttp.as_ref().map(|o| o.digest.as_str())
     }
 
     fn blocked_by(&self) -> Option<String> {
@@ -802,7 +831,8 @@ impl Shared {
         let allowed = generation == self.generation.load(Ordering::SeqCst)
             && !self.closed.load(Ordering::SeqCst)
             && consent::effective(state.consent.as_ref(), &self.config.scope()) == ConsentState::Granted
-            && self.blocked_by().is_none();
+            && self.blocked_by().is_none()
+            && !self.waits_for_key_config(state);
         (ours, allowed)
     }
 
@@ -855,9 +885,14 @@ impl Shared {
             }
             let (mut history, _) = self.store.load_history(&guard);
             let attempt = Attempt { at: since, outcome: "in_flight".into(), status: None, error: None, token: token.into() };
+            let via = self.transport.via_relay().then(|| crate::store::VIA_RELAY.to_string());
             match history.last_mut() {
-                Some(e) if e.report_id == identity.id && e.has_body(&body) => e.attempts.push(attempt),
-                _ => history.push(HistoryEntry::new(identity.id.clone(), &body, vec![attempt])),
+                Some(e) if e.report_id == identity.id && e.has_body(&body) && e.via == via => e.attempts.push(attempt),
+                _ => {
+                    let mut entry = HistoryEntry::new(identity.id.clone(), &body, vec![attempt]);
+                    entry.via = via;
+                    history.push(entry);
+                }
             }
             self.store.save_history(&guard, &history)?;
             body
@@ -883,7 +918,15 @@ impl Shared {
             // It stays pending with its id and bytes and is retried like a
             // failed attempt (the collector keeps one row per report id).
             Delivery::Interrupted { error } => ("interrupted", None, Some(format!("{CLOSED_DURING_SEND} ({error})")), Outcome::Failed { retry_after: None }),
+            // Counted as a failed attempt; the report stays pending, and
+            // nothing is sent while this key configuration is in use (`look`).
+            Delivery::KeyOutdated { status, error } => (crate::oblivious::KEY_CONFIG_OUTDATED, *status, Some(error.clone()), Outcome::Failed { retry_after: None }),
             Delivery::Stopped => unreachable!("handled above"),
+        };
+        state.key_config_outdated = match &delivery {
+            Delivery::KeyOutdated { .. } => self.config.ohttp.as_ref().map(|o| o.digest.clone()),
+            Delivery::Delivered { .. } => None,
+            _ => state.key_config_outdated.take(),
         };
         if outcome == Outcome::Delivered {
             state.last_sent = Some(since);

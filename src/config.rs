@@ -23,13 +23,15 @@ pub struct Config {
     pub ca_cert_pem: Option<String>,
     /// Most identifying bits a schema may have (`Schema::total_bits`).
     pub max_bits: f64,
+    /// Oblivious HTTP through a relay (`"ohttp"`), if configured.
+    pub ohttp: Option<crate::oblivious::Ohttp>,
 }
 
 /// Default of `max_bits`: a report is then one of at most 2^32 possible ones.
 pub const DEFAULT_MAX_BITS: f64 = 32.0;
 pub const MAX_ENDPOINT_PATH: usize = 64;
 
-const KEYS: &[&str] = &["product", "product_version", "endpoint", "state_dir", "schema", "disabled", "proxy", "ca_cert_pem", "max_bits"];
+const KEYS: &[&str] = &["product", "product_version", "endpoint", "state_dir", "schema", "disabled", "proxy", "ca_cert_pem", "max_bits", "ohttp"];
 
 fn string<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
     match o.get(key) {
@@ -94,7 +96,14 @@ fn check_version(s: &str) -> Result<()> {
 /// report and is bound to the consent, so nothing in it may vary per user or
 /// installation. No query, fragment or user info; a short plain path.
 fn check_endpoint_parts(url: &str) -> Result<()> {
-    let bad = |part: &str| -> Result<()> { Err(Error::config(format!("config.endpoint: must not have a {part}"))) };
+    check_url_parts("config.endpoint", url)
+}
+
+/// The endpoint's rules for any URL of the configuration (`key` names it in
+/// messages): the relay's URL is bound to the consent and leaves with every
+/// report just the same.
+pub(crate) fn check_url_parts(key: &str, url: &str) -> Result<()> {
+    let bad = |part: &str| -> Result<()> { Err(Error::config(format!("{key}: must not have a {part}"))) };
     if url.contains('#') {
         return bad("fragment (#...)");
     }
@@ -107,13 +116,13 @@ fn check_endpoint_parts(url: &str) -> Result<()> {
         return bad("user info (user@ or user:password@ carries credentials or names)");
     }
     if url.contains("://") {
-        check_authority(authority)?; // without a scheme, transport::check_endpoint says what is wrong
+        check_authority(key, authority)?; // without a scheme, transport::check_endpoint says what is wrong
     }
     let path_ok = path.chars().count() <= MAX_ENDPOINT_PATH
         && path.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'.' | b'-'));
     if !path_ok {
         return Err(Error::config(format!(
-            "config.endpoint: the path \"{}\" must be at most {MAX_ENDPOINT_PATH} characters of A-Z a-z 0-9 / _ . -",
+            "{key}: the path \"{}\" must be at most {MAX_ENDPOINT_PATH} characters of A-Z a-z 0-9 / _ . -",
             truncate(path, 80)
         )));
     }
@@ -126,13 +135,13 @@ fn check_endpoint_parts(url: &str) -> Result<()> {
 /// never works, or carries text or extra variants in the Host header, the
 /// TLS server name and the DNS query of every report. So: a DNS name or an
 /// IP address, and a port in its one decimal form.
-fn check_authority(authority: &str) -> Result<()> {
+fn check_authority(key: &str, authority: &str) -> Result<()> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
             let (addr, after) = v6.split_once(']').unwrap_or((v6, ""));
             if addr.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(Error::config(format!(
-                    "config.endpoint: the host \"[{}]\" must be an IPv6 address in brackets, without a zone id",
+                    "{key}: the host \"[{}]\" must be an IPv6 address in brackets, without a zone id",
                     truncate(addr, 64)
                 )));
             }
@@ -140,7 +149,7 @@ fn check_authority(authority: &str) -> Result<()> {
                 "" => (None, None),
                 p => match p.strip_prefix(':') {
                     Some(port) => (None, Some(port)),
-                    None => return Err(Error::config(format!("config.endpoint: after the host \"[{}]\" only a :port may follow", truncate(addr, 64)))),
+                    None => return Err(Error::config(format!("{key}: after the host \"[{}]\" only a :port may follow", truncate(addr, 64)))),
                 },
             }
         }
@@ -158,7 +167,7 @@ fn check_authority(authority: &str) -> Result<()> {
         };
         if host.len() > 253 || !host.split('.').all(label_ok) {
             return Err(Error::config(format!(
-                "config.endpoint: the host \"{}\" must be a DNS name (at most 253 characters; dot-separated labels of 1-63 of A-Z a-z 0-9 -, not starting or ending with -) or an IP address",
+                "{key}: the host \"{}\" must be a DNS name (at most 253 characters; dot-separated labels of 1-63 of A-Z a-z 0-9 -, not starting or ending with -) or an IP address",
                 truncate(host, 64)
             )));
         }
@@ -170,7 +179,7 @@ fn check_authority(authority: &str) -> Result<()> {
             && port.parse::<u32>().is_ok_and(|n| n <= 65535);
         if !ok {
             return Err(Error::config(format!(
-                "config.endpoint: the port \"{}\" must be a number from 1 to 65535 without leading zeros (or leave out \":port\")",
+                "{key}: the port \"{}\" must be a number from 1 to 65535 without leading zeros (or leave out \":port\")",
                 truncate(port, 16)
             )));
         }
@@ -233,6 +242,10 @@ impl Config {
         if let Some(pem) = &ca_cert_pem {
             transport::parse_ca(pem).map_err(|m| Error::config(format!("config.ca_cert_pem: {m}")))?;
         }
+        let ohttp = match o.get("ohttp") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::oblivious::Ohttp::parse(v)?),
+        };
         Ok(Config {
             product: product.into(),
             product_version: product_version.into(),
@@ -243,12 +256,13 @@ impl Config {
             proxy,
             ca_cert_pem,
             max_bits,
+            ohttp,
         })
     }
 
     /// What a consent answer given under this configuration covers.
     pub fn scope(&self) -> Scope<'_> {
-        Scope { schema: &self.schema, product: &self.product, product_version: &self.product_version, endpoint: &self.endpoint }
+        Scope { schema: &self.schema, product: &self.product, product_version: &self.product_version, endpoint: &self.endpoint, ohttp: self.ohttp.as_ref().map(|o| o.digest.as_str()) }
     }
 }
 

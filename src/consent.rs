@@ -38,6 +38,9 @@ pub struct Scope<'a> {
     pub product: &'a str,
     pub product_version: &'a str,
     pub endpoint: &'a str,
+    /// Digest of the `"ohttp"` configuration (relay and key configuration)
+    /// when reports go through a relay: who sees the address is bound too.
+    pub ohttp: Option<&'a str>,
 }
 
 /// The user's answer and what it was given for.
@@ -53,6 +56,10 @@ pub struct Receipt {
     /// such a "yes" covers neither, so it reads as outdated.
     pub product: Option<String>,
     pub endpoint: Option<String>,
+    /// Digest of the `"ohttp"` configuration the answer was given under;
+    /// `None` for a direct send (and in every receipt written before relays
+    /// were bound, which therefore covers a direct send only).
+    pub ohttp: Option<String>,
     /// Canonical schema the answer covered, so a later schema can be diffed.
     pub schema: Value,
 }
@@ -67,6 +74,7 @@ impl Receipt {
             product_version: scope.product_version.to_string(),
             product: Some(scope.product.to_string()),
             endpoint: Some(scope.endpoint.to_string()),
+            ohttp: scope.ohttp.map(str::to_string),
             schema: scope.schema.canonical.clone(),
         }
     }
@@ -76,10 +84,13 @@ impl Receipt {
         self.schema_digest == scope.schema.digest
             && self.product.as_deref() == Some(scope.product)
             && self.endpoint.as_deref() == Some(scope.endpoint)
+            && self.ohttp.as_deref() == scope.ohttp
     }
 
+    /// `"ohttp"` is written only when bound, so a receipt for a direct send
+    /// stays exactly as before.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "decision": if self.granted { "granted" } else { "denied" },
             "at": self.at,
             "schema_version": self.schema_version,
@@ -88,17 +99,25 @@ impl Receipt {
             "product": self.product,
             "endpoint": self.endpoint,
             "schema": self.schema,
-        })
+        });
+        if let Some(d) = &self.ohttp {
+            v["ohttp"] = json!(d);
+        }
+        v
     }
 
     /// Strict: anything unexpected is `None`, and the caller treats the whole
     /// state as unreadable rather than guess at a consent.
     /// A receipt from before product and endpoint were bound (6 keys) reads
-    /// with both `None`.
+    /// with both `None`; one without `"ohttp"` with `ohttp` `None`.
     pub fn from_json(v: &Value) -> Option<Receipt> {
         let o = v.as_object()?;
-        let bound = match o.len() {
-            6 => false,
+        let ohttp = match o.get("ohttp") {
+            None => None,
+            Some(d) => Some(d.as_str().filter(|d| d.starts_with("sha256:"))?.to_string()),
+        };
+        let bound = match o.len() - usize::from(ohttp.is_some()) {
+            6 if ohttp.is_none() => false,
             8 => true,
             _ => return None,
         };
@@ -126,6 +145,7 @@ impl Receipt {
             product_version: o.get("product_version")?.as_str()?.to_string(),
             product: text("product")?,
             endpoint: text("endpoint")?,
+            ohttp,
             schema: o.get("schema").filter(|s| s.is_object())?.clone(),
         })
     }
@@ -160,7 +180,7 @@ mod tests {
     }
 
     fn scope<'a>(schema: &'a Schema, product_version: &'a str) -> Scope<'a> {
-        Scope { schema, product: "Mock Archiver", product_version, endpoint: "https://t.example/v1/report" }
+        Scope { schema, product: "Mock Archiver", product_version, endpoint: "https://t.example/v1/report", ohttp: None }
     }
 
     #[test]
@@ -199,6 +219,28 @@ mod tests {
         assert_eq!(effective(Some(&yes), &Scope { endpoint: "https://t.example/v2", ..s }), Outdated);
         let renewed = answer(Some(&yes), true, 20, &Scope { endpoint: "https://t.example/v2", ..s });
         assert_eq!((renewed.at, renewed.endpoint.as_deref()), (20, Some("https://t.example/v2")), "a yes for a new endpoint is a new receipt");
+    }
+
+    #[test]
+    fn a_yes_covers_the_relay_too() {
+        let v1 = schema(json!([{"name": "a", "type": "bool", "description": {"en": "a"}}]));
+        let direct = scope(&v1, "1.0");
+        let relayed = Scope { ohttp: Some("sha256:aa"), ..direct };
+        let yes = answer(None, true, 10, &direct);
+        assert_eq!(effective(Some(&yes), &relayed), Outdated, "a yes for a direct send does not cover a relay");
+        let yes_r = answer(Some(&yes), true, 20, &relayed);
+        assert_eq!((effective(Some(&yes_r), &relayed), yes_r.at), (Granted, 20));
+        assert_eq!(effective(Some(&yes_r), &Scope { ohttp: Some("sha256:bb"), ..direct }), Outdated, "another relay or key");
+        assert_eq!(effective(Some(&yes_r), &direct), Outdated, "bound to a relay, then sent directly");
+        assert_eq!(Receipt::from_json(&yes_r.to_json()), Some(yes_r.clone()));
+        // A receipt from before relays were bound (8 keys) covers a direct send only.
+        let old = yes.to_json();
+        assert_eq!(old.as_object().unwrap().len(), 8, "a direct receipt keeps its old form");
+        let r = Receipt::from_json(&old).unwrap();
+        assert_eq!((effective(Some(&r), &direct), effective(Some(&r), &relayed)), (Granted, Outdated));
+        let mut bad = yes_r.to_json();
+        bad["ohttp"] = json!("md5:x");
+        assert_eq!(Receipt::from_json(&bad), None);
     }
 
     #[test]

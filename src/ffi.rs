@@ -152,7 +152,15 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// `config_json`: a JSON object (at most 1 MiB) with the keys `product`,
 /// `product_version`, `endpoint`, `state_dir`, `schema`, and optionally
 /// `disabled`, `proxy` (a proxy URL without credentials, or "none" for a direct
-/// connection), `ca_cert_pem`, `max_bits`; unknown keys are rejected.
+/// connection), `ca_cert_pem`, `max_bits`, `ohttp`; unknown keys are rejected.
+/// `ohttp`: `{"relay": URL, "key_config": base64}` (no other keys) sends
+/// every report through an Oblivious HTTP relay (RFC 9458): `relay` by the
+/// endpoint's rules (https; http only to loopback), `key_config` the
+/// gateway's key configuration (`application/ohttp-keys`: one configuration
+/// or an RFC 9540 list) with a supported suite (X25519 or P-256,
+/// HKDF-SHA256, AES-128-GCM or ChaCha20-Poly1305); both bound to the
+/// consent. The library never fetches keys. The Windows DLL does not
+/// include OHTTP yet: there `ohttp` is refused (TEL_ERR_CONFIG).
 /// See README. `product_version`: 1 to 4 dot-separated decimal numbers of 1
 /// to 5 digits each (e.g. "24.1.3", "10.2.1.21234"), nothing else (no
 /// suffix such as "-beta", no empty part). `endpoint`: no query, fragment or user info; the host
@@ -364,7 +372,10 @@ pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mu
 /// receipt; when the consent is outdated, the fields added, removed or
 /// changed since the consented schema and whether the product or endpoint
 /// changed (`product_changed`, `from_product`, `to_product`,
-/// `endpoint_changed`, `from_endpoint`, `to_endpoint`); a `privacy` object
+/// `endpoint_changed`, `from_endpoint`, `to_endpoint`, `relay_changed`);
+/// `relay` (with `ohttp`: `url`, `host` and a `text` in the language saying
+/// the relay sees the address but not the content and the vendor the
+/// content but not the address; else null); a `privacy` object
 /// (`max_bits`: the schema's identifying bits, `fields`: name -> bits,
 /// `limit`: the configured max_bits): a report is one of at most 2^max_bits
 /// possible reports; the next report's exact bytes; and `warnings`, the same
@@ -373,7 +384,8 @@ pub unsafe extern "C" fn tel_preview_json(client: *mut tel_client, out_json: *mu
 /// read during the call. The receipt
 /// carries `decision`, `at` (alias `when`, unix seconds), `schema_version`,
 /// `schema_digest`, `product_version`, `product`, `endpoint` (null in a
-/// receipt from before they were bound).
+/// receipt from before they were bound), `ohttp` (the digest of the relay and
+/// key configuration it covers; null for a direct send).
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.
 ///
@@ -436,7 +448,9 @@ pub unsafe extern "C" fn tel_flush(client: *mut tel_client, timeout_ms: u32) -> 
 /// sending: `disabled` in the configuration, OPTIN_TELEMETRY_DISABLE, or the
 /// administrator's switch, HKLM\SOFTWARE\Policies\optin-telemetry on Windows
 /// and /etc/optin-telemetry on Unix; see README), `last_error` (null or the
-/// latest attempt's failure; on Windows it names the proxy tried), `attempts`,
+/// latest attempt's failure; on Windows it names the proxy tried; it starts
+/// with "key_config_outdated:" when an Oblivious HTTP gateway did not know the
+/// configured key: nothing is sent until the configuration changes), `attempts`,
 /// `schema_version`, `schema_digest`, `warnings` (strings; one per
 /// `state.json.bad-*` or `history.json.bad-*` file kept aside in `state_dir`,
 /// whichever client, path or process set it aside, listed until the file is
@@ -456,15 +470,17 @@ pub unsafe extern "C" fn tel_status_json(client: *mut tel_client, out_json: *mut
 
 /// Writes the last 52 reports that left the machine to `*out_json`, newest
 /// first: `{"reports": [{"report_id", "at", "outcome", "status", "body",
-/// "body_sha256", "body_length", "attempts": [{"at", "outcome", "status",
+/// "body_sha256", "body_length", "via", "attempts": [{"at", "outcome", "status",
 /// "error"}]}]}`. `at` (alias `when`) is the unix time of the latest attempt;
 /// `status` (alias `http_status`) its HTTP status or null when no response
 /// came; `body` is the exact text sent, or null for a body over 32 KiB, which
 /// is listed by `body_sha256` (hex SHA-256 of its bytes) and `body_length`
 /// (bytes) instead, so the last 52 reports are always listed. A retry of a
 /// report is another attempt of the same entry (same report id), also when
-/// another process made it.
-/// Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted".
+/// another process made it. `via`: "relay" for a report sent through an
+/// Oblivious HTTP relay (`body` is the inner request's content), else "direct".
+/// Outcomes: "in_flight", "delivered", "refused", "failed", "interrupted",
+/// "key_config_outdated".
 /// The caller owns `*out_json` and frees it with tel_string_free();
 /// `*out_json` is written only on success.
 ///

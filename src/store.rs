@@ -62,6 +62,10 @@ pub struct State {
     /// The field values last published by a process that has values of its
     /// own (see `Client`): what any process on this directory shows and sends.
     pub values: Option<SharedValues>,
+    /// The digest of the `"ohttp"` configuration whose key the gateway did
+    /// not know (`key_config_outdated`): nothing is sent while the
+    /// configuration in use has this digest. Saved only when set.
+    pub key_config_outdated: Option<String>,
 }
 
 
@@ -98,7 +102,13 @@ pub struct HistoryEntry {
     pub body_sha256: String,
     pub body_length: usize,
     pub attempts: Vec<Attempt>,
+    /// `Some("relay")` for a report sent through an Oblivious HTTP relay
+    /// (the body is the inner request's content); saved only when set.
+    pub via: Option<String>,
 }
+
+/// The one value of `HistoryEntry::via`.
+pub const VIA_RELAY: &str = "relay";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -113,6 +123,7 @@ impl HistoryEntry {
             body_sha256: sha256_hex(body.as_bytes()),
             body_length: body.len(),
             attempts,
+            via: None,
         }
     }
 
@@ -384,7 +395,7 @@ fn opt_i64(v: Option<i64>) -> Value {
 }
 
 fn state_to_json(s: &State) -> Value {
-    json!({
+    let mut v = json!({
         "format": STATE_FORMAT,
         "consent": s.consent.as_ref().map_or(Value::Null, Receipt::to_json),
         "schedule": s.schedule.as_ref().map_or(Value::Null, |sc| json!({
@@ -406,7 +417,11 @@ fn state_to_json(s: &State) -> Value {
         "last_error": s.last_error,
         "next_report": s.next_report.as_ref().map_or(Value::Null, identity_to_json),
         "values": s.values.as_ref().map_or(Value::Null, |v| json!({"schema_digest": v.schema_digest, "fields": v.fields, "builtins": v.builtins})),
-    })
+    });
+    if let Some(d) = &s.key_config_outdated {
+        v["key_config_outdated"] = json!(d);
+    }
+    v
 }
 
 /// `Some(None)` for JSON null, `Some(Some(n))` for an integer, `None` otherwise.
@@ -422,7 +437,12 @@ fn exact_keys(o: &Map<String, Value>, keys: &[&str]) -> bool {
 }
 
 fn parse_state(text: &str) -> Option<State> {
-    let v: Value = serde_json::from_str(text).ok()?;
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    // Optional: only written while a report waits for a new key configuration.
+    let key_config_outdated = match v.as_object_mut()?.remove("key_config_outdated") {
+        None => None,
+        Some(d) => Some(d.as_str().filter(|d| d.starts_with("sha256:"))?.to_string()),
+    };
     let o = v.as_object()?;
     const KEYS: [&str; 5] = ["format", "consent", "schedule", "last_sent", "last_error"];
     // "last_left" came with the 7-day floor; a file without it is from the
@@ -458,7 +478,7 @@ fn parse_state(text: &str) -> Option<State> {
         e => Some(e.as_str()?.to_string()),
     };
     let (next_report, values) = if current { (parse_next_report(&o["next_report"])?, parse_values(&o["values"])?) } else { (None, None) };
-    Some(State { consent, schedule, last_sent, last_left, last_error, next_report, values })
+    Some(State { consent, schedule, last_sent, last_left, last_error, next_report, values, key_config_outdated })
 }
 
 /// A report's identity as saved: its id and its secret draw key (the state
@@ -574,7 +594,7 @@ fn parse_old_schedule(s: &Value) -> Option<Option<i64>> {
 }
 
 fn entry_to_json(e: &HistoryEntry) -> Value {
-    json!({
+    let mut v = json!({
         "report_id": e.report_id,
         "body": e.body,
         "body_sha256": e.body_sha256,
@@ -582,7 +602,11 @@ fn entry_to_json(e: &HistoryEntry) -> Value {
         "attempts": e.attempts.iter().map(|a| json!({
             "at": a.at, "outcome": a.outcome, "status": a.status, "error": a.error, "token": a.token,
         })).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(via) = &e.via {
+        v["via"] = json!(via);
+    }
+    v
 }
 
 fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
@@ -604,7 +628,12 @@ fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
                 (None, None, Some(b)) => (sha256_hex(b.as_bytes()), b.len()),
                 _ => return None,
             };
+            let via = match e.get("via") {
+                None => None,
+                Some(v) => Some(v.as_str().filter(|v| *v == VIA_RELAY)?.to_string()),
+            };
             Some(HistoryEntry {
+                via,
                 report_id: e.get("report_id")?.as_str()?.to_string(),
                 body,
                 body_sha256,
@@ -655,7 +684,7 @@ mod tests {
     fn granted_state() -> State {
         let schema = Schema::from_json(&json!({"version": 3, "fields": [{"name": "a", "type": "bool", "description": {"en": "a"}}]})).unwrap();
         State {
-            consent: Some(Receipt::new(true, 42, &crate::consent::Scope { schema: &schema, product: "P", product_version: "1.2.3", endpoint: "https://t.example/r" })),
+            consent: Some(Receipt::new(true, 42, &crate::consent::Scope { schema: &schema, product: "P", product_version: "1.2.3", endpoint: "https://t.example/r", ohttp: None })),
             schedule: Some(Schedule {
                 due: 200,
                 attempts: 2,
@@ -668,6 +697,7 @@ mod tests {
             next_report: Some(ReportIdentity { id: "fedcba9876543210fedcba9876543210".into(), draw_key: [0x3c; 32] }),
             values: Some(SharedValues { schema_digest: "sha256:00".into(), fields: json!({"a": true}).as_object().unwrap().clone(), builtins: Some(json!({"arch": "x86_64"}).as_object().unwrap().clone()) }),
             last_error: Some("HTTP 503".into()),
+            key_config_outdated: None,
         }
     }
 
@@ -679,7 +709,17 @@ mod tests {
         assert_eq!(store.load(&g), (State::default(), None));
         let st = granted_state();
         store.save(&g, &st).unwrap();
-        assert_eq!(store.load(&g), (st, None));
+        assert_eq!(store.load(&g), (st.clone(), None));
+        // Waiting for a new key configuration, and a report sent via a relay.
+        let waiting = State { key_config_outdated: Some("sha256:ab".into()), ..st.clone() };
+        store.save(&g, &waiting).unwrap();
+        assert_eq!(store.load(&g), (waiting, None));
+        store.save(&g, &st).unwrap();
+        let mut relayed = HistoryEntry::new("0123456789abcdef0123456789abcdef".into(), "{}", vec![]);
+        relayed.via = Some(VIA_RELAY.into());
+        store.save_history(&g, &[relayed.clone(), HistoryEntry::new("fedcba9876543210fedcba9876543210".into(), "{}", vec![])]).unwrap();
+        assert_eq!(store.load_history(&g).0, vec![relayed, HistoryEntry::new("fedcba9876543210fedcba9876543210".into(), "{}", vec![])]);
+        store.save_history(&g, &[]).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

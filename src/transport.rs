@@ -54,6 +54,73 @@ pub enum Delivery {
     /// may have been written and before the answer's status arrived: the
     /// collector may or may not have the report.
     Interrupted { error: String },
+    /// Through a relay: the gateway does not know the key configuration (its
+    /// answer named `key_config_outdated`, or did not open). The report
+    /// waits for a new configuration instead of being retried.
+    KeyOutdated { status: Option<u16>, error: String },
+}
+
+/// A server's answer as every transport returns it: the status, the
+/// Retry-After delay, and the body (`None` when it could not be read in
+/// full within `MAX_RESPONSE_BODY`).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<i64>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What an answer of `who` (the collector, or the relay) means for the report.
+pub fn classify(a: Answer, who: &str) -> Delivery {
+    let status = a.status;
+    let text: String = a.body.as_deref().map(|b| String::from_utf8_lossy(b).chars().take(200).collect()).unwrap_or_default();
+    let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
+    let from = if who == WHO_COLLECTOR { String::new() } else { format!(" from {who}") };
+    match status {
+        200..=299 => Delivery::Delivered { status },
+        // 407: a proxy wants credentials, which never come from the
+        // configuration; retried like a network error, not dropped.
+        407 | 408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after: a.retry_after, error: format!("HTTP {status}{from}{detail}") },
+        300..=399 => Delivery::Refused { status, error: format!("HTTP {status}{from}: redirects are not followed") },
+        _ => Delivery::Refused { status, error: format!("HTTP {status}{from}{detail}; report dropped") },
+    }
+}
+
+pub const WHO_COLLECTOR: &str = "the collector";
+
+/// The sending half every platform shares: a direct POST of the report, or
+/// through an Oblivious HTTP relay. Only "POST these bytes with this content
+/// type and return the answer" (`Transport::exchange`) differs per platform.
+pub struct Sender {
+    transport: Transport,
+    endpoint: String,
+    ohttp: Option<crate::oblivious::Ohttp>,
+}
+
+impl Sender {
+    /// The connection goes to the relay when `ohttp` is given (its URL
+    /// decides about loopback and proxy), else to the endpoint.
+    pub fn new(endpoint: &str, proxy: Option<&str>, ca_cert_pem: Option<&str>, ohttp: Option<crate::oblivious::Ohttp>) -> Result<Sender, String> {
+        let url = ohttp.as_ref().map_or(endpoint, |o| o.relay.as_str());
+        Ok(Sender { transport: Transport::new(url, proxy, ca_cert_pem)?, endpoint: endpoint.to_string(), ohttp })
+    }
+
+    pub fn via_relay(&self) -> bool {
+        self.ohttp.is_some()
+    }
+
+    /// One attempt on a connection of its own: `gate` is asked after the
+    /// connection is established and before the first byte is written;
+    /// `abort` interrupts it from another thread (see [`Abort`]).
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &Abort) -> Delivery {
+        match &self.ohttp {
+            None => self.transport.exchange("application/json", body.as_bytes().to_vec(), |a| classify(a, WHO_COLLECTOR), gate, abort),
+            Some(o) => match o.encapsulate(&self.endpoint, body.as_bytes()) {
+                Ok((request, context)) => self.transport.exchange(crate::oblivious::REQUEST_TYPE, request, move |a| crate::oblivious::open(context, a), gate, abort),
+                Err(e) => Delivery::Failed { status: None, retry_after: None, error: format!("cannot encapsulate the report for the relay: {e}") },
+            },
+        }
+    }
 }
 
 /// Lets another thread (`tel_close`) interrupt the attempt in flight. Once
@@ -282,10 +349,18 @@ impl Transport {
         Ok(Transport { config, endpoint: endpoint.to_string() })
     }
 
-    /// One attempt on a connection of its own. `gate` is asked after the
-    /// connection is established and before the first byte is written.
-    /// `abort` interrupts it from another thread (see [`Abort`]).
-    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &Abort) -> Delivery {
+    /// POSTs `bytes` as `content_type` on a connection of its own and
+    /// hands the answer to `interpret`. `gate` is asked after the connection
+    /// is established and before the first byte is written. `abort`
+    /// interrupts it from another thread (see [`Abort`]).
+    pub fn exchange(
+        &self,
+        content_type: &str,
+        bytes: Vec<u8>,
+        interpret: impl FnOnce(Answer) -> Delivery + Send + 'static,
+        gate: impl Fn() -> bool + Send + Sync + 'static,
+        abort: &Abort,
+    ) -> Delivery {
         use std::sync::atomic::Ordering::SeqCst;
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -307,9 +382,9 @@ impl Transport {
         let _clear = Clear(abort);
         let response = agent
             .post(&self.endpoint)
-            .header("Content-Type", "application/json")
+            .header("Content-Type", content_type)
             .header("Connection", "close")
-            .send(body.as_bytes());
+            .send(&bytes[..]);
         let mut response = match response {
             Ok(r) => r,
             Err(_) if stopped.load(SeqCst) => return Delivery::Stopped,
@@ -326,22 +401,8 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, crate::now_unix()));
         // Read a bounded amount so a hostile server cannot make us buffer much.
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BODY)
-            .read_to_vec()
-            .map(|b| String::from_utf8_lossy(&b).chars().take(200).collect::<String>())
-            .unwrap_or_default();
-        let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
-        match status {
-            200..=299 => Delivery::Delivered { status },
-            // 407: a proxy wants credentials, which never come from the
-            // configuration; retried like a network error, not dropped.
-            407 | 408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
-            300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
-            _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
-        }
+        let body = response.body_mut().with_config().limit(MAX_RESPONSE_BODY).read_to_vec().ok();
+        interpret(Answer { status, retry_after, body })
     }
 }
 

@@ -15,7 +15,7 @@
 //! disabled and closes it before returning, so no connection or TLS session
 //! outlives the report.
 
-use crate::transport::{check_endpoint, parse_retry_after, Delivery, CONNECT_TIMEOUT, MAX_RESPONSE_BODY, OVERALL_TIMEOUT, PROXY_NONE};
+use crate::transport::{check_endpoint, parse_retry_after, Answer, Delivery, CONNECT_TIMEOUT, MAX_RESPONSE_BODY, OVERALL_TIMEOUT, PROXY_NONE};
 use http::Uri;
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
@@ -528,15 +528,28 @@ impl Transport {
     /// worker's gate then says no: nothing of the report is written);
     /// after it and before the answer's status, `Delivery::Interrupted`.
     /// The worker ends on its own within the timeouts, sending nothing more.
-    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &crate::transport::Abort) -> Delivery {
+    ///
+    /// `bytes` go as `content_type`; the answer is handed to `interpret` on
+    /// the worker (the part shared by both transports, `transport::Sender`).
+    pub fn exchange(
+        &self,
+        content_type: &str,
+        bytes: Vec<u8>,
+        interpret: impl FnOnce(Answer) -> Delivery + Send + 'static,
+        gate: impl Fn() -> bool + Send + Sync + 'static,
+        abort: &crate::transport::Abort,
+    ) -> Delivery {
         let wait = abort.wait.clone();
         let Some(run) = wait.start() else { return Delivery::Stopped };
         let worker = {
-            let (t, body, wait) = (self.clone(), body.to_string(), wait.clone());
+            let (t, content_type, wait) = (self.clone(), content_type.to_string(), wait.clone());
             move || {
                 let gate = || wait.gate(run, &gate);
                 let stop = || wait.is_aborted();
-                let delivery = t.send_here(&body, &gate, &stop);
+                let delivery = match t.send_here(&content_type, &bytes, &gate, &stop) {
+                    Ok(answer) => interpret(answer),
+                    Err(d) => d,
+                };
                 wait.finish(run, delivery);
             }
         };
@@ -548,18 +561,28 @@ impl Transport {
 
     /// The attempt itself, on the calling thread. `stop` says that nobody
     /// waits for the outcome any more: the attempt ends early.
-    fn send_here(&self, body: &str, gate: &dyn Fn() -> bool, stop: &dyn Fn() -> bool) -> Delivery {
+    /// A direct send of a report, as `transport::Sender` makes it (tests).
+    #[cfg(test)]
+    pub fn send(&self, body: &str, gate: impl Fn() -> bool + Send + Sync + 'static, abort: &crate::transport::Abort) -> Delivery {
+        let collector = crate::transport::WHO_COLLECTOR;
+        self.exchange("application/json", body.as_bytes().to_vec(), move |a| crate::transport::classify(a, collector), gate, abort)
+    }
+
+    /// The answer, or what ended the attempt before one came.
+    fn send_here(&self, content_type: &str, body: &[u8], gate: &dyn Fn() -> bool, stop: &dyn Fn() -> bool) -> Result<Answer, Delivery> {
         let route = self.route();
         if stop() {
-            return Delivery::Stopped;
+            return Err(Delivery::Stopped);
         }
-        match self.attempt(body, gate, &route, stop) {
-            Ok(d) => d,
-            Err(e) => Delivery::Failed { status: None, retry_after: None, error: format!("network error ({}): {e}", route.describe()) },
+        match self.attempt(content_type, body, gate, &route, stop) {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) => Err(Delivery::Stopped),
+            Err(e) => Err(Delivery::Failed { status: None, retry_after: None, error: format!("network error ({}): {e}", route.describe()) }),
         }
     }
 
-    fn attempt(&self, body: &str, may_send: &dyn Fn() -> bool, route: &Route, stop: &dyn Fn() -> bool) -> Result<Delivery, String> {
+    /// `None`: the gate said no, nothing of the body was written.
+    fn attempt(&self, content_type: &str, body: &[u8], may_send: &dyn Fn() -> bool, route: &Route, stop: &dyn Fn() -> bool) -> Result<Option<Answer>, String> {
         let deadline = Instant::now() + OVERALL_TIMEOUT;
         let left = || -> Result<i32, String> {
             let ms = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
@@ -615,7 +638,7 @@ impl Transport {
                 return Err(format!("cannot set the certificate check for ca_cert_pem: {}", describe(last_error())));
             }
         }
-        let headers = wide("Content-Type: application/json\r\n");
+        let headers = wide(&format!("Content-Type: {content_type}\r\n"));
         let len = u32::try_from(body.len()).map_err(|_| "the report is too large")?;
         let mut answered_challenge = false;
         loop {
@@ -630,12 +653,12 @@ impl Transport {
                 verify_chain(&request, roots)?;
             }
             if !may_send() {
-                return Ok(Delivery::Stopped);
+                return Ok(None);
             }
             let mut written = 0u32;
             while written < len {
                 let mut n = 0u32;
-                let rest = &body.as_bytes()[written as usize..];
+                let rest = &body[written as usize..];
                 // SAFETY: valid handle; the slice outlives the synchronous call.
                 if unsafe { WinHttpWriteData(request.0, rest.as_ptr().cast(), rest.len() as u32, &mut n) } == 0 || n == 0 {
                     return Err(describe(last_error()));
@@ -652,7 +675,7 @@ impl Transport {
             }
             let status = query_status(&request)?;
             if status != PROXY_AUTH_REQUIRED {
-                return self.finish(&request, status as u16, &left);
+                return Ok(Some(self.finish(&request, status as u16, &left)));
             }
             // A 407 on a direct connection comes from the collector (or
             // whoever answers in its place), not from a proxy: the Windows
@@ -686,30 +709,30 @@ impl Transport {
         }
     }
 
-    fn finish(&self, request: &Handle, status: u16, left: &dyn Fn() -> Result<i32, String>) -> Result<Delivery, String> {
+    fn finish(&self, request: &Handle, status: u16, left: &dyn Fn() -> Result<i32, String>) -> Answer {
         let retry_after = query_custom(request, "Retry-After").and_then(|v| parse_retry_after(&v, crate::now_unix()));
-        // Read a bounded amount so a hostile server cannot make us buffer much.
-        let mut text = vec![0u8; MAX_RESPONSE_BODY as usize];
+        // Read a bounded amount so a hostile server cannot make us buffer
+        // much; one byte more tells that the body did not fit.
+        let mut buf = vec![0u8; MAX_RESPONSE_BODY as usize + 1];
         let mut have = 0usize;
-        while have < text.len() {
+        let mut complete = false;
+        while have < buf.len() {
             let Ok(ms) = left() else { break };
             narrow_timeouts(request, ms);
             let mut n = 0u32;
             // SAFETY: valid handle; the buffer's free part and its length.
-            let ok = unsafe { WinHttpReadData(request.0, text[have..].as_mut_ptr().cast(), (text.len() - have) as u32, &mut n) } != 0;
-            if !ok || n == 0 {
+            let ok = unsafe { WinHttpReadData(request.0, buf[have..].as_mut_ptr().cast(), (buf.len() - have) as u32, &mut n) } != 0;
+            if !ok {
+                break;
+            }
+            if n == 0 {
+                complete = true;
                 break;
             }
             have += n as usize;
         }
-        let text: String = String::from_utf8_lossy(&text[..have]).chars().take(200).collect();
-        let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
-        Ok(match status {
-            200..=299 => Delivery::Delivered { status },
-            408 | 429 | 500..=599 => Delivery::Failed { status: Some(status), retry_after, error: format!("HTTP {status}{detail}") },
-            300..=399 => Delivery::Refused { status, error: format!("HTTP {status}: redirects are not followed") },
-            _ => Delivery::Refused { status, error: format!("HTTP {status}{detail}; report dropped") },
-        })
+        buf.truncate(have);
+        Answer { status, retry_after, body: (complete && have <= MAX_RESPONSE_BODY as usize).then_some(buf) }
     }
 }
 

@@ -33,6 +33,20 @@ namespace OptInTelemetry
         /// <summary>Optional: PEM certificates of a private CA for the endpoint.</summary>
         public string CaCertificatePem { get; set; }
 
+        /// <summary>
+        /// Optional, with <see cref="OhttpKeyConfig"/>: the URL of an Oblivious HTTP relay (RFC 9458;
+        /// https, plain http only to a loopback address). Every report then goes encrypted through
+        /// it: the relay sees the address but not the content. Bound to the consent ("ohttp.relay").
+        /// </summary>
+        public string OhttpRelay { get; set; }
+
+        /// <summary>
+        /// Optional, with <see cref="OhttpRelay"/>: base64 of the gateway's key configuration
+        /// (application/ohttp-keys: one configuration or an RFC 9540 list), shipped with the product;
+        /// the library never fetches it. Bound to the consent ("ohttp.key_config").
+        /// </summary>
+        public string OhttpKeyConfig { get; set; }
+
         /// <summary>Optional: true turns sending off whatever the consent (a policy).</summary>
         public bool Disabled { get; set; }
 
@@ -63,7 +77,7 @@ namespace OptInTelemetry
         /// The configuration JSON for tel_open. The schema text is inserted as it is (the library
         /// checks it); the other values are quoted.
         /// </summary>
-        /// <exception cref="InvalidOperationException">Product, ProductVersion, Endpoint, StateDirectory or SchemaJson is not set.</exception>
+        /// <exception cref="InvalidOperationException">Product, ProductVersion, Endpoint, StateDirectory or SchemaJson is not set, or only one of OhttpRelay and OhttpKeyConfig is.</exception>
         public string ToJson()
         {
             Require(Product, "Product");
@@ -79,6 +93,13 @@ namespace OptInTelemetry
             if (Proxy != null) sb.Append(",\"proxy\":").Append(Json.Quote(Proxy));
             if (CaCertificatePem != null) sb.Append(",\"ca_cert_pem\":").Append(Json.Quote(CaCertificatePem));
             if (Disabled) sb.Append(",\"disabled\":true");
+            if (OhttpRelay != null || OhttpKeyConfig != null)
+            {
+                Require(OhttpRelay, "OhttpRelay");
+                Require(OhttpKeyConfig, "OhttpKeyConfig");
+                sb.Append(",\"ohttp\":{\"relay\":").Append(Json.Quote(OhttpRelay));
+                sb.Append(",\"key_config\":").Append(Json.Quote(OhttpKeyConfig)).Append('}');
+            }
             sb.Append(",\"schema\":").Append(SchemaJson.Trim());
             return sb.Append('}').ToString();
         }

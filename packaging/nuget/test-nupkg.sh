@@ -44,7 +44,7 @@ PY
 ok "monodis --assemblyref lib/net462/OptInTelemetry.dll: $refs (.NET Framework 4.x only; no netstandard)"
 
 "$ROOT/packaging/nuget/check-targets.sh" "$N" || fail "build/OptInTelemetry.targets chose the wrong DLL"
-ok "build/OptInTelemetry.targets: x86 / x64 / AnyCPU+Prefer32Bit -> x86 / AnyCPU -> x64 (xbuild)"
+ok "build/OptInTelemetry.targets: x86 / x64 / AnyCPU+Prefer32Bit -> x86 / AnyCPU -> both, in x86\\ and x64\\ (xbuild)"
 
 # 4. 32-bit Wine
 wine32_reason=""

@@ -44,7 +44,18 @@ PY
 ok "monodis --assemblyref lib/net462/OptInTelemetry.dll: $refs (.NET Framework 4.x only; no netstandard)"
 
 "$ROOT/packaging/nuget/check-targets.sh" "$N" || fail "build/OptInTelemetry.targets chose the wrong DLL"
-ok "build/OptInTelemetry.targets: x86 / x64 / AnyCPU+Prefer32Bit -> x86 / AnyCPU -> x64 (xbuild)"
+ok "build/OptInTelemetry.targets: x86 / x64 / AnyCPU+Prefer32Bit -> x86 / AnyCPU -> both, in x86\\ and x64\\ (xbuild)"
+
+# The AnyCPU layout's loader step (what TelemetryLibrary does before its first P/Invoke),
+# from C: no .NET Framework runs under Wine here. 64-bit Wine now, 32-bit below.
+PRE="$N.preload"
+mkdir -p "$PRE/x64"
+x86_64-w64-mingw32-gcc -std=c99 -Wall -Wextra -Werror -O2 -s -o "$PRE/preload_host.exe" "$ROOT/packaging/tests/preload_host.c" \
+    || fail "packaging/tests/preload_host.c does not compile with x86_64-w64-mingw32-gcc"
+cp "$N/runtimes/win-x64/native/optin_telemetry.dll" "$PRE/x64/"
+out=$("$ROOT/tests/windows/runner" "$PRE/preload_host.exe" 2>&1 | tr -d '\r') || { echo "$out"; fail "preload_host.exe (x64) under Wine"; }
+[ "$out" = "preload x64 ok tel_version $V" ] || { echo "$out"; fail "preload_host.exe (x64) output"; }
+ok "AnyCPU layout, 64-bit Wine: optin_telemetry.dll not found by name, LoadLibraryW(x64\\optin_telemetry.dll), then the by-name load returns that module (tel_version $V)"
 
 # 4. 32-bit Wine
 wine32_reason=""
@@ -78,3 +89,11 @@ tr -d '\r' <"$X/out.crlf" >"$X/out.txt"   # the Windows console writes CRLF
 grep -q '^pointer size 4 bytes$' "$X/out.txt" && grep -q "^tel_version $V\$" "$X/out.txt" && grep -q '"arch":"x86"' "$X/out.txt" \
     && grep -q '^closed$' "$X/out.txt" || { cat "$X/out.txt"; fail "win32_host.exe output"; }
 ok "win-x86 DLL under 32-bit Wine: a 32-bit host found tel_* by plain name (cdecl), tel_version $V, tel_open, tel_preview_json (\"arch\":\"x86\"), tel_close"
+mkdir -p "$X/preload/x86"
+i686-w64-mingw32-gcc -std=c99 -Wall -Wextra -Werror -O2 -s -o "$X/preload/preload_host.exe" "$ROOT/packaging/tests/preload_host.c" \
+    || fail "packaging/tests/preload_host.c does not compile with i686-w64-mingw32-gcc"
+cp "$N/runtimes/win-x86/native/optin_telemetry.dll" "$X/preload/x86/"
+cp "$X/bcryptprimitives.dll" "$X/preload/"
+out=$(cd "$X/preload" && /usr/lib/wine/wine preload_host.exe 2>&1 | tr -d '\r') || { echo "$out"; fail "preload_host.exe (x86) under 32-bit Wine"; }
+[ "$out" = "preload x86 ok tel_version $V" ] || { echo "$out"; fail "preload_host.exe (x86) output"; }
+ok "AnyCPU layout, 32-bit Wine: optin_telemetry.dll not found by name, LoadLibraryW(x86\\optin_telemetry.dll), then the by-name load returns that module (tel_version $V)"

@@ -1,4 +1,5 @@
 using System;
+using System.IO;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Threading;
@@ -20,7 +21,89 @@ namespace OptInTelemetry
         /// <summary>tel_version() of the loaded native library (loads it, no check).</summary>
         public static string NativeVersion
         {
-            get { return Utf8.Decode(NativeMethods.tel_version()); }
+            get
+            {
+                PreloadArchitectureDll();
+                return Utf8.Decode(NativeMethods.tel_version());
+            }
+        }
+
+        private static int preloaded;
+
+        /// <summary>
+        /// The DLL loaded ahead of the first P/Invoke on Windows, or null: the
+        /// x86\ or x64\ subfolder (by this process's pointer size) beside this
+        /// assembly, if that file exists. Set once, on first use.
+        /// </summary>
+        internal static string PreloadedPath { get; private set; }
+
+        /// <summary>Win32 error of a failed LoadLibraryW of PreloadedPath (0: loaded or not tried).</summary>
+        internal static int PreloadError { get; private set; }
+
+        /// <summary>
+        /// x86\optin_telemetry.dll or x64\optin_telemetry.dll beside the assembly at
+        /// assemblyLocation, chosen by pointerSize (IntPtr.Size: 4 or 8); null when the
+        /// assembly has no location (loaded from bytes).
+        /// </summary>
+        internal static string ArchitectureDllPath(string assemblyLocation, int pointerSize)
+        {
+            if (string.IsNullOrEmpty(assemblyLocation))
+            {
+                return null;
+            }
+            string dir = Path.GetDirectoryName(assemblyLocation);
+            if (string.IsNullOrEmpty(dir))
+            {
+                return null;
+            }
+            return Path.Combine(dir, pointerSize == 8 ? "x64" : "x86", "optin_telemetry.dll");
+        }
+
+        /// <summary>
+        /// Windows only, once per process, before the first P/Invoke: an AnyCPU
+        /// .NET Framework application gets both DLLs in x86\ and x64\ subfolders (see
+        /// build/OptInTelemetry.targets), which DllImport does not search. Loading the
+        /// one matching the process by full path makes Windows reuse that module for
+        /// DllImport("optin_telemetry"): a module of that name already loaded is used
+        /// wherever it came from. When the subfolder file does not exist (an x86 or x64
+        /// build with the DLL beside the application, .NET 6/8 with runtimes/, Mono on
+        /// Linux) nothing is done and DllImport searches as before.
+        /// </summary>
+        private static void PreloadArchitectureDll()
+        {
+            if (Interlocked.Exchange(ref preloaded, 1) != 0)
+            {
+                return;
+            }
+            if (Environment.OSVersion.Platform != PlatformID.Win32NT)
+            {
+                return;
+            }
+            string path;
+            try
+            {
+                path = ArchitectureDllPath(typeof(TelemetryLibrary).Assembly.Location, IntPtr.Size);
+            }
+            catch (NotSupportedException)
+            {
+                return; // a dynamic assembly has no location
+            }
+            if (path == null || !File.Exists(path))
+            {
+                return;
+            }
+            PreloadedPath = path;
+            if (Kernel32.LoadLibraryW(path) == IntPtr.Zero)
+            {
+                PreloadError = Marshal.GetLastWin32Error();
+            }
+        }
+
+        /// <summary>kernel32 declarations; kept out of NativeMethods, whose P/Invokes are all prelinked.</summary>
+        private static class Kernel32
+        {
+            [DllImport("kernel32", CharSet = CharSet.Unicode, SetLastError = true, ExactSpelling = true)]
+            internal static extern IntPtr LoadLibraryW(string lpLibFileName);
         }
 
         /// <summary>
@@ -29,6 +112,9 @@ namespace OptInTelemetry
         /// DllNotFoundException (library not found: see README), BadImageFormatException
         /// (a 32-bit process loading the 64-bit DLL) or TelemetryVersionMismatchException
         /// (another version, or a library lacking one of the tel_* functions this binding calls).
+        /// On Windows it first loads x86\optin_telemetry.dll or x64\optin_telemetry.dll
+        /// beside this assembly, matching the process, when that file exists (the AnyCPU
+        /// layout of the NuGet package's targets).
         /// </summary>
         public static void EnsureLoaded()
         {
@@ -43,6 +129,7 @@ namespace OptInTelemetry
                     return;
                 }
                 string native;
+                PreloadArchitectureDll();
                 try
                 {
                     native = NativeVersion;
@@ -52,7 +139,9 @@ namespace OptInTelemetry
                     throw new DllNotFoundException(
                         "optin-telemetry: cannot load the native library '" + NativeMethods.Library + "' " +
                         "(optin_telemetry.dll beside the application on Windows; liboptin_telemetry.so via " +
-                        "a dllmap in OptInTelemetry.dll.config or LD_LIBRARY_PATH under Mono): " + e.Message, e);
+                        "a dllmap in OptInTelemetry.dll.config or LD_LIBRARY_PATH under Mono" +
+                        (PreloadedPath != null ? "; LoadLibraryW(" + PreloadedPath + ") failed with Win32 error " + PreloadError : "") +
+                        "): " + e.Message, e);
                 }
                 catch (EntryPointNotFoundException e)
                 {

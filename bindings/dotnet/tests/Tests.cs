@@ -52,6 +52,20 @@ namespace OptInTelemetry.Tests
         }
 
         [Test]
+        public static void ArchitectureSubfolderDllIsChosenByPointerSize()
+        {
+            string dir = Path.Combine(Path.GetTempPath(), "app");
+            string asm = Path.Combine(dir, "OptInTelemetry.dll");
+            Assert.Equal(Path.Combine(dir, "x86", "optin_telemetry.dll"), TelemetryLibrary.ArchitectureDllPath(asm, 4), "32-bit process");
+            Assert.Equal(Path.Combine(dir, "x64", "optin_telemetry.dll"), TelemetryLibrary.ArchitectureDllPath(asm, 8), "64-bit process");
+            Assert.Equal<string>(null, TelemetryLibrary.ArchitectureDllPath("", 8), "assembly loaded from bytes (no location)");
+            Assert.Equal<string>(null, TelemetryLibrary.ArchitectureDllPath(null, 4), "no location");
+            // Not Windows (Mono on Linux): nothing is preloaded, DllImport goes through the dllmap.
+            TelemetryLibrary.EnsureLoaded();
+            Assert.Equal<string>(null, TelemetryLibrary.PreloadedPath, "no preload outside Windows");
+        }
+
+        [Test]
         public static void VersionCheckNamesBothVersions()
         {
             TelemetryLibrary.CheckVersion("0.1.0", "0.1.0");

@@ -222,6 +222,10 @@ async fn gateway_story<S: Store>(store: S, db: &Db) {
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
+    // The dashboard (admin) shows the week's share through the gateway.
+    let page = get(server.running.admin_addr, "/").await.body;
+    assert!(page.contains("Share of reports through Oblivious HTTP"), "{page}");
+    assert!(page.contains("<tr><td>2026-W47</td><td>50.0 %</td><td>1 / 2</td></tr>"), "{page}");
     server.running.stop().await;
 }
 

@@ -118,7 +118,10 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
 /// The header checks of an ingest request, shared by `/v1/report` and the
 /// requests inside Oblivious HTTP: the media type (parameters ignored), no
 /// content coding, and a declared length within `max`.
-pub(crate) fn check_head<S>(headers: &axum::http::HeaderMap, state: &AppState<S>, media: &str, max: usize) -> Result<(), Response> {
+/// A refusal as (status, reason), answered by [`status`].
+type Refused = (StatusCode, &'static str);
+
+pub(crate) fn check_head<S>(headers: &axum::http::HeaderMap, state: &AppState<S>, media: &str, max: usize) -> Result<(), Refused> {
     let media_ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -132,7 +135,7 @@ pub(crate) fn check_head<S>(headers: &axum::http::HeaderMap, state: &AppState<S>
     let declared: Option<u64> = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|n| n > max as u64) {
         state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-        return Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
     }
     if !media_ok || coded {
         state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +146,7 @@ pub(crate) fn check_head<S>(headers: &axum::http::HeaderMap, state: &AppState<S>
         } else {
             "media_type"
         };
-        return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
     }
     Ok(())
 }
@@ -159,7 +162,7 @@ async fn read_body<S: Store>(
 ) -> Result<(axum::body::Bytes, OwnedSemaphorePermit), Response> {
     let (parts, body) = req.into_parts();
     let conn = parts.extensions.get::<ConnHandle>().cloned();
-    check_head(&parts.headers, state, media, max)?;
+    check_head(&parts.headers, state, media, max).map_err(|(code, reason)| status(code, reason))?;
     drop(parts);
     // A client dripping its body a byte at a time holds its connection
     // for at most request_timeout (and less when connections run short).
@@ -259,9 +262,9 @@ async fn gateway_post<S: Store>(State(state): State<Arc<AppState<S>>>, req: Requ
     drop(enc);
     let answer = match inner_request(&state, &inner) {
         Ok(body) => answer(&state, receive(&state, &body, Route::Gateway).await),
-        Err(r) => {
+        Err((code, reason)) => {
             state.metrics.gateway_refuse(Refusal::InnerRequest);
-            r
+            status(code, reason)
         }
     };
     let Some(bhttp) = to_bhttp(answer).await else {
@@ -279,19 +282,19 @@ async fn gateway_post<S: Store>(State(state): State<Arc<AppState<S>>>, req: Requ
 /// The report inside a decapsulated Binary HTTP request: a `POST` to the
 /// ingest path passing the same header checks as `/v1/report`; otherwise the
 /// answer to send back (encapsulated).
-fn inner_request<S>(state: &AppState<S>, inner: &[u8]) -> Result<Vec<u8>, Response> {
+fn inner_request<S>(state: &AppState<S>, inner: &[u8]) -> Result<Vec<u8>, Refused> {
     let Ok(msg) = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(inner)) else {
-        return Err(status(StatusCode::BAD_REQUEST, "bhttp"));
+        return Err((StatusCode::BAD_REQUEST, "bhttp"));
     };
     let control = msg.control();
     if control.status().is_some() {
-        return Err(status(StatusCode::BAD_REQUEST, "bhttp"));
+        return Err((StatusCode::BAD_REQUEST, "bhttp"));
     }
     if control.path() != Some(state.options.ingest_path.as_bytes()) {
-        return Err(status(StatusCode::NOT_FOUND, "not_found"));
+        return Err((StatusCode::NOT_FOUND, "not_found"));
     }
     if control.method() != Some(b"POST".as_slice()) {
-        return Err(status(StatusCode::METHOD_NOT_ALLOWED, "method"));
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "method"));
     }
     let mut headers = axum::http::HeaderMap::new();
     for field in msg.header().iter() {
@@ -304,7 +307,7 @@ fn inner_request<S>(state: &AppState<S>, inner: &[u8]) -> Result<Vec<u8>, Respon
     check_head(&headers, state, "application/json", state.options.max_body)?;
     if msg.content().len() > state.options.max_body {
         state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-        return Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
     }
     Ok(msg.content().to_vec())
 }

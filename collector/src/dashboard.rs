@@ -24,9 +24,11 @@ pub struct DashboardData {
     pub products: Vec<ProductData>,
     pub quarantine: Vec<(String, i64)>,
     pub rejected: Vec<(&'static str, u64)>,
-    /// (week, reports stored through the Oblivious HTTP gateway, reports
-    /// stored) of the weeks with raw reports: exact, admin only.
-    pub gateway: Vec<(String, i64, i64)>,
+    /// (week, share in percent of the stored reports that came through the
+    /// Oblivious HTTP gateway) of the ended weeks that still have raw
+    /// reports: exact, admin only. Neither the current week nor a count of
+    /// reports is shown (counts are published through releases only).
+    pub gateway: Vec<(String, f64)>,
     pub public: bool,
 }
 
@@ -51,7 +53,16 @@ pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, Stor
             .map(|r| (r.name(), state.metrics.rejected(*r)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        (state.store.quarantine_summary().await?, rejected, state.store.gateway_weeks().await?)
+        let current = crate::api::current_week(state).to_string();
+        let gateway = state
+            .store
+            .gateway_weeks()
+            .await?
+            .into_iter()
+            .filter(|(week, _, all)| *week < current && *all > 0)
+            .map(|(week, via, all)| (week, 100.0 * via as f64 / all as f64))
+            .collect();
+        (state.store.quarantine_summary().await?, rejected, gateway)
     };
     Ok(DashboardData {
         current_week: crate::api::current_week(state).to_string(),
@@ -106,9 +117,9 @@ fn t(lang: &str, key: &str) -> &'static str {
         "rejected" => if de { "Abgewiesene Berichte seit dem Start, nach Grund" } else { "Rejected reports since start, by reason" },
         "none" => if de { "keine" } else { "none" },
         "gateway" => if de {
-            "Anteil der Berichte über Oblivious HTTP (Gateway), je Woche (exakt: Betriebszahl, kein Feldwert)"
+            "Anteil der Berichte über Oblivious HTTP (Gateway), je abgeschlossener Woche (exakt: Betriebszahl, kein Feldwert)"
         } else {
-            "Share of reports through Oblivious HTTP (the gateway), per week (exact: an operational figure, not a field value)"
+            "Share of reports through Oblivious HTTP (the gateway), per ended week (exact: an operational figure, not a field value)"
         },
         "nodata" => if de { "Noch keine veröffentlichte Woche." } else { "No released week yet." },
         "noproducts" => if de { "Kein Produkt registriert (optin-collector product add)." } else { "No product registered (optin-collector product add)." },
@@ -411,15 +422,8 @@ fn alerts(h: &mut String, d: &DashboardData, lang: &str) {
         let _ = write!(h, "<p class=\"ok\">{}</p>", t(lang, "none"));
     } else {
         h.push_str("<table class=\"gateway\">");
-        for (week, via, all) in &d.gateway {
-            let share = if *all > 0 { 100.0 * *via as f64 / *all as f64 } else { 0.0 };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{share:.1} %</td><td>{} / {}</td></tr>",
-                esc(week),
-                group(*via),
-                group(*all)
-            );
+        for (week, share) in &d.gateway {
+            let _ = write!(h, "<tr><td>{}</td><td>{share:.1} %</td></tr>", esc(week));
         }
         h.push_str("</table>");
     }

@@ -222,10 +222,14 @@ async fn gateway_story<S: Store>(store: S, db: &Db) {
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
-    // The dashboard (admin) shows the week's share through the gateway.
+    // The dashboard (admin) shows a week's share through the gateway once
+    // the week has ended, and no count.
     let page = get(server.running.admin_addr, "/").await.body;
     assert!(page.contains("Share of reports through Oblivious HTTP"), "{page}");
-    assert!(page.contains("<tr><td>2026-W47</td><td>50.0 %</td><td>1 / 2</td></tr>"), "{page}");
+    assert!(!page.contains("<td>2026-W47</td>"), "the current week is on the dashboard");
+    clock.set(NOW + 7 * 86_400);
+    let page = get(server.running.admin_addr, "/").await.body;
+    assert!(page.contains("<tr><td>2026-W47</td><td>50.0 %</td></tr>"), "{page}");
     server.running.stop().await;
 }
 

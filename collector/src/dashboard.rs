@@ -24,6 +24,11 @@ pub struct DashboardData {
     pub products: Vec<ProductData>,
     pub quarantine: Vec<(String, i64)>,
     pub rejected: Vec<(&'static str, u64)>,
+    /// (week, share in percent of the stored reports that came through the
+    /// Oblivious HTTP gateway) of the ended weeks that still have raw
+    /// reports: exact, admin only. Neither the current week nor a count of
+    /// reports is shown (counts are published through releases only).
+    pub gateway: Vec<(String, f64)>,
     pub public: bool,
 }
 
@@ -40,17 +45,33 @@ pub async fn gather<S: Store>(state: &AppState<S>) -> Result<DashboardData, Stor
         let skip = releases.len().saturating_sub(MAX_WEEKS);
         products.push(ProductData { name: p.name, releases: releases.split_off(skip) });
     }
-    let (quarantine, rejected) = if state.options.public {
-        (vec![], vec![])
+    let (quarantine, rejected, gateway) = if state.options.public {
+        (vec![], vec![], vec![])
     } else {
         let rejected = optin_telemetry::validate::Reject::ALL
             .iter()
             .map(|r| (r.name(), state.metrics.rejected(*r)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        (state.store.quarantine_summary().await?, rejected)
+        let current = crate::api::current_week(state).to_string();
+        let gateway = state
+            .store
+            .gateway_weeks()
+            .await?
+            .into_iter()
+            .filter(|(week, _, all)| *week < current && *all > 0)
+            .map(|(week, via, all)| (week, 100.0 * via as f64 / all as f64))
+            .collect();
+        (state.store.quarantine_summary().await?, rejected, gateway)
     };
-    Ok(DashboardData { current_week: crate::api::current_week(state).to_string(), products, quarantine, rejected, public: state.options.public })
+    Ok(DashboardData {
+        current_week: crate::api::current_week(state).to_string(),
+        products,
+        quarantine,
+        rejected,
+        gateway,
+        public: state.options.public,
+    })
 }
 
 /// HTML-escapes text and attribute values.
@@ -95,6 +116,11 @@ fn t(lang: &str, key: &str) -> &'static str {
         "quarantine" => if de { "Berichte zu nicht registrierten Schemas (Quarantäne)" } else { "Reports for unregistered schemas (quarantine)" },
         "rejected" => if de { "Abgewiesene Berichte seit dem Start, nach Grund" } else { "Rejected reports since start, by reason" },
         "none" => if de { "keine" } else { "none" },
+        "gateway" => if de {
+            "Anteil der Berichte über Oblivious HTTP (Gateway), je abgeschlossener Woche (exakt: Betriebszahl, kein Feldwert)"
+        } else {
+            "Share of reports through Oblivious HTTP (the gateway), per ended week (exact: an operational figure, not a field value)"
+        },
         "nodata" => if de { "Noch keine veröffentlichte Woche." } else { "No released week yet." },
         "noproducts" => if de { "Kein Produkt registriert (optin-collector product add)." } else { "No product registered (optin-collector product add)." },
         "of" => if de { "Berichte" } else { "reports" },
@@ -388,6 +414,16 @@ fn alerts(h: &mut String, d: &DashboardData, lang: &str) {
         h.push_str("<table>");
         for (reason, n) in &d.rejected {
             let _ = write!(h, "<tr><td class=\"warn\"><code>{}</code></td><td>{}</td></tr>", esc(reason), group(*n as i64));
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(h, "<h3>{}</h3>", t(lang, "gateway"));
+    if d.gateway.is_empty() {
+        let _ = write!(h, "<p class=\"ok\">{}</p>", t(lang, "none"));
+    } else {
+        h.push_str("<table class=\"gateway\">");
+        for (week, share) in &d.gateway {
+            let _ = write!(h, "<tr><td>{}</td><td>{share:.1} %</td></tr>", esc(week));
         }
         h.push_str("</table>");
     }

@@ -3,7 +3,8 @@
 //! optional TLS). The peer address returned by `accept` is dropped on the
 //! spot; no handler can ask for it, and no limit is keyed on it.
 
-use crate::report::{receive, Outcome};
+use crate::gateway;
+use crate::report::{receive, Outcome, Route};
 use crate::storage::Store;
 use crate::AppState;
 use axum::extract::{FromRequest, Request, State};
@@ -23,7 +24,10 @@ use tokio_rustls::TlsAcceptor;
 
 pub fn ingest_router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let path = state.options.ingest_path.clone();
-    Router::new().route(&path, post(ingest::<S>)).with_state(state)
+    Router::new()
+        .route(&path, post(ingest::<S>))
+        .route(gateway::PATH, get(gateway_keys::<S>).post(gateway_post::<S>))
+        .with_state(state)
 }
 
 /// Admin: health, metrics, the releases API and the dashboard. With a
@@ -106,63 +110,95 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for IngestBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Response> {
-        let (parts, body) = req.into_parts();
-        let conn = parts.extensions.get::<ConnHandle>().cloned();
-        let json = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        // Nothing here decodes gzip and the like; a coded body is refused
-        // rather than read as if it were the report (RFC 9110 8.4.1).
-        let coded = parts.headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
-            v.to_str().map_or(true, |v| v.split(',').any(|c| !c.trim().eq_ignore_ascii_case("identity")))
-        });
-        let declared: Option<u64> =
-            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        drop(parts);
-        let max = state.options.max_body;
-        if declared.is_some_and(|n| n > max as u64) {
-            state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-            return Err(status(StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
-        }
-        if !json || coded {
-            state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
-            return Err(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, if coded { "content_encoding" } else { "not_json" }));
-        }
-        // A client dripping its body a byte at a time holds its connection
-        // for at most request_timeout (and less when connections run short).
-        let bytes = match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => {
-                let over = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                return Err(if over {
-                    state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-                    status(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-                } else {
-                    status(StatusCode::BAD_REQUEST, "body")
-                });
-            }
-            Err(_) => {
-                state.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"));
-            }
-        };
-        let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
-            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Err(too_many(state.options.retry_after_s, "overloaded"));
-        };
-        if let Some(conn) = conn {
-            conn.working();
-        }
+        let (bytes, slot) = read_body(req, state, "application/json", state.options.max_body).await?;
         Ok(IngestBody { bytes, _slot: slot })
     }
 }
 
+/// The header checks of an ingest request, shared by `/v1/report` and the
+/// requests inside Oblivious HTTP: the media type (parameters ignored), no
+/// content coding, and a declared length within `max`.
+/// A refusal as (status, reason), answered by [`status`].
+type Refused = (StatusCode, &'static str);
+
+pub(crate) fn check_head<S>(headers: &axum::http::HeaderMap, state: &AppState<S>, media: &str, max: usize) -> Result<(), Refused> {
+    let media_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media));
+    // Nothing here decodes gzip and the like; a coded body is refused
+    // rather than read as if it were the report (RFC 9110 8.4.1).
+    let coded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |v| v.split(',').any(|c| !c.trim().eq_ignore_ascii_case("identity")))
+    });
+    let declared: Option<u64> = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    }
+    if !media_ok || coded {
+        state.metrics.unsupported_media_type.fetch_add(1, Ordering::Relaxed);
+        let reason = if coded {
+            "content_encoding"
+        } else if media == "application/json" {
+            "not_json"
+        } else {
+            "media_type"
+        };
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
+    }
+    Ok(())
+}
+
+/// Reads a request's body of type `media` within `max` bytes and the
+/// request timeout, then takes a slot of the global limiter. The rest of the
+/// request (other headers, URI, peer) is dropped here.
+async fn read_body<S: Store>(
+    req: Request,
+    state: &Arc<AppState<S>>,
+    media: &str,
+    max: usize,
+) -> Result<(axum::body::Bytes, OwnedSemaphorePermit), Response> {
+    let (parts, body) = req.into_parts();
+    let conn = parts.extensions.get::<ConnHandle>().cloned();
+    check_head(&parts.headers, state, media, max).map_err(|(code, reason)| status(code, reason))?;
+    drop(parts);
+    // A client dripping its body a byte at a time holds its connection
+    // for at most request_timeout (and less when connections run short).
+    let bytes = match tokio::time::timeout(state.options.request_timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if over {
+                state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+                status(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            } else {
+                status(StatusCode::BAD_REQUEST, "body")
+            });
+        }
+        Err(_) => {
+            state.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(status(StatusCode::REQUEST_TIMEOUT, "timeout"));
+        }
+    };
+    let Ok(slot) = state.inflight.clone().try_acquire_owned() else {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(too_many(state.options.retry_after_s, "overloaded"));
+    };
+    if let Some(conn) = conn {
+        conn.working();
+    }
+    Ok((bytes, slot))
+}
+
 async fn ingest<S: Store>(State(state): State<Arc<AppState<S>>>, body: IngestBody) -> Response {
-    match receive(&state, &body.bytes).await {
+    answer(&state, receive(&state, &body.bytes, Route::Direct).await)
+}
+
+/// The answer to a report, whichever way it came.
+fn answer<S>(state: &AppState<S>, outcome: Result<Outcome, crate::storage::StoreError>) -> Response {
+    match outcome {
         Ok(Outcome::Stored) | Ok(Outcome::Duplicate) => StatusCode::NO_CONTENT.into_response(),
         Ok(Outcome::Quarantined) => StatusCode::ACCEPTED.into_response(),
         // Retry later: the report is not lost, and by then the vendor may
@@ -176,6 +212,121 @@ async fn ingest<S: Store>(State(state): State<Arc<AppState<S>>>, body: IngestBod
             status(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
     }
+}
+
+/// `GET /.well-known/ohttp-gateway`: the live key configurations.
+async fn gateway_keys<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let keys = state.ohttp_keys();
+    if keys.is_empty() {
+        return status(StatusCode::NOT_FOUND, "no_keys");
+    }
+    ([(header::CONTENT_TYPE, gateway::KEYS_TYPE), (header::CACHE_CONTROL, "max-age=3600")], keys.encoded().to_vec()).into_response()
+}
+
+/// The key problem of RFC 9458 (problem type `ohttp-key`): the client
+/// should fetch the keys again.
+fn key_problem() -> Response {
+    let body = r#"{"type":"https://iana.org/assignments/http-problem-types#ohttp-key","title":"key identifier unknown"}"#;
+    (StatusCode::UNPROCESSABLE_ENTITY, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+}
+
+/// `POST /.well-known/ohttp-gateway` (`message/ohttp-req`): decapsulates
+/// with the live key the request names, runs the inner request through the
+/// ingest path, and encapsulates its answer (`message/ohttp-res`). Nothing
+/// of a refused request is kept; it is counted by reason.
+async fn gateway_post<S: Store>(State(state): State<Arc<AppState<S>>>, req: Request) -> Response {
+    use gateway::Refusal;
+    let max = gateway::max_encapsulated(state.options.max_body);
+    let (enc, _slot) = match read_body(req, &state, gateway::REQUEST_TYPE, max).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let refuse = |why: Refusal| {
+        state.metrics.gateway_refuse(why);
+        match why {
+            Refusal::KeyUnknown => key_problem(),
+            Refusal::Undecryptable => status(StatusCode::BAD_REQUEST, "undecryptable"),
+            _ => status(StatusCode::BAD_REQUEST, "malformed_encapsulation"),
+        }
+    };
+    // Key id, KEM, KDF, AEAD, the encapsulated key and at least a tag.
+    if enc.len() < gateway::CRYPTO_OVERHEAD {
+        return refuse(Refusal::Malformed);
+    }
+    let keys = state.ohttp_keys();
+    let Some(server) = keys.server(enc[0]) else { return refuse(Refusal::KeyUnknown) };
+    let (inner, response) = match server.decapsulate(&enc) {
+        Ok(x) => x,
+        Err(e) => return refuse(gateway::refusal_of(&e)),
+    };
+    drop(enc);
+    let answer = match inner_request(&state, &inner) {
+        Ok(body) => answer(&state, receive(&state, &body, Route::Gateway).await),
+        Err((code, reason)) => {
+            state.metrics.gateway_refuse(Refusal::InnerRequest);
+            status(code, reason)
+        }
+    };
+    let Some(bhttp) = to_bhttp(answer).await else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    };
+    match response.encapsulate(&bhttp) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, gateway::RESPONSE_TYPE), (header::CACHE_CONTROL, "no-store")], bytes).into_response(),
+        Err(e) => {
+            eprintln!("OHTTP: cannot encapsulate an answer: {e}");
+            status(StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    }
+}
+
+/// The report inside a decapsulated Binary HTTP request: a `POST` to the
+/// ingest path passing the same header checks as `/v1/report`; otherwise the
+/// answer to send back (encapsulated).
+fn inner_request<S>(state: &AppState<S>, inner: &[u8]) -> Result<Vec<u8>, Refused> {
+    let Ok(msg) = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(inner)) else {
+        return Err((StatusCode::BAD_REQUEST, "bhttp"));
+    };
+    let control = msg.control();
+    if control.status().is_some() {
+        return Err((StatusCode::BAD_REQUEST, "bhttp"));
+    }
+    if control.path() != Some(state.options.ingest_path.as_bytes()) {
+        return Err((StatusCode::NOT_FOUND, "not_found"));
+    }
+    if control.method() != Some(b"POST".as_slice()) {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "method"));
+    }
+    let mut headers = axum::http::HeaderMap::new();
+    for field in msg.header().iter() {
+        if let (Ok(name), Ok(value)) =
+            (header::HeaderName::from_bytes(field.name()), HeaderValue::from_bytes(field.value()))
+        {
+            headers.append(name, value);
+        }
+    }
+    check_head(&headers, state, "application/json", state.options.max_body)?;
+    if msg.content().len() > state.options.max_body {
+        state.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    }
+    Ok(msg.content().to_vec())
+}
+
+/// An answer as a Binary HTTP response: status, Content-Type and
+/// Retry-After when present, and the body.
+async fn to_bhttp(r: Response) -> Option<Vec<u8>> {
+    let (parts, body) = r.into_parts();
+    let code = bhttp::StatusCode::try_from(parts.status.as_u16()).ok()?;
+    let mut msg = bhttp::Message::response(code);
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            msg.put_header(name.as_str(), v.as_bytes());
+        }
+    }
+    msg.write_content(axum::body::to_bytes(body, 64 * 1024).await.ok()?);
+    let mut out = vec![];
+    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out).ok()?;
+    Some(out)
 }
 
 async fn healthz<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod commands;
 pub mod dashboard;
 pub mod demo;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod privacy;
@@ -90,6 +91,8 @@ pub struct AppState<S> {
     pub clock: Clock,
     pub inflight: Arc<Semaphore>,
     schemas: RwLock<Arc<SchemaSet>>,
+    /// The live Oblivious HTTP keys, reloaded with the schemas.
+    ohttp_keys: RwLock<Arc<gateway::Keys>>,
     started: std::time::Instant,
     /// Milliseconds since `started` of the last on-demand schema reload.
     last_reload_ms: std::sync::atomic::AtomicU64,
@@ -98,7 +101,9 @@ pub struct AppState<S> {
 impl<S: Store> AppState<S> {
     pub async fn new(store: S, options: Options, clock: Clock) -> Result<Arc<Self>, storage::StoreError> {
         let schemas = SchemaSet::from_rows(&store.schemas().await?);
+        let keys = gateway::Keys::from_rows(&store.ohttp_keys().await?);
         Ok(Arc::new(AppState {
+            ohttp_keys: RwLock::new(Arc::new(keys)),
             inflight: Arc::new(Semaphore::new(options.max_inflight.max(1))),
             store,
             options,
@@ -112,6 +117,20 @@ impl<S: Store> AppState<S> {
 
     pub fn schemas(&self) -> Arc<SchemaSet> {
         self.schemas.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn ohttp_keys(&self) -> Arc<gateway::Keys> {
+        self.ohttp_keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the Oblivious HTTP keys (`ohttp keygen` or `retire` run
+    /// since): serve picks them up within `schema_refresh`.
+    pub async fn refresh_ohttp_keys(&self) -> Result<(), storage::StoreError> {
+        let rows = self.store.ohttp_keys().await?;
+        if self.ohttp_keys().changed(&rows) {
+            *self.ohttp_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gateway::Keys::from_rows(&rows));
+        }
+        Ok(())
     }
 
     /// Reloads the schemas for a digest not seen yet (a vendor registering a
@@ -185,6 +204,9 @@ pub fn start<S: Store>(
             tick.tick().await;
             if let Err(e) = refresher.refresh_schemas().await {
                 eprintln!("schema refresh: {e}");
+            }
+            if let Err(e) = refresher.refresh_ohttp_keys().await {
+                eprintln!("OHTTP key refresh: {e}");
             }
         }
     }));

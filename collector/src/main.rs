@@ -53,6 +53,19 @@ enum Command {
     },
     /// Simulate a fleet through the real library and serve the dashboard.
     Demo(optin_collector::demo::DemoArgs),
+    /// Oblivious HTTP gateway keys: make one, list them, retire one.
+    #[command(subcommand)]
+    Ohttp(OhttpCommand),
+}
+
+#[derive(Subcommand)]
+enum OhttpCommand {
+    /// Make a new live key; prints its key_config (base64 of application/ohttp-keys) for the product's configuration.
+    Keygen,
+    /// List keys: key id, week created, live or retired.
+    List,
+    /// Retire a key: the gateway refuses it from then on (serve notices within 5 s) and its secret is deleted.
+    Retire { key_id: u8 },
 }
 
 #[derive(clap::Args)]
@@ -123,7 +136,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | clap::error::ErrorKind::MissingSubcommand) => {
-            return fail("a command is required: serve, schema add|list|check, product add|list, release, purge, export, demo or bench (see --help)".into());
+            return fail("a command is required: serve, schema add|list|check, product add|list, release, purge, export, ohttp keygen|list|retire, demo or bench (see --help)".into());
         }
         // One line, not clap's usage block: scripts and service managers log it whole.
         Err(e) => {
@@ -170,7 +183,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         DbUrl::Sqlite(path) => {
             let store = SqliteStore::open(path).map_err(|e| format!("{}: {e}", cli.db))?;
             // Otherwise serve would start and answer every report 503.
-            if matches!(cli.command, Command::Serve(_) | Command::Purge { .. } | Command::Release(_) | Command::Product(ProductCommand::Add { .. }))
+            if matches!(cli.command, Command::Serve(_)
+                    | Command::Purge { .. }
+                    | Command::Release(_)
+                    | Command::Product(ProductCommand::Add { .. })
+                    | Command::Ohttp(OhttpCommand::Keygen | OhttpCommand::Retire { .. }))
                 && store.is_read_only()
             {
                 return Err(format!("{}: the database file is read-only; this command writes to it", cli.db));
@@ -311,6 +328,21 @@ async fn with_store<S: Store>(store: S, command: Command) -> Result<ExitCode, St
         Command::Product(ProductCommand::Add { name, versions, since }) => {
             let p = commands::add_product(&store, &name, &versions, since.as_deref(), (system_clock())()).await?;
             println!("registered {} (released from {}; versions: {})", p.name, p.first_week, if p.versions.is_empty() { "none".into() } else { p.versions.join(", ") });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ohttp(OhttpCommand::Keygen) => {
+            let (id, config) = optin_collector::gateway::keygen(&store, (system_clock())()).await?;
+            eprintln!("optin-collector: OHTTP key {id} made (X25519, HKDF-SHA256, AES-128-GCM or ChaCha20Poly1305); key_config:");
+            println!("{config}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ohttp(OhttpCommand::List) => {
+            print!("{}", optin_collector::gateway::list_text(&store).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ohttp(OhttpCommand::Retire { key_id }) => {
+            optin_collector::gateway::retire(&store, key_id).await?;
+            println!("retired OHTTP key {key_id}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Product(ProductCommand::List) => {

@@ -1,6 +1,7 @@
 //! Counters for /metrics (Prometheus text format). Counts only: no label
 //! ever carries anything from a request beyond a fixed reason name.
 
+use crate::gateway::Refusal;
 use optin_telemetry::validate::Reject;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,10 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     pub timeouts: AtomicU64,
     pub storage_errors: AtomicU64,
+    /// Reports stored that came through the Oblivious HTTP gateway.
+    pub gateway_reports: AtomicU64,
     rejected: [AtomicU64; 32],
+    gateway_refused: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -28,6 +32,16 @@ impl Metrics {
 
     pub fn rejected(&self, reason: Reject) -> u64 {
         Reject::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.rejected[i].load(Ordering::Relaxed))
+    }
+
+    pub fn gateway_refuse(&self, reason: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
+            self.gateway_refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn gateway_refused(&self, reason: Refusal) -> u64 {
+        Refusal::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.gateway_refused[i].load(Ordering::Relaxed))
     }
 
     pub fn render(&self, schemas: usize) -> String {
@@ -48,6 +62,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE optin_reports_rejected_total counter");
         for (i, reason) in Reject::ALL.iter().enumerate() {
             let _ = writeln!(out, "optin_reports_rejected_total{{reason=\"{}\"}} {}", reason.name(), self.rejected[i].load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# HELP optin_gateway_reports_total Reports stored that came through the Oblivious HTTP gateway.");
+        let _ = writeln!(out, "# TYPE optin_gateway_reports_total counter\noptin_gateway_reports_total {}", self.gateway_reports.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP optin_gateway_refused_total Oblivious HTTP requests refused before the ingest path, by reason.");
+        let _ = writeln!(out, "# TYPE optin_gateway_refused_total counter");
+        for (i, reason) in Refusal::ALL.iter().enumerate() {
+            let _ = writeln!(out, "optin_gateway_refused_total{{reason=\"{}\"}} {}", reason.name(), self.gateway_refused[i].load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP optin_schemas_registered Registered schemas known to this process.\n# TYPE optin_schemas_registered gauge\noptin_schemas_registered {schemas}");
         out

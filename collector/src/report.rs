@@ -16,7 +16,16 @@ pub enum Outcome {
     Rejected(Reject),
 }
 
-pub async fn receive<S: Store>(state: &AppState<S>, body: &[u8]) -> Result<Outcome, StoreError> {
+/// How a report arrived: posted directly, or through the Oblivious HTTP
+/// gateway. Only counted (per week, for stored reports); never stored with
+/// the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    Gateway,
+}
+
+pub async fn receive<S: Store>(state: &AppState<S>, body: &[u8], route: Route) -> Result<Outcome, StoreError> {
     let envelope = match Envelope::parse(body) {
         Ok(e) => e,
         Err(reason) => return Ok(rejected(state, reason)),
@@ -48,6 +57,14 @@ pub async fn receive<S: Store>(state: &AppState<S>, body: &[u8]) -> Result<Outco
     };
     if state.store.insert_report(keep(&accepted, schema_id, week)).await? {
         state.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        if route == Route::Gateway {
+            state.metrics.gateway_reports.fetch_add(1, Ordering::Relaxed);
+            // The report is stored: a failed count is logged, not answered.
+            if let Err(e) = state.store.count_gateway_report(&week.to_string()).await {
+                state.metrics.storage_errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("storage error (gateway count): {e}");
+            }
+        }
         Ok(Outcome::Stored)
     } else {
         state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -152,7 +152,44 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn release_rows(&self, week: &str, product: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Bytes the stored data takes (database files / relation sizes).
     fn size_bytes(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// Every Oblivious HTTP key, live and retired, by key id.
+    fn ohttp_keys(&self) -> impl Future<Output = Result<Vec<OhttpKeyRow>>> + Send;
+    /// Stores a new key under the lowest key id never used; None when all
+    /// 256 are taken.
+    fn add_ohttp_key(&self, created_week: &str, ikm: &[u8]) -> impl Future<Output = Result<Option<u8>>> + Send;
+    /// Deletes a key's secret; false when no live key has that id.
+    fn retire_ohttp_key(&self, key_id: u8) -> impl Future<Output = Result<bool>> + Send;
+    /// Adds one to the week's count of reports stored through the gateway.
+    fn count_gateway_report(&self, week: &str) -> impl Future<Output = Result<()>> + Send;
+    /// (week, reports stored through the gateway, reports stored) of every
+    /// week that still has raw reports, ascending.
+    fn gateway_weeks(&self) -> impl Future<Output = Result<Vec<(String, i64, i64)>>> + Send;
 }
+
+/// An Oblivious HTTP key as stored: `ikm` is the secret the key pair is
+/// derived from, None once retired.
+#[derive(Clone)]
+pub struct OhttpKeyRow {
+    pub key_id: u8,
+    pub created_week: String,
+    pub ikm: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for OhttpKeyRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OhttpKeyRow({} {} {})", self.key_id, self.created_week, if self.ikm.is_some() { "live" } else { "retired" })
+    }
+}
+
+/// Shared by both backends.
+pub(crate) const SELECT_OHTTP_KEYS: &str = "SELECT key_id, created_week, ikm FROM ohttp_keys ORDER BY key_id";
+pub(crate) const NEXT_OHTTP_KEY_ID: &str = "SELECT coalesce(max(key_id) + 1, 0) FROM ohttp_keys";
+pub(crate) const INSERT_OHTTP_KEY: &str = "INSERT INTO ohttp_keys (key_id, created_week, ikm) VALUES ($1, $2, $3)";
+pub(crate) const RETIRE_OHTTP_KEY: &str = "UPDATE ohttp_keys SET ikm = NULL WHERE key_id = $1 AND ikm IS NOT NULL";
+pub(crate) const COUNT_GATEWAY_REPORT: &str =
+    "INSERT INTO gateway_weeks (week, reports) VALUES ($1, 1) ON CONFLICT (week) DO UPDATE SET reports = gateway_weeks.reports + 1";
+pub(crate) const GATEWAY_WEEKS: &str = "SELECT r.week, coalesce(g.reports, 0), r.n FROM \
+     (SELECT week, count(*) AS n FROM reports GROUP BY week) r LEFT JOIN gateway_weeks g ON g.week = r.week ORDER BY r.week";
 
 /// A registered product.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 //! its own, so that reads, however many or long, never take its connections.
 
 use super::{
-    release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
+    release_row, OhttpKeyRow, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
     RELEASE_ROW_COLUMNS, SELECT_PRODUCTS, SELECT_RELEASE, SELECT_RELEASES, STORE_RELEASE, UPSERT_PRODUCT,
+    COUNT_GATEWAY_REPORT, GATEWAY_WEEKS, INSERT_OHTTP_KEY, NEXT_OHTTP_KEY_ID, RETIRE_OHTTP_KEY, SELECT_OHTTP_KEYS,
 };
 use crate::privacy::ReportRow;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -17,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/001_init.sql"),
     include_str!("../../migrations/postgres/002_quarantine_counters.sql"),
     include_str!("../../migrations/postgres/003_releases.sql"),
+    include_str!("../../migrations/postgres/004_ohttp.sql"),
 ];
 /// Any constant: serializes migrations of processes starting together.
 const MIGRATION_LOCK: i64 = 0x6f70_7469_6e5f_636f;
@@ -305,6 +307,43 @@ impl Store for PgStore {
             )
             .await?;
         Ok(r.get::<_, i64>(0) as u64)
+    }
+
+    async fn ohttp_keys(&self) -> Result<Vec<OhttpKeyRow>> {
+        let rows = self.client().await?.query(SELECT_OHTTP_KEYS, &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| OhttpKeyRow { key_id: r.get::<_, i64>(0) as u8, created_week: r.get(1), ikm: r.get(2) })
+            .collect())
+    }
+
+    async fn add_ohttp_key(&self, created_week: &str, ikm: &[u8]) -> Result<Option<u8>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("LOCK TABLE ohttp_keys IN EXCLUSIVE MODE", &[]).await?;
+        let id: i64 = tx.query_one(NEXT_OHTTP_KEY_ID, &[]).await?.get(0);
+        if id > 255 {
+            return Ok(None);
+        }
+        tx.execute(INSERT_OHTTP_KEY, &[&id, &created_week, &ikm]).await?;
+        tx.commit().await?;
+        Ok(Some(id as u8))
+    }
+
+    async fn retire_ohttp_key(&self, key_id: u8) -> Result<bool> {
+        Ok(self.client().await?.execute(RETIRE_OHTTP_KEY, &[&i64::from(key_id)]).await? == 1)
+    }
+
+    async fn count_gateway_report(&self, week: &str) -> Result<()> {
+        let c = self.ingest.get().await.map_err(pool_error)?;
+        let st = c.prepare_cached(COUNT_GATEWAY_REPORT).await?;
+        c.execute(&st, &[&week]).await?;
+        Ok(())
+    }
+
+    async fn gateway_weeks(&self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = self.client().await?.query(GATEWAY_WEEKS, &[]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 }
 

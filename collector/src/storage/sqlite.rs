@@ -5,8 +5,9 @@
 //! writer; `secure_delete` so deleted rows are overwritten with zeros.
 
 use super::{
-    release_row, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
+    release_row, OhttpKeyRow, ProductRow, QuarantineCaps, Quarantined, Result, SchemaRow, Store, StoreError, CLAIM_RELEASE, RELEASED_WEEKS,
     RELEASE_ROW_COLUMNS, SELECT_PRODUCTS, SELECT_RELEASE, SELECT_RELEASES, STORE_RELEASE, UPSERT_PRODUCT,
+    COUNT_GATEWAY_REPORT, GATEWAY_WEEKS, INSERT_OHTTP_KEY, NEXT_OHTTP_KEY_ID, RETIRE_OHTTP_KEY, SELECT_OHTTP_KEYS,
 };
 use crate::privacy::ReportRow;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/001_init.sql"),
     include_str!("../../migrations/sqlite/002_quarantine_counters.sql"),
     include_str!("../../migrations/sqlite/003_releases.sql"),
+    include_str!("../../migrations/sqlite/004_ohttp.sql"),
 ];
 
 /// The shared queries use `$N` placeholders; SQLite reads `$1` as a *named*
@@ -91,6 +93,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        owner_only(path);
         configure(&conn)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -372,6 +375,75 @@ impl Store for SqliteStore {
         })
         .await?;
         Ok(self.files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
+    }
+
+    async fn ohttp_keys(&self) -> Result<Vec<OhttpKeyRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(SELECT_OHTTP_KEYS)?;
+            let rows = st.query_map([], |r| {
+                Ok(OhttpKeyRow { key_id: r.get::<_, i64>(0)? as u8, created_week: r.get(1)?, ikm: r.get(2)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_ohttp_key(&self, created_week: &str, ikm: &[u8]) -> Result<Option<u8>> {
+        let (week, ikm) = (created_week.to_string(), ikm.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let id: i64 = tx.query_row(NEXT_OHTTP_KEY_ID, [], |r| r.get(0))?;
+            if id > 255 {
+                return Ok(None);
+            }
+            tx.execute(&q(INSERT_OHTTP_KEY), params![id, week, ikm])?;
+            tx.commit()?;
+            Ok(Some(id as u8))
+        })
+        .await
+    }
+
+    async fn retire_ohttp_key(&self, key_id: u8) -> Result<bool> {
+        self.with(move |c| Ok(c.execute(&q(RETIRE_OHTTP_KEY), [i64::from(key_id)])? == 1)).await
+    }
+
+    async fn count_gateway_report(&self, week: &str) -> Result<()> {
+        let week = week.to_string();
+        self.ingest_with(move |c| {
+            c.prepare_cached(&q(COUNT_GATEWAY_REPORT))?.execute([week])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gateway_weeks(&self) -> Result<Vec<(String, i64, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(GATEWAY_WEEKS)?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+/// The database holds the Oblivious HTTP private keys (table ohttp_keys):
+/// the file is made readable and writable by its owner only (0600). SQLite
+/// gives the -wal and -shm files it creates the database file's mode. Not
+/// changed when the file is someone else's (a reading command run by
+/// another user).
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            if let Ok(m) = std::fs::metadata(&p) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+        }
     }
 }
 

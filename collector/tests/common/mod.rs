@@ -425,4 +425,19 @@ impl<S: Store> Store for Counting<S> {
     async fn size_bytes(&self) -> StoreResult<u64> {
         self.inner.size_bytes().await
     }
+    async fn ohttp_keys(&self) -> StoreResult<Vec<optin_collector::storage::OhttpKeyRow>> {
+        self.inner.ohttp_keys().await
+    }
+    async fn add_ohttp_key(&self, created_week: &str, ikm: &[u8]) -> StoreResult<Option<u8>> {
+        self.inner.add_ohttp_key(created_week, ikm).await
+    }
+    async fn retire_ohttp_key(&self, key_id: u8) -> StoreResult<bool> {
+        self.inner.retire_ohttp_key(key_id).await
+    }
+    async fn count_gateway_report(&self, week: &str) -> StoreResult<()> {
+        self.inner.count_gateway_report(week).await
+    }
+    async fn gateway_weeks(&self) -> StoreResult<Vec<(String, i64, i64)>> {
+        self.inner.gateway_weeks().await
+    }
 }

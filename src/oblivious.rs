@@ -171,11 +171,20 @@ impl Ohttp {
     }
 }
 
-/// Whether a gateway's (or relay's) error body names an outdated key.
+/// The problem type (RFC 9457) RFC 9458 registers for a key the gateway
+/// does not know; the reference collector answers it (README "Oblivious
+/// HTTP (gateway)").
+#[cfg(not(windows))]
+const OHTTP_KEY_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#ohttp-key";
+
+/// Whether a gateway's (or relay's) error body names an outdated key: the
+/// `ohttp-key` problem type, or `{"error": "key_config_outdated"}`.
 #[cfg(not(windows))]
 fn says_key_outdated(body: Option<&[u8]>) -> bool {
-    body.and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .is_some_and(|v| v.get("error").and_then(Value::as_str) == Some(KEY_CONFIG_OUTDATED))
+    body.and_then(|b| serde_json::from_slice::<Value>(b).ok()).is_some_and(|v| {
+        v.get("error").and_then(Value::as_str) == Some(KEY_CONFIG_OUTDATED)
+            || v.get("type").and_then(Value::as_str) == Some(OHTTP_KEY_PROBLEM)
+    })
 }
 
 /// What the relay's answer means for the report: a 2xx carries the
@@ -232,6 +241,19 @@ mod tests {
         let v = serde_json::json!({"relay": "https://relay.example/", "key_config": "AAAA"});
         let e = Ohttp::parse(&v).unwrap_err();
         assert!(e.message.contains("not available in the Windows build yet"), "{}", e.message);
+    }
+
+    /// The collector's gateway answers an unknown or retired key with the
+    /// registered problem type; other gateways with a plain error word.
+    #[cfg(not(windows))]
+    #[test]
+    fn both_spellings_of_an_unknown_key_are_recognised() {
+        let problem = br#"{"type":"https://iana.org/assignments/http-problem-types#ohttp-key","title":"key identifier unknown"}"#;
+        assert!(says_key_outdated(Some(problem)));
+        assert!(says_key_outdated(Some(br#"{"error":"key_config_outdated"}"#)));
+        assert!(!says_key_outdated(Some(br#"{"error":"product_version"}"#)));
+        assert!(!says_key_outdated(Some(b"not json")));
+        assert!(!says_key_outdated(None));
     }
 
     #[test]

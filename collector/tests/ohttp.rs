@@ -405,3 +405,93 @@ fn hex16(id: &str) -> [u8; 16] {
     }
     out
 }
+
+/// The real library (`optin_telemetry::Client`) sends through the real relay
+/// to the collector's gateway: the report is stored once, the library's
+/// history says it went via the relay, and the bytes reaching the collector
+/// hold neither the report id nor a value. With its key retired, the next
+/// report is `key_config_outdated` (the ohttp-key problem the gateway
+/// answers) and waits instead of being retried or dropped as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_sends_through_a_real_relay() {
+    use optin_telemetry::Client;
+    use serde_json::{json, Value};
+    let Some(relay) = relay_binary() else {
+        eprintln!("note: ohttp-relay not installed (scripts/ohttp-relay installs it): relay test not run");
+        return;
+    };
+    let db = Db::new("sqlite").await;
+    let store = open_sqlite(&db.sqlite_path().unwrap()).await;
+    let key = keygen(&db.url);
+    let options = Options { schema_refresh: Duration::from_millis(100), ..Options::default() };
+    let server = serve(store.clone(), options, TestClock::new(NOW).clock()).await;
+    add_schema(&store, SCHEMA).await.unwrap();
+    server.state.refresh_schemas().await.unwrap();
+    let (proxy, forwarded, _) = recording_proxy(server.ingest()).await;
+    let port = free_port();
+    let mut child = std::process::Command::new(relay)
+        .env("PORT", port.to_string())
+        .env("GATEWAY_ORIGIN", format!("http://{proxy}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let relay_at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(relay_at).is_err() {
+        assert!(Instant::now() < deadline, "the relay did not start listening on {relay_at}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "product": "Mail Archiver",
+        "product_version": "5.2.1",
+        "endpoint": format!("http://{}/v1/report", server.ingest()),
+        "state_dir": dir.path().to_str().unwrap(),
+        "schema": serde_json::from_str::<Value>(SCHEMA).unwrap(),
+        "ohttp": {"relay": format!("http://{relay_at}/"), "key_config": base64::engine::general_purpose::STANDARD.encode(&key)},
+    })
+    .to_string();
+    // One report, due at a random moment: tick there and wait for it.
+    let send_one = |config: String| {
+        tokio::task::spawn_blocking(move || {
+            let client = Client::open(&config).unwrap();
+            client.set_consent(true).unwrap();
+            client.set_count("users", 7).unwrap();
+            let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            client.tick_at(t0).unwrap();
+            let status: Value = serde_json::from_str(&client.status().unwrap()).unwrap();
+            let due = status["next_due"].as_i64().expect("a report is scheduled");
+            client.tick_at(due).unwrap();
+            client.flush(Duration::from_secs(45)).unwrap();
+            let history: Value = serde_json::from_str(&client.history().unwrap()).unwrap();
+            let status: Value = serde_json::from_str(&client.status().unwrap()).unwrap();
+            (history, status)
+        })
+    };
+    let (history, _) = send_one(config.clone()).await.unwrap();
+    let sent = &history["reports"][0];
+    assert_eq!(sent["outcome"], "delivered", "{history}");
+    assert_eq!(sent["via"], "relay", "{history}");
+    assert_eq!(store.count_reports().await.unwrap(), 1);
+    let body: Value = serde_json::from_str(sent["body"].as_str().unwrap()).unwrap();
+    let id = body["report_id"].as_str().unwrap().to_string();
+    assert!(store.report(hex16(&id)).await.unwrap().is_some(), "the report the library sent is the one stored");
+    let seen = forwarded.lock().unwrap().clone();
+    for needle in [id.as_bytes(), b"Mail Archiver", b"5.2.1"] {
+        assert!(!contains(&seen, needle), "{} in the bytes the relay forwarded", String::from_utf8_lossy(needle));
+    }
+
+    // The key is retired: a second installation's report waits.
+    assert!(cli(&db.url, &["ohttp", "retire", "0"]).0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let config2 = config.replace(dir.path().to_str().unwrap(), dir2.path().to_str().unwrap());
+    let (history, status) = send_one(config2).await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(history["reports"][0]["outcome"], "key_config_outdated", "{history}");
+    assert!(status["last_error"].as_str().is_some_and(|e| e.starts_with("key_config_outdated")), "{status}");
+    assert_eq!(store.count_reports().await.unwrap(), 1, "nothing stored with a retired key");
+    server.running.stop().await;
+}

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod consent;
 pub mod error;
+mod base64;
 pub mod oblivious;
 pub mod ffi;
 mod platform;

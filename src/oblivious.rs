@@ -33,31 +33,6 @@ pub struct Ohttp {
     pub digest: String,
 }
 
-/// Standard base64 (RFC 4648 §4), padding optional; nothing else accepted.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    // A lone 6-bit tail, or tail bits that are not zero, is not base64.
-    (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
-}
-
 /// What opens the one response of an encapsulated request.
 #[cfg(not(windows))]
 pub type Context = ohttp::ClientResponse;
@@ -134,7 +109,7 @@ impl Ohttp {
         let relay = text("relay")?;
         crate::config::check_url_parts("config.ohttp.relay", relay)?;
         crate::transport::check_endpoint(relay).map_err(|m| Error::config(format!("config.ohttp.relay: {m}")))?;
-        let given = base64_decode(text("key_config")?)
+        let given = crate::base64::decode(text("key_config")?)
             .ok_or_else(|| Error::config("config.ohttp.key_config: not base64 (standard alphabet A-Z a-z 0-9 + /, padding optional)"))?;
         let key_config = choose(&given).map_err(|m| Error::config(format!("config.ohttp.key_config: {m}")))?;
         let mut bound = Vec::with_capacity(relay.len() + 1 + key_config.len());
@@ -254,15 +229,5 @@ mod tests {
         assert!(!says_key_outdated(Some(br#"{"error":"product_version"}"#)));
         assert!(!says_key_outdated(Some(b"not json")));
         assert!(!says_key_outdated(None));
-    }
-
-    #[test]
-    fn base64_forms() {
-        assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
-        assert_eq!(base64_decode("aGVsbG8"), Some(b"hello".to_vec()));
-        assert_eq!(base64_decode(""), Some(vec![]));
-        for bad in ["aGVsbG8!", "a", "aGVsbG9", "aGVs bG8="] {
-            assert_eq!(base64_decode(bad), None, "{bad}");
-        }
     }
 }

@@ -284,7 +284,7 @@ pub fn parse_ca(pem: &str) -> Result<Vec<Vec<u8>>, String> {
             if begin != "CERTIFICATE" {
                 return Err("must contain certificates only".into());
             }
-            let der = base64_decode(&body).ok_or("not valid PEM: bad base64")?;
+            let der = crate::base64::decode(&body).filter(|d| !d.is_empty()).ok_or("not valid PEM: bad base64")?;
             // SAFETY: a buffer and its length; the context is freed at once.
             let ctx = unsafe { CertCreateCertificateContext(X509_AND_PKCS7_ENCODING, der.as_ptr(), der.len() as u32) };
             if ctx.is_null() {
@@ -304,32 +304,6 @@ pub fn parse_ca(pem: &str) -> Result<Vec<Vec<u8>>, String> {
         return Err("contains no certificate".into());
     }
     Ok(certs)
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 {
-        return None;
-    }
-    for c in body.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out).filter(|o| !o.is_empty())
 }
 
 /// How one send reaches the collector, and how to say so in an error.
@@ -962,7 +936,6 @@ mod tests {
         assert!(parse_ca("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap_err().contains("certificates only"));
         assert!(parse_ca("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err(), "not a certificate");
         assert!(parse_ca("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").is_err());
-        assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
     }
 
     /// A one-request HTTP server on 127.0.0.1: returns everything it

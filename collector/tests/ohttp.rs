@@ -339,6 +339,26 @@ async fn recording_proxy(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>, Ar
     (addr, seen, peers)
 }
 
+/// Starts `ohttp-relay` on a free loopback port forwarding to `gateway`;
+/// returns it (the caller kills it) once it listens.
+async fn start_relay(relay: &std::path::Path, gateway: SocketAddr) -> (std::process::Child, SocketAddr) {
+    let port = free_port();
+    let child = std::process::Command::new(relay)
+        .env("PORT", port.to_string())
+        .env("GATEWAY_ORIGIN", format!("http://{gateway}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let relay_at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(relay_at).is_err() {
+        assert!(Instant::now() < deadline, "the relay did not start listening on {relay_at}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, relay_at)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_real_relay() {
     let Some(relay) = relay_binary() else {
@@ -352,20 +372,7 @@ async fn through_a_real_relay() {
     add_schema(&store, SCHEMA).await.unwrap();
     server.state.refresh_schemas().await.unwrap();
     let (proxy, forwarded, peers) = recording_proxy(server.ingest()).await;
-    let port = free_port();
-    let mut child = std::process::Command::new(relay)
-        .env("PORT", port.to_string())
-        .env("GATEWAY_ORIGIN", format!("http://{proxy}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let relay_at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(relay_at).is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start listening on {relay_at}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, relay_at) = start_relay(&relay, proxy).await;
 
     // The product, on 127.0.0.2, sends through the relay (POST / on the relay).
     let id = report_id(42);
@@ -428,20 +435,7 @@ async fn the_library_sends_through_a_real_relay() {
     add_schema(&store, SCHEMA).await.unwrap();
     server.state.refresh_schemas().await.unwrap();
     let (proxy, forwarded, _) = recording_proxy(server.ingest()).await;
-    let port = free_port();
-    let mut child = std::process::Command::new(relay)
-        .env("PORT", port.to_string())
-        .env("GATEWAY_ORIGIN", format!("http://{proxy}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let relay_at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(relay_at).is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start listening on {relay_at}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, relay_at) = start_relay(&relay, proxy).await;
     let dir = tempfile::tempdir().unwrap();
     let config = json!({
         "product": "Mail Archiver",

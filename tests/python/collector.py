@@ -30,6 +30,28 @@ def stop_accept_loop(sock: socket.socket, thread: threading.Thread) -> None:
     sock.close()
 
 
+def read_request_body(conn: socket.socket) -> Optional[bytes]:
+    """Reads one HTTP request with a Content-Length from a raw connection and
+    returns its body; None when the peer closed or timed out first."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+    except OSError:
+        return None
+    return body
+
+
 class Proxy:
     """Records request lines and headers; answers every request with `answer`."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import stop_accept_loop
+from collector import read_request_body, stop_accept_loop
 from conftest import ROOT, T0, make_config, scheduled
 
 import optin_telemetry as ot
@@ -56,21 +56,8 @@ class Relay:
 
     def _handle(self, conn, how):
         conn.settimeout(10)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, body = data.split(b"\r\n\r\n", 1)
-            length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-        except OSError:
+        body = read_request_body(conn)
+        if body is None:
             return
         self.bodies.append(body)
         status, answer = 204, b""

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from collector import read_request_body, stop_accept_loop  # noqa: E402
 from conftest import SCHEMA  # noqa: E402
 from wine_checks import check, failures, windows_path  # noqa: E402
 
@@ -43,7 +44,8 @@ class Server:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/report"
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         try:
@@ -55,21 +57,8 @@ class Server:
 
     def _handle(self, conn):
         conn.settimeout(60)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, body = data.split(b"\r\n\r\n", 1)
-            length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-        except OSError:
+        body = read_request_body(conn)
+        if body is None:
             return
         if self.how == "stall":
             self.stalled.append(body)
@@ -80,7 +69,7 @@ class Server:
         conn.close()
 
     def close(self):
-        self.sock.close()
+        stop_accept_loop(self.sock, self.thread)
         for c in self.held:
             c.close()
 

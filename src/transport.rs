@@ -305,13 +305,21 @@ pub fn check_proxy(p: &str) -> Result<(), String> {
 /// The `proxy` value that forces a direct connection. *fixed*
 pub const PROXY_NONE: &str = "none";
 
-/// Linux: the system's OpenSSL through native-tls (a fresh `SSL_CTX` per
-/// attempt, so no session cache survives it; `ca_cert_pem` replaces the
-/// default verify paths). Other Unix: rustls with the platform verifier.
-#[cfg(target_os = "linux")]
-const TLS_PROVIDER: TlsProvider = TlsProvider::NativeTls;
-#[cfg(not(any(windows, target_os = "linux")))]
+/// `system-tls` (the default): the platform's TLS library through native-tls,
+/// on Linux the system's OpenSSL 3 (a fresh `SSL_CTX` per attempt, so no
+/// session cache survives it; `ca_cert_pem` replaces the default verify
+/// paths). `bundled-tls`: rustls (ring) with the platform verifier, on Linux
+/// the system's CA bundle as OpenSSL would find it. Exactly one of the two:
+/// with both, native-tls would still be linked and the build would need
+/// OpenSSL 3 after all.
+#[cfg(all(not(windows), feature = "bundled-tls", not(feature = "system-tls")))]
 const TLS_PROVIDER: TlsProvider = TlsProvider::Rustls;
+#[cfg(all(not(windows), feature = "system-tls", not(feature = "bundled-tls")))]
+const TLS_PROVIDER: TlsProvider = TlsProvider::NativeTls;
+#[cfg(all(not(windows), feature = "system-tls", feature = "bundled-tls"))]
+compile_error!("features `system-tls` and `bundled-tls` exclude each other: build the bundled one with --no-default-features --features bundled-tls");
+#[cfg(all(not(windows), not(feature = "system-tls"), not(feature = "bundled-tls")))]
+compile_error!("a Unix build needs a TLS stack: feature `system-tls` (the default) or `bundled-tls`");
 
 #[cfg(not(windows))]
 pub struct Transport {

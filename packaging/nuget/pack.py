@@ -16,9 +16,9 @@ fixed order (OPC parts first, then the files sorted by path), every timestamp
 SOURCE_DATE_EPOCH (default 1980-01-01; zip cannot say earlier), fixed
 permissions, relationship ids and the .psmdcp name derived from the contents.
 
-projectUrl and repository come from Cargo.toml's `homepage` / `repository`
-when present, else OPTIN_NUGET_PROJECT_URL / OPTIN_NUGET_REPOSITORY_URL, else a
-placeholder under example.invalid (with a warning: it is not a real address).
+projectUrl and repository come from packaging/project_urls.py (Cargo.toml's
+`homepage` / `repository`, else the environment, else a placeholder under
+example.invalid, with a warning: it is not a real address).
 The repository's commit is `git rev-parse HEAD` when git can tell it.
 """
 import argparse
@@ -34,29 +34,16 @@ from xml.sax.saxutils import escape, quoteattr
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "packaging/nuget/OptInTelemetry.nuspec"
-PLACEHOLDER = "https://example.invalid/optin-telemetry"
+sys.path.insert(0, str(ROOT / "packaging"))
+import project_urls  # noqa: E402  (one place for the addresses: packaging/project_urls.py)
 
 CT_RELS = "application/vnd.openxmlformats-package.relationships+xml"
 CT_CORE = "application/vnd.openxmlformats-package.core-properties+xml"
 CT_FILE = "application/octet-stream"
 
 
-def cargo_field(name: str) -> str | None:
-    text = (ROOT / "Cargo.toml").read_text()
-    pkg = text.split("[package]", 1)[1].split("\n[", 1)[0]
-    m = re.search(rf'^{name}\s*=\s*"([^"]+)"', pkg, re.M)
-    return m.group(1) if m else None
-
-
 def urls() -> tuple[str, str, str | None]:
-    project = cargo_field("homepage") or os.environ.get("OPTIN_NUGET_PROJECT_URL")
-    repo = cargo_field("repository") or os.environ.get("OPTIN_NUGET_REPOSITORY_URL")
-    if not repo:
-        print(f"pack.py: WARNING: no repository URL (Cargo.toml `repository` or OPTIN_NUGET_REPOSITORY_URL): "
-              f"the nuspec says {PLACEHOLDER}, which is no real address", file=sys.stderr)
-        repo = PLACEHOLDER + ".git"
-    if not project:
-        project = repo[:-4] if repo.endswith(".git") else repo
+    project, repo, _docs = project_urls.urls("pack.py")
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()

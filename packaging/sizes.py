@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The README's size figures, generated from the built files.
 
-    packaging/sizes.py write SO DLL_X64 DLL_X86 [README]   rewrite the block
-    packaging/sizes.py check SO DLL_X64 DLL_X86 [README]   exit 1 unless the block is current
+    packaging/sizes.py write SO SO_BUNDLED_TLS DLL_X64 DLL_X86 [README]   rewrite the block
+    packaging/sizes.py check SO SO_BUNDLED_TLS DLL_X64 DLL_X86 [README]   exit 1 unless the block is current
 
 The block lies in README.md between the lines `<!-- sizes:begin ... -->` and
 `<!-- sizes:end -->`. scripts/package writes it from the libraries it built
@@ -19,10 +19,11 @@ END = "<!-- sizes:end -->"
 LIMIT = 2_000_000
 
 
-def block(so, x64, x86):
+def block(so, so_bundled, x64, x86):
     rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.split()
     rows = [
-        ("`liboptin_telemetry.so` (Linux x86_64, glibc, system OpenSSL 3)", so),
+        ("`liboptin_telemetry.so` (Linux x86_64, glibc 2.28+, system OpenSSL 3)", so),
+        ("`liboptin_telemetry.so` (Linux x86_64, glibc 2.28+, `bundled-tls`: rustls and ring inside)", so_bundled),
         ("`optin_telemetry.dll` (Windows x64, `x86_64-pc-windows-gnu`)", x64),
         ("`optin_telemetry.dll` (Windows x86, `i686-pc-windows-gnu`)", x86),
     ]
@@ -42,13 +43,13 @@ def current(text):
 
 
 def main():
-    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("write", "check"):
+    if len(sys.argv) not in (6, 7) or sys.argv[1] not in ("write", "check"):
         sys.exit(__doc__)
-    mode, so, x64, x86 = sys.argv[1:5]
-    readme = sys.argv[5] if len(sys.argv) == 6 else os.path.join(os.path.dirname(__file__), "..", "README.md")
+    mode, so, so_bundled, x64, x86 = sys.argv[1:6]
+    readme = sys.argv[6] if len(sys.argv) == 7 else os.path.join(os.path.dirname(__file__), "..", "README.md")
     text = open(readme, encoding="utf-8").read()
     m = current(text)
-    want = block(so, x64, x86)
+    want = block(so, so_bundled, x64, x86)
     if mode == "write":
         if m.group(0) != want:
             open(readme, "w", encoding="utf-8").write(text[: m.start()] + want + text[m.end():])

@@ -9,12 +9,17 @@ metadata`, which unifies features across the workspace and all platforms). Crate
 crates (openssl-macros, syn, ...), whose generated code ends up in the binary. It excludes dev-dependencies (tests only) and crates
 reached only through build-dependency edges (cc, shlex, find-msvc-tools: they run on the
 build machine; what ring's build script compiles is ring's own code, listed under ring).
+A target may name a feature set after a "+": `x86_64-unknown-linux-gnu+bundled-tls` is the
+build with `--no-default-features --features bundled-tls` (scripts/build-linux). Those Linux
+builds are linked by zig, which links LLVM's libunwind and compiler-rt in; both are under
+Apache-2.0 WITH LLVM-exception, which asks for no notice for code compiled into a binary.
 The Rust standard library, which is linked in too, gets its own entry (texts from the
 toolchain's share/doc/rust/licenses); for Windows so does the mingw-w64 runtime that the
 x86_64-pc-windows-gnu toolchain links in (terms from Debian's mingw-w64-common).
 
 Packages (binaries) covered, each with the targets it ships for:
-  optin-telemetry   Cargo.toml               x86_64-unknown-linux-gnu, x86_64-pc-windows-gnu
+  optin-telemetry   Cargo.toml               x86_64-unknown-linux-gnu, x86_64-unknown-linux-gnu+bundled-tls,
+                                             x86_64-pc-windows-gnu
   optin-collector   collector/Cargo.toml     x86_64-unknown-linux-gnu   (skipped while absent)
 
 Reviewed list: packaging/third-party/<package>.json records "name version" -> licence for
@@ -48,8 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 REVIEWED = Path(os.environ.get("OPTIN_THIRDPARTY_REVIEWED") or ROOT / "packaging" / "third-party")
 LINUX = "x86_64-unknown-linux-gnu"
 WINDOWS = "x86_64-pc-windows-gnu"
+LINUX_BUNDLED_TLS = LINUX + "+bundled-tls"
 PACKAGES = {
-    "optin-telemetry": ("Cargo.toml", [LINUX, WINDOWS]),
+    "optin-telemetry": ("Cargo.toml", [LINUX, LINUX_BUNDLED_TLS, WINDOWS]),
     "optin-collector": ("collector/Cargo.toml", [LINUX]),
 }
 # The terms of the mingw-w64 runtime that the Windows toolchain links into the DLL.
@@ -69,10 +75,16 @@ def present_packages() -> list[str]:
     return out
 
 
+def split_target(target: str) -> tuple[str, list[str]]:
+    """"triple+feature,feature" -> (triple, the cargo flags that choose those features)."""
+    triple, _, features = target.partition("+")
+    return triple, (["--no-default-features", "--features", features] if features else [])
+
+
 def metadata(package: str, target: str) -> dict:
     manifest = ROOT / PACKAGES[package][0]
     cmd = ["cargo", "metadata", "--format-version", "1", "--locked", "--offline",
-           "--manifest-path", str(manifest), "--filter-platform", target]
+           "--manifest-path", str(manifest), "--filter-platform", split_target(target)[0], *split_target(target)[1]]
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT).stdout
     except subprocess.CalledProcessError:
@@ -98,8 +110,9 @@ def tree(package: str, target: str) -> list[tuple[int, str, str]]:
     workspace member, of dev-dependencies and of other platforms' dependencies (the
     rustls features of ureq for other Unix), so its graph named ring and rustls for
     the Linux .so, which contains neither."""
+    triple, features = split_target(target)
     cmd = ["cargo", "tree", "--locked", "--offline", "--manifest-path", str(ROOT / "Cargo.toml"), "-p", package,
-           "-e", "normal", "--target", target, "--prefix", "depth", "--format", "{p}", "--charset", "ascii"]
+           "-e", "normal", "--target", triple, *features, "--prefix", "depth", "--format", "{p}", "--charset", "ascii"]
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     except subprocess.CalledProcessError:

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Does the installed manylinux wheel (its bundled OpenSSL) find the system CA store of
-Debian, RHEL and SUSE?
+"""Does the installed manylinux wheel find the system CA store of Debian, RHEL and SUSE?
 
     python3 packaging/tests/ca_store_check.py VENV_PYTHON WORKDIR
 
-The wheel's libssl was copied in by auditwheel from the build machine (Debian); its
-compiled-in OPENSSLDIR is Debian's /usr/lib/ssl. The certificates are found by
-native-tls, which asks openssl-probe for the first existing bundle file of a fixed list
-(SSL_CERT_FILE first) and loads it into every connector.
+The wheel carries the bundled-tls library (rustls, no OpenSSL): its roots come from
+rustls-platform-verifier, which on Linux loads rustls-native-certs, which asks
+openssl-probe for the first existing bundle file of a fixed list (SSL_CERT_FILE first)
+and the usual certificate directories -- the same probe native-tls uses for the
+system-tls library.
 
 Each case runs one send from a fresh process, with VENV_PYTHON, in a private mount
 namespace (`unshare -m`, root) whose /etc is a copy of this machine's without

@@ -2,9 +2,9 @@
 //! defaults have no timeouts, follow redirects and read 10 MB bodies).
 //!
 //! Nothing links two reports at the transport level: every attempt builds a
-//! fresh agent (its own connection pool and its own TLS configuration: on
-//! Linux a new OpenSSL `SSL_CTX`, elsewhere a new rustls configuration, so
-//! its own TLS session cache), asks for `Connection: close`, keeps no idle
+//! fresh agent (its own connection pool and its own TLS configuration: with
+//! `system-tls` a new OpenSSL `SSL_CTX`, with `bundled-tls` a new rustls
+//! configuration, so its own TLS session cache), asks for `Connection: close`, keeps no idle
 //! connection, and drops the agent with its socket when the outcome is known.
 //! No TLS session or ticket from one report is offered in the next.
 //!

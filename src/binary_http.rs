@@ -339,6 +339,20 @@ mod tests {
         for (h, want) in cases {
             assert_eq!(response(&hex(h)).map(|r| r.status).unwrap_err(), *want, "{h}");
         }
+        // Random bytes behind a valid framing indicator and status: an answer or an error, never a panic.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..20_000 {
+            let mut m = hex("01 40c8");
+            for _ in 0..(n % 64) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                m.push(x as u8);
+            }
+            if let Ok(r) = response(&m) {
+                assert!(r.content.len() <= m.len());
+            }
+        }
         // Truncated after the final status, after the headers, after the content: valid and empty.
         assert_eq!(response(&hex("01 40c8 00")).unwrap().status, 200);
         assert_eq!(response(&hex("01 40c8 00 02 6869")).unwrap().content, b"hi");

@@ -718,6 +718,23 @@ mod tests {
             let e = choose(&given).err().unwrap_or_else(|| panic!("accepted {given:?}"));
             assert!(e.contains(part), "{given:?}: {e}");
         }
+        // Random bytes, alone and as list entries: a configuration or an error, never a panic.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..20_000 {
+            let mut b = Vec::new();
+            for _ in 0..(n % 80) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.push(x as u8);
+            }
+            if n % 2 == 0 && b.len() >= 3 {
+                b[1] = 0x00; // often X25519, so that the pairs get read
+                b[2] = 0x20;
+            }
+            let _ = choose(&b);
+            let _ = choose(&list(&[&b, &good[..n % good.len()]]));
+        }
         for cut in 0..good.len() {
             assert!(choose(&good[..cut]).is_err());
             let l = list(&[&x25519_config(7, &[(2, 2)]), &good]);

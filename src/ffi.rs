@@ -157,10 +157,10 @@ fn flag(v: i32, what: &str) -> Result<bool> {
 /// every report through an Oblivious HTTP relay (RFC 9458): `relay` by the
 /// endpoint's rules (https; http only to loopback), `key_config` the
 /// gateway's key configuration (`application/ohttp-keys`: one configuration
-/// or an RFC 9540 list) with a supported suite (X25519 or P-256,
-/// HKDF-SHA256, AES-128-GCM or ChaCha20-Poly1305); both bound to the
-/// consent. The library never fetches keys. The Windows DLL does not
-/// include OHTTP yet: there `ohttp` is refused (TEL_ERR_CONFIG).
+/// or an RFC 9540 list; the first with KEM X25519, KDF HKDF-SHA256 and
+/// AEAD AES-128-GCM is used, other suites are refused with TEL_ERR_CONFIG);
+/// both bound to the consent. The library never fetches keys. The same on
+/// Linux and Windows.
 /// See README. `product_version`: 1 to 4 dot-separated decimal numbers of 1
 /// to 5 digits each (e.g. "24.1.3", "10.2.1.21234"), nothing else (no
 /// suffix such as "-beta", no empty part). `endpoint`: no query, fragment or user info; the host

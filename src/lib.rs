@@ -12,6 +12,7 @@ pub mod config;
 pub mod consent;
 pub mod error;
 mod base64;
+mod binary_http;
 pub mod oblivious;
 pub mod ffi;
 mod platform;

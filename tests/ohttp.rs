@@ -1,4 +1,3 @@
-#![cfg(not(windows))] // OHTTP is not in the Windows build yet (README "Oblivious HTTP").
 //! Reports through an Oblivious HTTP relay (RFC 9458), against a loopback
 //! fake relay + gateway built on the ohttp crate's server side.
 

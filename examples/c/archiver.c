@@ -4,13 +4,17 @@
  * and with mingw-w64 for Windows.
  *
  * Usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS]
- *                 [--ca-file PEM]
+ *                 [--ca-file PEM] [--ohttp RELAY-URL KEY-CONFIG]
  *
  *   --yes / --no   record the user's answer without asking;
  *                  otherwise asks "Send anonymous usage statistics? [y/N]" on
  *                  stdin (end of input = no answer: consent stays undecided).
  *   --now SECONDS  the clock used for the first tick (default: current time).
  *   --ca-file PEM  trust this private CA for an https endpoint (ca_cert_pem).
+ *   --ohttp RELAY-URL KEY-CONFIG
+ *                  send through an Oblivious HTTP relay: "ohttp" with this relay
+ *                  and the gateway's key configuration (base64), as a vendor
+ *                  would ship them in its configuration.
  *
  * Output (stdout): "DESCRIBE: <json>" (the "view data" dialog contents),
  * "PREVIEW: <exact bytes of the next report>", "CONSENT: <state>",
@@ -122,10 +126,14 @@ static char *read_text_file(const char *path)
 }
 
 /* Builds the tel_open configuration; returns a malloc'ed string or NULL.
- * ca_pem (may be NULL): certificates of a private CA for an https endpoint. */
-static char *build_config(const char *endpoint, const char *state_dir, const char *ca_pem)
+ * ca_pem (may be NULL): certificates of a private CA for an https endpoint.
+ * relay and key_config (both or neither NULL): the "ohttp" object. */
+static char *build_config(const char *endpoint, const char *state_dir, const char *ca_pem, const char *relay, const char *key_config)
 {
-    size_t cap = strlen(SCHEMA_JSON) + 6 * (strlen(endpoint) + strlen(state_dir) + (ca_pem ? strlen(ca_pem) : 0)) + 256;
+    size_t cap = strlen(SCHEMA_JSON) +
+                 6 * (strlen(endpoint) + strlen(state_dir) + (ca_pem ? strlen(ca_pem) : 0) +
+                      (relay ? strlen(relay) + strlen(key_config) : 0)) +
+                 256;
     size_t len = 0;
     char *buf = (char *)malloc(cap);
     if (!buf) return NULL;
@@ -137,6 +145,9 @@ static char *build_config(const char *endpoint, const char *state_dir, const cha
         append_raw(buf, cap, &len, ",\"schema\":") ||
         append_raw(buf, cap, &len, SCHEMA_JSON) ||
         (ca_pem && (append_raw(buf, cap, &len, ",\"ca_cert_pem\":") || append_json_string(buf, cap, &len, ca_pem))) ||
+        (relay && (append_raw(buf, cap, &len, ",\"ohttp\":{\"relay\":") || append_json_string(buf, cap, &len, relay) ||
+                   append_raw(buf, cap, &len, ",\"key_config\":") || append_json_string(buf, cap, &len, key_config) ||
+                   append_raw(buf, cap, &len, "}"))) ||
         append_raw(buf, cap, &len, "}")) {
         free(buf);
         return NULL;
@@ -226,7 +237,9 @@ static int ask_consent(void)
 
 static void usage(void)
 {
-    fputs("usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS] [--ca-file PEM]\n", stderr);
+    fputs("usage: archiver <endpoint-url> <state-dir> [--yes|--no] [--now UNIX_SECONDS] [--ca-file PEM]\n"
+          "                [--ohttp RELAY-URL KEY-CONFIG]\n",
+          stderr);
 }
 
 int main(int argc, char **argv)
@@ -237,6 +250,7 @@ int main(int argc, char **argv)
     int64_t next_due = 0;
     int i, exit_code = 0;
     char *ca_pem = NULL;
+    const char *relay = NULL, *key_config = NULL;
     char *config = NULL, *describe = NULL, *preview = NULL, *status = NULL, *history = NULL;
     tel_client *client = NULL;
     uint32_t consent = 0;
@@ -270,6 +284,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "archiver: cannot read \"%s\" (at most 64 KiB)\n", argv[i]);
                 return 2;
             }
+        } else if (strcmp(argv[i], "--ohttp") == 0 && i + 2 < argc) {
+            relay = argv[++i];
+            key_config = argv[++i];
         } else {
             free(ca_pem);
             fprintf(stderr, "archiver: unknown argument \"%s\"\n", argv[i]);
@@ -279,7 +296,7 @@ int main(int argc, char **argv)
     }
 
     printf("Mock Archiver 1.0.0 (optin-telemetry %s)\n", tel_version());
-    config = build_config(endpoint, state_dir, ca_pem);
+    config = build_config(endpoint, state_dir, ca_pem, relay, key_config);
     if (!config) {
         fputs("archiver: out of memory\n", stderr);
         return 1;

@@ -20,7 +20,10 @@
 # Result variables: OptInTelemetry_FOUND, OptInTelemetry_VERSION,
 # OptInTelemetry_LIBRARY, OptInTelemetry_INCLUDE_DIRS.
 
-cmake_minimum_required(VERSION 3.14)
+# Policies of 3.14 for this file only: cmake_minimum_required here would change
+# the consumer's CMAKE_MINIMUM_REQUIRED_VERSION.
+cmake_policy(PUSH)
+cmake_policy(VERSION 3.14)
 
 get_filename_component(_ot_dir "${CMAKE_CURRENT_LIST_DIR}" REALPATH)
 get_filename_component(_ot_checkout "${_ot_dir}/../../.." ABSOLUTE)
@@ -42,10 +45,23 @@ if(EXISTS "${_ot_checkout}/Cargo.toml" AND EXISTS "${_ot_checkout}/include/optin
     set(_ot_lib_dirs "${_ot_target_dir}/release" "${_ot_target_dir}/debug")
   endif()
 else()
-  # ---- installed: <prefix>/lib/cmake/OptInTelemetry ----
-  get_filename_component(_ot_prefix "${_ot_dir}/../../.." ABSOLUTE)
+  # ---- installed: <libdir>/cmake/OptInTelemetry, where <libdir> is lib, lib64
+  # or lib/<multiarch> (GNUInstallDirs): the prefix is the nearest folder above
+  # <libdir> that holds include/optin_telemetry.h.
+  get_filename_component(_ot_libdir "${_ot_dir}/../.." ABSOLUTE)
+  set(_ot_prefix "")
+  foreach(_up ".." "../.." "../../..")
+    get_filename_component(_ot_try "${_ot_libdir}/${_up}" ABSOLUTE)
+    if(NOT _ot_prefix AND EXISTS "${_ot_try}/include/optin_telemetry.h")
+      set(_ot_prefix "${_ot_try}")
+    endif()
+  endforeach()
+  if(NOT _ot_prefix)
+    get_filename_component(_ot_prefix "${_ot_libdir}/.." ABSOLUTE)
+  endif()
   set(_ot_include_dirs "${_ot_prefix}/include")
-  set(_ot_lib_dirs "${_ot_prefix}/lib" "${_ot_prefix}/lib64" "${_ot_prefix}/bin")
+  set(_ot_lib_dirs "${_ot_libdir}" "${_ot_prefix}/lib" "${_ot_prefix}/lib64" "${_ot_prefix}/bin")
+  list(REMOVE_DUPLICATES _ot_lib_dirs)
 endif()
 
 # The library file(s) for this platform.
@@ -102,7 +118,11 @@ if(WIN32 AND _ot_library AND _ot_msvc_abi AND NOT _ot_implib)
 endif()
 if(NOT _ot_library OR NOT EXISTS "${_ot_library}")
   string(REPLACE ";" ", " _ot_where "${_ot_lib_dirs}")
-  set(_ot_missing "${_ot_missing}the optin-telemetry library (${_ot_names}) was not found in ${_ot_where}; build it with `cargo build` / `cargo build --release`, or set OPTIN_TELEMETRY_LIBRARY or OPTIN_TELEMETRY_CARGO_PROFILE")
+  if(_ot_source_tree)
+    set(_ot_missing "${_ot_missing}the optin-telemetry library (${_ot_names}) was not found in ${_ot_where}; build it with `cargo build` / `cargo build --release`, or set OPTIN_TELEMETRY_LIBRARY or OPTIN_TELEMETRY_CARGO_PROFILE")
+  else()
+    set(_ot_missing "${_ot_missing}the optin-telemetry library (${_ot_names}) was not found in ${_ot_where}: this install of the package is incomplete (reinstall it, or set OPTIN_TELEMETRY_LIBRARY)")
+  endif()
 endif()
 foreach(_h optin_telemetry.h optin_telemetry.hpp)
   set(_ot_found_h FALSE)
@@ -119,6 +139,7 @@ endforeach()
 if(_ot_missing)
   set(OptInTelemetry_FOUND FALSE)
   set(OptInTelemetry_NOT_FOUND_MESSAGE "${_ot_missing}")
+  cmake_policy(POP)
   return()
 endif()
 
@@ -148,6 +169,12 @@ if(NOT TARGET OptInTelemetry::optin_telemetry)
     if(_ot_source_tree AND NOT _ot_libname STREQUAL _ot_soname AND NOT EXISTS "${_ot_libdir}/${_ot_soname}")
       file(CREATE_LINK "${_ot_libname}" "${_ot_libdir}/${_ot_soname}" SYMBOLIC)
     endif()
+    # The file itself (liboptin_telemetry.so.<version>), not the development
+    # link: install(IMPORTED_RUNTIME_ARTIFACTS) copies IMPORTED_LOCATION and
+    # makes the IMPORTED_SONAME link to it; from the .so link it installed
+    # only links, pointing at nothing.
+    get_filename_component(_ot_real "${_ot_library}" REALPATH)
+    set_target_properties(OptInTelemetry::optin_telemetry PROPERTIES IMPORTED_LOCATION "${_ot_real}")
   endif()
 endif()
 
@@ -173,5 +200,13 @@ unset(_ot_where)
 unset(_ot_found_h)
 unset(_ot_source_tree)
 unset(_ot_soname)
+unset(_ot_real)
+unset(_ot_try)
+unset(_up)
+unset(_d)
+unset(_dd)
+unset(_n)
+unset(_h)
 unset(_ot_libdir)
 unset(_ot_libname)
+cmake_policy(POP)

@@ -8,8 +8,12 @@ A body over 32 KiB is not kept by the library; its line says so. ``--json``
 prints the library's history JSON unchanged instead.
 
 The client is opened with a configuration of its own (no schema fields, a
-loopback endpoint it never contacts) and never ticks: it reads the directory
-and changes nothing in it. The directory must exist (it is not created).
+loopback endpoint it never contacts) and never ticks: it sends nothing and
+leaves state.json and history.json as they are. Opening it is what the
+product's own tel_open does, though: it creates the two empty lock files when
+they are missing, and a state.json that cannot be read is set aside (renamed
+state.json.bad-...) as the product would on its next start; that is said on
+stderr. The directory must exist (it is not created).
 Exit status: 0, 1 on an error (message on stderr), 2 on a usage error.
 """
 
@@ -55,12 +59,23 @@ def history(state_dir: Path, as_json: bool, lib: Optional[str]) -> int:
         return 1
     config = dict(_READER, state_dir=str(state_dir))
     try:
-        with Client(config, load(lib) if lib else None) as client:
+        native = load(lib) if lib else None
+    except OSError as e:
+        print(f"optin_telemetry history: cannot load the native library: {e}", file=sys.stderr)
+        return 1
+    try:
+        with Client(config, native) as client:
             text = client.history_json()
             reports: List[Dict[str, Any]] = client.history()["reports"]
+            warnings: List[str] = client.status().get("warnings") or []
     except TelemetryError as e:
         print(f"optin_telemetry history: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the library found by OPTIN_TELEMETRY_LIB or beside the package does not load
+        print(f"optin_telemetry history: cannot load the native library: {e}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"optin_telemetry history: warning: {w}", file=sys.stderr)
     out = sys.stdout.buffer
     if as_json:
         out.write(text.encode("utf-8") + b"\n")

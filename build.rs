@@ -38,6 +38,11 @@ fn main() {
     if os == "linux" {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets CARGO_PKG_VERSION_MAJOR");
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,liboptin_telemetry.so.{major}");
+        // A GNU build-id note (a hash of the contents, so the build stays
+        // reproducible): what debuginfod, dh_strip's dbgsym packages, rpm's
+        // find-debuginfo and systemd-coredump use to match a crash to symbols.
+        // gcc passes it by default on Debian; zig's lld (scripts/build-linux) does not.
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--build-id=sha1");
     } else if os == "windows" && target_env == "gnu" {
         let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
         let object = version_resource(&out);

@@ -7,7 +7,7 @@
 Entries sorted by path, mtime = $SOURCE_DATE_EPOCH (0 if unset), owner root:root,
 modes normalised (0755 for folders and executables/libraries, 0644 for the rest;
 symbolic links kept as links in a tar.gz, refused in a zip),
-gzip header without a file name or time.
+gzip header without a file name, its time SOURCE_DATE_EPOCH.
 """
 
 import gzip

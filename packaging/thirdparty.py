@@ -11,8 +11,9 @@ reached only through build-dependency edges (cc, shlex, find-msvc-tools: they ru
 build machine; what ring's build script compiles is ring's own code, listed under ring).
 A target may name a feature set after a "+": `x86_64-unknown-linux-gnu+bundled-tls` is the
 build with `--no-default-features --features bundled-tls` (scripts/build-linux). Those Linux
-builds are linked by zig, which links LLVM's libunwind and compiler-rt in; both are under
-Apache-2.0 WITH LLVM-exception, which asks for no notice for code compiled into a binary.
+builds are linked by zig, which links LLVM's libunwind (Apache-2.0 WITH LLVM-exception) and
+zig's compiler_rt (MIT) in; their notices are added for the Linux targets, with the texts from
+the ziglang package in target/zig-venv (scripts/build-linux installs it).
 The Rust standard library, which is linked in too, gets its own entry (texts from the
 toolchain's share/doc/rust/licenses); for Windows so does the mingw-w64 runtime that the
 x86_64-pc-windows-gnu toolchain links in (terms from Debian's mingw-w64-common).
@@ -60,6 +61,17 @@ PACKAGES = {
 }
 # The terms of the mingw-w64 runtime that the Windows toolchain links into the DLL.
 MINGW_COPYRIGHT = Path("/usr/share/doc/mingw-w64-common/copyright")
+
+
+def zig_texts() -> list[Path]:
+    """zig's licence (compiler_rt) and LLVM libunwind's, from the ziglang package that
+    scripts/build-linux installed into target/zig-venv; [] when it is not there."""
+    found = sorted((ROOT / "target" / "zig-venv" / "lib").glob("python3*/site-packages/ziglang"))
+    if not found:
+        return []
+    z = found[-1]
+    texts = [z / "LICENSE", z / "lib" / "libunwind" / "LICENSE.TXT"]
+    return texts if all(t.is_file() for t in texts) else []
 LICENSE_PREFIXES = ("LICENSE", "LICENCE", "COPYING", "COPYRIGHT", "NOTICE", "UNLICENSE")
 
 
@@ -274,6 +286,14 @@ def cmd_notices(args) -> int:
             print(f"thirdparty: FAIL: {mingw} is missing (apt-get install mingw-w64-common)", file=sys.stderr)
             return 1
         out.append(f"  mingw-w64 runtime and libgcc, as linked by the {WINDOWS} toolchain  [{WINDOWS} only]")
+    linux = [t for t in targets if t.startswith(LINUX)]
+    zig = zig_texts() if linux and package == "optin-telemetry" else []
+    if linux and package == "optin-telemetry":
+        if not zig:
+            print("thirdparty: FAIL: zig's licence texts are missing (target/zig-venv: run scripts/build-linux)", file=sys.stderr)
+            return 1
+        only = "" if len(linux) == len(targets) else f"  [{', '.join(linux)} only]"
+        out.append(f"  zig compiler_rt (MIT) and LLVM libunwind (Apache-2.0 WITH LLVM-exception), as linked by zig{only}")
     for key, e in sorted(per.items()):
         only = "" if len(e["targets"]) == len(targets) else f"  [{', '.join(e['targets'])} only]"
         out.append(f"  {key} ({e['pkg']['license']}){only}")
@@ -289,6 +309,14 @@ def cmd_notices(args) -> int:
                 "mingw-w64-common package records them) and from libgcc, which is covered by the",
                 "GCC Runtime Library Exception 3.1 (no notice required; named here for completeness).",
                 bar, "", f"--- {mingw} ---", mingw.read_text(errors="replace").rstrip(), ""]
+    if zig:
+        out += [bar, "zig compiler_rt and LLVM libunwind (the Linux libraries, linked by zig: scripts/build-linux)",
+                "Integer and float helpers from zig's compiler_rt (MIT, zig's licence) and the unwinder",
+                "that catches a panic at the C boundary, LLVM's libunwind (Apache-2.0 WITH",
+                "LLVM-exception, whose exception asks no notice for compiled code; given for completeness).",
+                bar, ""]
+        for f in zig:
+            out += [f"--- {f.relative_to(f.parents[2]) if f.name != 'LICENSE' else 'zig LICENSE'} ---", f.read_text(errors="replace").rstrip(), ""]
     for key, e in sorted(per.items()):
         pkg = e["pkg"]
         out += [bar, key, f"License: {pkg['license']}"]

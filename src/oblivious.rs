@@ -422,10 +422,7 @@ pub fn open(context: Context, outer: Answer) -> Delivery {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use crate::binary_http::tests::hex;
 
     /// The collector's gateway answers an unknown or retired key with the
     /// registered problem type; other gateways with a plain error word.
@@ -654,15 +651,19 @@ mod tests {
         configs.iter().flat_map(|c| [&(c.len() as u16).to_be_bytes()[..], c].concat()).collect()
     }
 
+    /// A P-256 configuration (KEM 0x0010, a 65-byte key) with key id `id`:
+    /// well-formed, but not a KEM this client speaks.
+    fn p256_config(id: u8) -> Vec<u8> {
+        let mut c = vec![id, 0x00, 0x10, 0x04];
+        c.extend_from_slice(&[1; 64]);
+        c.extend_from_slice(&[0, 4, 0, 1, 0, 1]);
+        c
+    }
+
     #[test]
     fn the_first_usable_configuration_of_a_list_is_chosen() {
-        let p256 = {
-            // KEM 0x0010 with a 65-byte key: not ours; skipped by its length prefix.
-            let mut c = vec![9, 0x00, 0x10, 0x04];
-            c.extend_from_slice(&[1; 64]);
-            c.extend_from_slice(&[0, 4, 0, 1, 0, 1]);
-            c
-        };
+        // Not ours; skipped by its length prefix.
+        let p256 = p256_config(9);
         let chacha_only = x25519_config(2, &[(1, 3)]);
         let sha384 = x25519_config(3, &[(2, 1)]);
         let good = x25519_config(4, &[(1, 3), (1, 1)]);
@@ -678,12 +679,7 @@ mod tests {
 
     #[test]
     fn configurations_without_a_supported_suite_are_refused_with_what_they_offer() {
-        let p256 = {
-            let mut c = vec![1, 0x00, 0x10, 0x04];
-            c.extend_from_slice(&[1; 64]);
-            c.extend_from_slice(&[0, 4, 0, 1, 0, 1]);
-            c
-        };
+        let p256 = p256_config(1);
         for (given, found) in [
             (p256.clone(), "found KEM 0x0010 with KDF/AEAD 0x0001/0x0001"),
             (x25519_config(1, &[(1, 3)]), "KEM 0x0020 with KDF/AEAD 0x0001/0x0003"),

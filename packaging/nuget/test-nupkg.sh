@@ -74,16 +74,10 @@ mkdir -p "$X"
 i686-w64-mingw32-gcc -std=c99 -Wall -Wextra -Werror -O2 -s -o "$X/win32_host.exe" "$ROOT/packaging/tests/win32_host.c" \
     || fail "packaging/tests/win32_host.c does not compile with i686-w64-mingw32-gcc"
 cp "$N/runtimes/win-x86/native/optin_telemetry.dll" "$X/"
-# TEST-ONLY stand-in for Wine 8's missing bcryptprimitives.dll (tests/windows/shim), 32-bit.
-i686-w64-mingw32-gcc -O2 -shared -s -Wl,--enable-stdcall-fixup -o "$X/bcryptprimitives.dll" \
-    "$ROOT/tests/windows/shim/bcryptprimitives.c" "$ROOT/tests/windows/shim/bcryptprimitives.def" -ladvapi32
-export WINEPREFIX="${WINE32PREFIX:-$ROOT/target/wine-prefix-x86}" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
-if ! grep -qs '^"Version"="win10"' "$WINEPREFIX/user.reg"; then
-    mkdir -p "$WINEPREFIX"
-    /usr/lib/wine/wine reg add 'HKCU\Software\Wine' /v Version /d win10 /f >/dev/null 2>&1
-    /usr/lib/wine/wineserver -w
-fi
-(cd "$X" && /usr/lib/wine/wine win32_host.exe "$V" 'C:\users\Public\optin-telemetry-x86-test') >"$X/out.crlf" 2>&1 \
+# tests/windows/runner in its 32-bit mode: 32-bit Wine, its own prefix set to
+# Windows 10, and the TEST-ONLY bcryptprimitives.dll stand-in beside the .exe.
+RUN32=(env OPTIN_WINE_ARCH=x86 "$ROOT/tests/windows/runner")
+"${RUN32[@]}" "$X/win32_host.exe" "$V" 'C:\users\Public\optin-telemetry-x86-test' >"$X/out.crlf" 2>&1 \
     || { cat "$X/out.crlf"; fail "the win-x86 DLL under 32-bit Wine"; }
 tr -d '\r' <"$X/out.crlf" >"$X/out.txt"   # the Windows console writes CRLF
 grep -q '^pointer size 4 bytes$' "$X/out.txt" && grep -q "^tel_version $V\$" "$X/out.txt" && grep -q '"arch":"x86"' "$X/out.txt" \
@@ -93,7 +87,6 @@ mkdir -p "$X/preload/x86"
 i686-w64-mingw32-gcc -std=c99 -Wall -Wextra -Werror -O2 -s -o "$X/preload/preload_host.exe" "$ROOT/packaging/tests/preload_host.c" \
     || fail "packaging/tests/preload_host.c does not compile with i686-w64-mingw32-gcc"
 cp "$N/runtimes/win-x86/native/optin_telemetry.dll" "$X/preload/x86/"
-cp "$X/bcryptprimitives.dll" "$X/preload/"
-out=$(cd "$X/preload" && /usr/lib/wine/wine preload_host.exe 2>&1 | tr -d '\r') || { echo "$out"; fail "preload_host.exe (x86) under 32-bit Wine"; }
+out=$("${RUN32[@]}" "$X/preload/preload_host.exe" 2>&1 | tr -d '\r') || { echo "$out"; fail "preload_host.exe (x86) under 32-bit Wine"; }
 [ "$out" = "preload x86 ok tel_version $V" ] || { echo "$out"; fail "preload_host.exe (x86) output"; }
 ok "AnyCPU layout, 32-bit Wine: optin_telemetry.dll not found by name, LoadLibraryW(x86\\optin_telemetry.dll), then the by-name load returns that module (tel_version $V)"

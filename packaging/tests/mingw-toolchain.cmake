@@ -4,6 +4,8 @@
 if(NOT OPTIN_MINGW_TRIPLE)
   set(OPTIN_MINGW_TRIPLE x86_64-w64-mingw32)
 endif()
+# try_compile reads this file again in a project of its own: pass the choice on.
+list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES OPTIN_MINGW_TRIPLE)
 set(CMAKE_SYSTEM_NAME Windows)
 if(OPTIN_MINGW_TRIPLE MATCHES "^i686")
   set(CMAKE_SYSTEM_PROCESSOR x86)
